@@ -1,0 +1,18 @@
+# The two commands of the README's quick start; each sets itself up first.
+.PHONY: app test lint tutorial bench
+
+app:
+	scripts/setup.sh
+	.venv/bin/streamlit run app.py
+
+test:
+	scripts/setup.sh --test
+	.venv/bin/python -m pytest
+
+lint:
+	scripts/setup.sh --test
+	.venv/bin/ruff check fedtext tests app.py
+
+tutorial:
+	scripts/setup.sh
+	.venv/bin/python -m fedtext tutorial

@@ -1,0 +1,286 @@
+"""Command line: `python -m fedtext {tutorial,data,pretrain,finetune,generate}`."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from fedtext.config import SERVER_OPTIMIZERS, FederatedConfig, PretrainConfig
+
+TUTORIAL_EVAL_CLIENT = "KING_LEAR_KING_LEAR"  # the tutorial's THE_TRAGEDY_OF_KING_LEAR_KING
+# The tutorial trained on two clients of All's Well and Much Ado; TFF's ids there
+# (..._CELIA, ..._OTHELLO) are artefacts of its parser, so we take each play's lead.
+TUTORIAL_CLIENTS = ("ALL_S_WELL_THAT_ENDS_WELL_HELENA", "MUCH_ADO_ABOUT_NOTHING_BENEDICK")
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def _add_federated_args(parser: argparse.ArgumentParser, rounds: int) -> None:
+    defaults = FederatedConfig(client_ids=("x",))
+    parser.add_argument("--clients", nargs="+", default=list(TUTORIAL_CLIENTS), metavar="ID",
+                        help="client ids (see 'fedtext data'); default: the tutorial's two")
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--client-lr", type=_float, default=defaults.client_learning_rate)
+    parser.add_argument("--server-optimizer", choices=SERVER_OPTIMIZERS,
+                        default=defaults.server_optimizer)
+    parser.add_argument("--server-lr", type=_float, default=defaults.server_learning_rate)
+    parser.add_argument("--batches", type=int, default=defaults.batches_per_client,
+                        help="batches per client per round")
+    parser.add_argument("--clients-per-round", type=int, default=0,
+                        help="sample this many clients each round (0: all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--base", type=Path, default=None, help="base model directory")
+
+
+def _federated_config(args: argparse.Namespace) -> FederatedConfig:
+    return FederatedConfig(
+        client_ids=tuple(args.clients),
+        rounds=args.rounds,
+        client_learning_rate=args.client_lr,
+        server_optimizer=args.server_optimizer,
+        server_learning_rate=args.server_lr,
+        batches_per_client=args.batches,
+        clients_per_round=args.clients_per_round,
+        seed=args.seed,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedtext", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    tutorial = sub.add_parser("tutorial", help="the TFF tutorial's flow, end to end")
+    _add_federated_args(tutorial, rounds=5)
+    tutorial.add_argument("--length", type=int, default=200)
+
+    data = sub.add_parser("data", help="list the Shakespeare clients and their sizes")
+    data.add_argument("query", nargs="*", help="words to search in play, character or id")
+    data.add_argument("--sort", choices=("id", "size"), default="id")
+    data.add_argument("--limit", type=int, default=50, help="rows to show (0: all)")
+    data.add_argument("--rebuild", action="store_true", help="rebuild the data cache")
+
+    pretrain = sub.add_parser("pretrain", help="pre-train the base model on text files")
+    pretrain.add_argument("files", nargs="+", type=Path)
+    pretrain.add_argument("--output", type=Path, required=True)
+    pretrain.add_argument("--epochs", type=int, default=PretrainConfig.epochs)
+    pretrain.add_argument("--batch-size", type=int, default=PretrainConfig.batch_size)
+    pretrain.add_argument("--learning-rate", type=_float, default=PretrainConfig.learning_rate)
+    pretrain.add_argument("--embedding-dim", type=int, default=256)
+    pretrain.add_argument("--rnn-units", type=int, default=1024)
+    pretrain.add_argument("--init", type=Path, default=None, help="start from this model")
+    pretrain.add_argument("--seed", type=int, default=0)
+
+    finetune = sub.add_parser("finetune", help="federated fine-tuning; saves weights and CSV")
+    _add_federated_args(finetune, rounds=10)
+    finetune.add_argument("--output", type=Path, required=True)
+
+    generate = sub.add_parser("generate", help="sample text from a model")
+    generate.add_argument("--model", type=Path, default=None, help="model directory")
+    generate.add_argument("--prompt", default=None)
+    generate.add_argument("--length", type=int, default=200)
+    generate.add_argument("--temperature", type=_float, default=1.0)
+    generate.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _base_dir(path: Path | None) -> Path:
+    from fedtext.model import BASE_MODEL_DIR
+
+    return path or BASE_MODEL_DIR
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from fedtext import data
+
+    path = data.database_path(rebuild=args.rebuild)
+    clients = data.load_clients(path)
+    info = data.load_info(path)
+    train = sum(c.train_speeches for c in clients)
+    test = sum(c.test_speeches for c in clients)
+    pub = data.TFF_PUBLISHED
+    print(f"{'':24}{'fedtext':>10}{'TFF':>10}")
+    print(f"{'clients':24}{len(clients):>10,}{pub['clients']:>10,}")
+    print(f"{'train examples':24}{train:>10,}{pub['train_examples']:>10,}")
+    print(f"{'test examples':24}{test:>10,}{pub['test_examples']:>10,}")
+    print(f"play-character pairs {info['play_character_pairs']:,}, "
+          f"{info['dropped_single_speech']:,} dropped with a single speech; "
+          f"{sum(c.train_chars + c.test_chars for c in clients):,} characters; "
+          f"{sum(c.tutorial_would_drop for c in clients):,} clients have less than one "
+          f"tutorial batch of training text (kept here, padded)")
+    shown = data.search_clients(clients, " ".join(args.query)) if args.query else clients
+    if args.sort == "size":
+        shown = sorted(shown, key=lambda c: -(c.train_chars + c.test_chars))
+    if args.query and not shown:
+        print(f"no client matches {' '.join(args.query)!r}")
+        return 1
+    limit = len(shown) if args.limit <= 0 else args.limit
+    print(f"\n{'client id':48} {'speeches':>9} {'chars':>8}  play / character")
+    for c in shown[:limit]:
+        mark = " *" if c.tutorial_would_drop else ""
+        print(f"{c.client_id:48} {c.train_speeches:>4}+{c.test_speeches:<4} "
+              f"{c.train_chars + c.test_chars:>8,}  {c.play} / {c.character}{mark}")
+    if len(shown) > limit:
+        print(f"... {len(shown) - limit} more (use --limit 0)")
+    print("speeches: train+test; * the tutorial's pipeline would have dropped this client")
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from fedtext.config import ModelConfig
+    from fedtext.pretrain import pretrain
+
+    config = PretrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+        seed=args.seed, model=ModelConfig(embedding_dim=args.embedding_dim, rnn_units=args.rnn_units),
+    )
+    pretrain(args.files, args.output, config, init_dir=args.init)
+    return 0
+
+
+def _print_round(result) -> None:
+    if result.round_num == 0:
+        print(f"round  0 (base model): held-out loss {result.eval_loss:.3f} "
+              f"accuracy {result.eval_accuracy:.3f}", flush=True)
+        return
+    print(f"round {result.round_num:2d}: train loss {result.train_loss:.3f} "
+          f"accuracy {result.train_accuracy:.3f} on {result.num_examples} sequences | "
+          f"held-out loss {result.eval_loss:.3f} accuracy {result.eval_accuracy:.3f} "
+          f"| {result.seconds:.1f} s", flush=True)
+
+
+def _run_rounds(trainer) -> str | None:
+    """Print every round; returns the divergence message, if training diverged."""
+    from fedtext.training import TrainingDiverged
+
+    try:
+        for result in trainer.rounds():
+            _print_round(result)
+    except TrainingDiverged as error:
+        return str(error)
+    return None
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from fedtext import data
+    from fedtext.model import save_weights
+    from fedtext.training import FederatedTrainer, history_csv
+
+    config = _federated_config(args)
+    train, test = data.load_client_data()
+    trainer = FederatedTrainer(config, train, test, _base_dir(args.base))
+    print(f"Federated Averaging: {config.rounds} rounds, {len(trainer.client_ids)} clients, "
+          f"{config.cohort_size} per round", flush=True)
+    diverged = _run_rounds(trainer)
+    trainer.eval_model.set_weights(trainer.weights)
+    save_weights(trainer.eval_model, trainer.model_config, args.output)
+    (args.output / "metrics.csv").write_text(history_csv(trainer.history))
+    print(f"saved the fine-tuned model and metrics.csv to {args.output}")
+    if diverged:
+        print(f"fedtext: {diverged}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from fedtext.generation import TUTORIAL_PROMPT, TextGenerator, check_request
+    from fedtext.model import load_model
+
+    prompt = TUTORIAL_PROMPT if args.prompt is None else args.prompt
+    check_request(prompt, args.length, args.temperature)  # fail before loading anything
+    model, config = load_model(_base_dir(args.model))
+    print(TextGenerator(model.get_weights(), config).generate(
+        prompt, args.length, args.temperature, args.seed))
+    return 0
+
+
+def cmd_tutorial(args: argparse.Namespace) -> int:
+    from fedtext import data
+    from fedtext.evaluation import evaluate_random, evaluate_texts
+    from fedtext.generation import TUTORIAL_PROMPT, TextGenerator, check_request
+    from fedtext.model import compile_for_evaluation, load_model
+    from fedtext.training import FederatedTrainer
+
+    config = _federated_config(args)
+    check_request(TUTORIAL_PROMPT, args.length, 1.0)
+    base_dir = _base_dir(args.base)
+    model, model_config = load_model(base_dir)
+    compile_for_evaluation(model)
+    print(f"Loaded the Dickens base model from {base_dir} ({model.count_params():,} parameters)")
+    print("\nGenerated by the base model:\n")
+    print(TextGenerator(model.get_weights(), model_config).generate(
+        TUTORIAL_PROMPT, args.length, seed=args.seed), flush=True)
+
+    path = data.database_path()
+    lear = data.load_speeches(TUTORIAL_EVAL_CLIENT, "train", path) + data.load_speeches(
+        TUTORIAL_EVAL_CLIENT, "test", path)
+    _, lear_accuracy = evaluate_texts(model, lear)
+    _, random_accuracy = evaluate_random(model, seed=args.seed)
+    print(f"\nEvaluating on an example Shakespeare character ({TUTORIAL_EVAL_CLIENT}): "
+          f"{lear_accuracy:.6f}")
+    print(f"Evaluating on completely random data: {random_accuracy:.6f}", flush=True)
+
+    train, test = data.load_client_data(path)
+    trainer = FederatedTrainer(config, train, test, base_dir)
+    print(f"\nFederated Averaging from the base model: {config.rounds} rounds on "
+          f"{', '.join(trainer.client_ids)}", flush=True)
+    diverged = _run_rounds(trainer)
+    if diverged:
+        print(f"fedtext: {diverged}", file=sys.stderr)
+    print("\nGenerated by the fine-tuned model (same prompt and seed):\n")
+    print(TextGenerator(trainer.weights, model_config).generate(
+        TUTORIAL_PROMPT, args.length, seed=args.seed))
+    return 1 if diverged else 0
+
+
+COMMANDS = {
+    "tutorial": cmd_tutorial,
+    "data": cmd_data,
+    "pretrain": cmd_pretrain,
+    "finetune": cmd_finetune,
+    "generate": cmd_generate,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from fedtext import runtime
+    from fedtext.config import ConfigError
+    from fedtext.corpus import CorpusError
+    from fedtext.data import DataError
+    from fedtext.generation import PromptError
+    from fedtext.model import WeightsError
+
+    args = build_parser().parse_args(argv)
+    runtime.stop_on_sigterm()
+    start = time.perf_counter()
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, CorpusError, DataError, PromptError, WeightsError,
+            runtime.WorkerError, FloatingPointError) as error:
+        print(f"fedtext: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fedtext: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # the last line of defence: one line, no traceback
+        if os.environ.get("FEDTEXT_DEBUG"):
+            raise
+        print(f"fedtext: unexpected {type(error).__name__}: {error} "
+              "(FEDTEXT_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
+    finally:
+        runtime.shutdown()
+        if os.environ.get("FEDTEXT_TIMING"):
+            print(f"[{args.command} took {time.perf_counter() - start:.1f} s]", file=sys.stderr)

@@ -1,0 +1,108 @@
+"""Sampling text from a character model: the tutorial's loop, seeded, stateless and compiled."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import tensorflow as tf
+
+from fedtext.config import ModelConfig
+from fedtext.vocab import PAD_ID, decode, describe_chars, encode, normalise
+
+TUTORIAL_PROMPT = "What of TensorFlow Federated, you ask? "
+MAX_LENGTH = 2000  # characters per request; a page visitor cannot ask for more
+MAX_PROMPT = 1000
+
+
+class PromptError(ValueError):
+    """A prompt or sampling setting that cannot be used, with a one-line reason."""
+
+
+def check_request(prompt: str, length: int, temperature: float) -> str:
+    """The normalised prompt, or PromptError saying what is wrong."""
+    if not isinstance(prompt, str) or not prompt:
+        raise PromptError("the prompt is empty: type at least one character")
+    if len(prompt) > MAX_PROMPT:
+        raise PromptError(f"the prompt is {len(prompt)} characters long; at most {MAX_PROMPT}")
+    result = normalise(prompt)
+    if result.dropped:
+        raise PromptError(
+            f"the prompt has characters the model does not know: {describe_chars(sorted(result.dropped))}"
+        )
+    if not result.text:
+        raise PromptError("the prompt has no characters the model knows")
+    if not isinstance(length, int) or isinstance(length, bool) or not 1 <= length <= MAX_LENGTH:
+        raise PromptError(f"length must be a whole number from 1 to {MAX_LENGTH}, got {length!r}")
+    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or not (
+        0.01 <= temperature <= 5
+    ):
+        raise PromptError(f"temperature must lie between 0.01 and 5, got {temperature!r}")
+    return result.text
+
+
+class TextGenerator:
+    """Generates from fixed weights. Every call starts from a zero state, so concurrent
+    callers share weights but never recurrent state: the same request gives the same text."""
+
+    def __init__(self, weights: list[np.ndarray], config: ModelConfig = ModelConfig()):
+        self.config = config
+        ids = tf.keras.Input(shape=(None,), dtype=tf.int64)
+        state_in = tf.keras.Input(shape=(config.rnn_units,))
+        x = tf.keras.layers.Embedding(config.vocab_size, config.embedding_dim)(ids)
+        x, state = tf.keras.layers.GRU(
+            config.rnn_units, return_sequences=True, return_state=True
+        )(x, initial_state=state_in)
+        logits = tf.keras.layers.Dense(config.vocab_size)(x)
+        self._stepper = tf.keras.Model([ids, state_in], [logits, state])
+        self._stepper.set_weights(weights)
+        self._pad_mask = tf.one_hot(PAD_ID, config.vocab_size, on_value=-1e9, off_value=0.0)
+        self._lock = threading.Lock()  # guards the first trace only
+        self._sample = tf.function(
+            self._sample_loop,
+            input_signature=[
+                tf.TensorSpec([None], tf.int64),
+                tf.TensorSpec([], tf.int32),
+                tf.TensorSpec([], tf.float32),
+                tf.TensorSpec([2], tf.int64),
+            ],
+        )
+
+    def _sample_loop(self, prompt_ids, length, temperature, seed):
+        state = tf.zeros([1, self.config.rnn_units])
+        logits, state = self._stepper([prompt_ids[tf.newaxis, :], state])
+        last = logits[:, -1, :]
+        out = tf.TensorArray(tf.int64, size=length)
+        for i in tf.range(length):
+            scaled = last / temperature + self._pad_mask
+            step_seed = seed + tf.stack([tf.constant(0, tf.int64), tf.cast(i, tf.int64)])
+            next_id = tf.random.stateless_categorical(scaled, 1, seed=step_seed)[0, 0]
+            out = out.write(i, next_id)
+            logits, state = self._stepper([tf.reshape(next_id, [1, 1]), state])
+            last = logits[:, -1, :]
+        return out.stack()
+
+    def generate(
+        self, prompt: str, length: int = 200, temperature: float = 1.0, seed: int = 0
+    ) -> str:
+        """`prompt` followed by `length` sampled characters; same arguments, same text."""
+        text = check_request(prompt, length, temperature)
+        if not isinstance(seed, int) or seed < 0:
+            raise PromptError(f"seed must be a whole number of at least 0, got {seed!r}")
+        args = (
+            tf.constant(encode(text)),
+            tf.constant(length, tf.int32),
+            tf.constant(temperature, tf.float32),
+            tf.constant([seed, 0], tf.int64),
+        )
+        if self._sample.experimental_get_tracing_count() == 0:
+            with self._lock:
+                ids = self._sample(*args)
+        else:
+            ids = self._sample(*args)
+        return text + decode(ids.numpy())
+
+
+def generator_for(model: tf.keras.Model, config: ModelConfig = ModelConfig()) -> TextGenerator:
+    return TextGenerator(model.get_weights(), config)

@@ -1,0 +1,183 @@
+"""Owns TFF's C++ worker process: started on first use, restarted if it dies, always stopped.
+
+TFF's own `local_cpp_executor_factory` starts `worker_binary` with the parent's stdout and stderr
+and stops it only in a `__del__`, so it can outlive Python and hold a caller's pipe open for
+ever. This module builds the same execution context from TFF's own parts, but starts the worker
+with its output in a log file, with a parent-death signal, and stops it at exit and on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_READY_TIMEOUT_S = 60.0
+_GRPC_OPTIONS = [
+    ("grpc.max_message_length", 2_000_000_000),
+    ("grpc.max_receive_message_length", 2_000_000_000),
+    ("grpc.max_send_message_length", 2_000_000_000),
+]
+
+
+class WorkerError(RuntimeError):
+    """The TFF worker could not be started or died; one-line reason."""
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: ask the kernel to SIGTERM it when its parent thread ends."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def worker_binary_path() -> Path:
+    import tensorflow_federated
+
+    path = Path(tensorflow_federated.__file__).parent / "data" / "worker_binary"
+    if not path.is_file():
+        raise WorkerError(f"TFF's worker binary is missing at {path}; reinstall the project")
+    return path
+
+
+class WorkerService:
+    """One worker process and the gRPC stub that talks to it."""
+
+    def __init__(self, log_path: Path):
+        self.log_path = log_path
+        self._process: subprocess.Popen | None = None
+        self._stub = None
+        self._lock = threading.RLock()
+        # PR_SET_PDEATHSIG fires when the *thread* that forked exits; Streamlit runs each
+        # script in a short-lived thread, so all starts go through one thread that lives
+        # as long as the process.
+        self._launcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tff-worker")
+
+    @property
+    def pid(self) -> int | None:
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
+
+    def get_stub(self):
+        """A ready stub; starts (or restarts) the worker if there is none alive."""
+        with self._lock:
+            if self._stub is not None and self._process.poll() is None and self._stub.is_ready:
+                return self._stub
+            if self._process is not None:
+                log.warning("TFF worker (pid %s) is gone; starting a new one", self._process.pid)
+                self._terminate()
+            return self._launcher.submit(self._start).result()
+
+    def _start(self):
+        import grpc
+        import portpicker
+        from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub
+
+        port = portpicker.pick_unused_port()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log_file:
+            self._process = subprocess.Popen(
+                [str(worker_binary_path()), f"--port={port}", "--max_concurrent_computation_calls=-1"],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
+        channel = grpc.insecure_channel(f"localhost:{port}", _GRPC_OPTIONS)
+        self._stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(channel)
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        while not self._stub.is_ready:
+            if self._process.poll() is not None:
+                raise WorkerError(f"TFF worker exited at start; see {self.log_path}")
+            if time.monotonic() > deadline:
+                self._terminate()
+                raise WorkerError(f"TFF worker not ready after {_READY_TIMEOUT_S:.0f} s")
+            time.sleep(0.05)
+        log.info("TFF worker started (pid %s, port %s)", self._process.pid, port)
+        return self._stub
+
+    def _terminate(self) -> None:
+        process, self._process, self._stub = self._process, None, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._terminate()
+
+
+_service: WorkerService | None = None
+_install_lock = threading.Lock()
+
+
+def install(log_path: Path | None = None) -> WorkerService:
+    """Make TFF run computations through our worker service (idempotent); returns it."""
+    global _service
+    with _install_lock:
+        if _service is not None:
+            return _service
+        from tensorflow_federated.python.core.backends.native import compiler
+        from tensorflow_federated.python.core.environments.tensorflow_frontend import (
+            tensorflow_computation,
+        )
+        from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
+        from tensorflow_federated.python.core.impl.execution_contexts import (
+            sync_execution_context,
+        )
+        from tensorflow_federated.python.core.impl.executor_stacks import python_executor_stacks
+        from tensorflow_federated.python.core.impl.executors import remote_executor
+        from tensorflow_federated.python.core.impl.types import placements
+
+        from fedtext.data import cache_dir
+
+        service = WorkerService(log_path or cache_dir() / "tff-worker.log")
+
+        def executor_stack(cardinalities):
+            cardinalities.setdefault(placements.CLIENTS, 0)
+            executor = remote_executor.RemoteExecutor(service.get_stub())
+            executor.set_cardinalities(cardinalities)
+            return executor
+
+        context = sync_execution_context.SyncExecutionContext(
+            executor_fn=python_executor_stacks.ResourceManagingExecutorFactory(executor_stack),
+            compiler_fn=compiler.desugar_and_transform_to_native,
+            transform_args=tensorflow_computation.transform_args,
+            transform_result=tensorflow_computation.transform_result,
+        )
+        context_stack_impl.context_stack.set_default_context(context)
+        atexit.register(shutdown)
+        _service = service
+        return service
+
+
+def shutdown() -> None:
+    """Stop the worker if one runs; safe to call any number of times."""
+    if _service is not None:
+        _service.stop()
+
+
+def stop_on_sigterm() -> None:
+    """For command-line use: on SIGTERM stop the worker, then exit as SIGTERM would."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handle(signum, frame):
+        shutdown()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, handle)

@@ -1,0 +1,261 @@
+"""Federated fine-tuning with TFF's own Federated Averaging, as an iterator of round results."""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from fedtext.config import FederatedConfig, ModelConfig
+from fedtext.model import (
+    BASE_MODEL_DIR,
+    MaskedAccuracy,
+    MaskedLoss,
+    MaskedMeanLoss,
+    build_model,
+    compile_for_evaluation,
+    load_model,
+)
+from fedtext.preprocess import preprocess, stack_batches
+
+_INPUT_SPEC = (
+    tf.TensorSpec(shape=[None, None], dtype=tf.int64),
+    tf.TensorSpec(shape=[None, None], dtype=tf.int64),
+)
+# Loss above this (in nats per character) is treated as divergence even while still finite:
+# a uniform guess over 87 ids costs ln(87) = 4.47.
+DIVERGED_LOSS = 10.0
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced a NaN or exploding loss; the last good weights were kept."""
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """What one round did; round 0 is the base model before any training."""
+
+    round_num: int
+    eval_loss: float  # cross-entropy per character on the chosen clients' held-out speeches
+    eval_accuracy: float
+    train_loss: float | None = None  # averaged over every character the clients trained on
+    train_accuracy: float | None = None
+    num_examples: int = 0  # sequences of seq_length characters trained on this round
+    seconds: float = 0.0  # wall time of the round, evaluation included
+    client_ids: tuple[str, ...] = ()  # the clients that took part this round
+
+
+def _model_fn(model_config: ModelConfig):
+    def model_fn():
+        return tff_from_keras(build_model(model_config))
+
+    return model_fn
+
+
+def tff_from_keras(keras_model: tf.keras.Model):
+    import tensorflow_federated as tff
+
+    return tff.learning.models.from_keras_model(
+        keras_model,
+        input_spec=_INPUT_SPEC,
+        loss=MaskedLoss(),
+        metrics=[MaskedMeanLoss(name="char_loss"), MaskedAccuracy()],
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def build_process(model_config: ModelConfig, server_optimizer: str):
+    """TFF's weighted Federated Averaging; learning rates are set per run through hparams.
+
+    Built once per (model, server optimizer kind): tracing costs seconds, and the learning
+    rates live in the optimizer state, so changing them needs no rebuild.
+    """
+    import tensorflow_federated as tff
+
+    from fedtext import runtime
+
+    runtime.install()
+    server = {
+        "sgd": lambda: tff.learning.optimizers.build_sgdm(learning_rate=1.0),
+        "momentum": lambda: tff.learning.optimizers.build_sgdm(learning_rate=1.0, momentum=0.9),
+        # epsilon 1e-3 as in Reddi et al.'s FedAdam; Keras' 1e-7 makes the first steps huge.
+        "adam": lambda: tff.learning.optimizers.build_adam(learning_rate=0.01, epsilon=1e-3),
+    }[server_optimizer]()
+    process = tff.learning.algorithms.build_weighted_fed_avg(
+        _model_fn(model_config),
+        client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=0.1),
+        server_optimizer_fn=server,
+    )
+    # Keras models built while TFF traces (graph mode) rebase the Sequential and Functional
+    # classes onto Keras' v1 Model for the whole process, which breaks eager models' evaluate
+    # and fit. Building one eager model rebases them back.
+    tf.keras.Sequential()
+    return process
+
+
+def _set_learning_rates(process, state, client_lr: float, server_lr: float):
+    hparams = process.get_hparams(state)
+    hparams["client_work"]["learning_rate"] = np.float32(client_lr)
+    hparams["finalizer"]["learning_rate"] = np.float32(server_lr)
+    return process.set_hparams(state, hparams)
+
+
+def _round_seed(seed: int, round_num: int, client_id: str) -> int:
+    return int.from_bytes(
+        np.random.default_rng([seed, round_num, *client_id.encode()]).bytes(4), "little"
+    )
+
+
+class FederatedTrainer:
+    """Runs rounds of Federated Averaging from a base model; keeps the last good weights.
+
+    Iterate `rounds()` to train: it yields round 0 (the base model) and then each round as
+    it ends. Stopping the iteration early keeps what was trained so far in `weights`.
+    """
+
+    def __init__(
+        self,
+        config: FederatedConfig,
+        train_data,
+        test_data,
+        base_dir: str | Path = BASE_MODEL_DIR,
+    ):
+        from fedtext.data import check_client_ids
+
+        self.config = config
+        self.client_ids = check_client_ids(config.client_ids, train_data.client_ids)
+        self.train_data, self.test_data = train_data, test_data
+        self.eval_model, self.model_config = load_model(base_dir)
+        compile_for_evaluation(self.eval_model)
+        self.weights: list[np.ndarray] = self.eval_model.get_weights()
+        self.history: list[RoundResult] = []
+        self._eval_set: tf.data.Dataset | None = None
+
+    def evaluation_set(self) -> tf.data.Dataset:
+        """The chosen clients' held-out speeches, batched once for every round's evaluation."""
+        if self._eval_set is None:
+            parts = [
+                stack_batches(
+                    preprocess(
+                        self.test_data.create_tf_dataset_for_client(cid),
+                        self.config.eval_batch_size,
+                        self.config.seq_length,
+                    )
+                )
+                for cid in self.client_ids
+            ]
+            x = np.concatenate([p[0] for p in parts if len(p[0])])
+            y = np.concatenate([p[1] for p in parts if len(p[1])])
+            self._eval_set = tf.data.Dataset.from_tensor_slices((x, y)).batch(
+                self.config.eval_batch_size
+            ).cache()
+        return self._eval_set
+
+    def evaluate(self, weights: Sequence[np.ndarray] | None = None) -> tuple[float, float]:
+        if weights is not None:
+            self.eval_model.set_weights(list(weights))
+        results = self.eval_model.evaluate(self.evaluation_set(), verbose=0, return_dict=True)
+        return float(results["loss"]), float(results["accuracy"])
+
+    def client_datasets(self, round_num: int, client_ids: Sequence[str]) -> list[tf.data.Dataset]:
+        """Each client's batches for one round, reshuffled per round, at most batches_per_client."""
+        datasets = []
+        for cid in client_ids:
+            x, y = stack_batches(
+                preprocess(
+                    self.train_data.create_tf_dataset_for_client(cid),
+                    self.config.batch_size,
+                    self.config.seq_length,
+                    self.config.shuffle_buffer,
+                    seed=_round_seed(self.config.seed, round_num, cid),
+                ),
+                limit=self.config.batches_per_client,
+            )
+            datasets.append(tf.data.Dataset.from_tensor_slices((x, y)).batch(self.config.batch_size))
+        return datasets
+
+    def sample_clients(self, round_num: int) -> tuple[str, ...]:
+        if self.config.cohort_size >= len(self.client_ids):
+            return self.client_ids
+        rng = np.random.default_rng([self.config.seed, round_num])
+        chosen = rng.choice(len(self.client_ids), self.config.cohort_size, replace=False)
+        return tuple(self.client_ids[i] for i in sorted(chosen))
+
+    def rounds(self) -> Iterator[RoundResult]:
+        """Round 0 (the base model), then one result per round of Federated Averaging."""
+        import tensorflow_federated as tff
+
+        start = time.perf_counter()
+        loss, accuracy = self.evaluate(self.weights)
+        self.history = [RoundResult(0, loss, accuracy, seconds=time.perf_counter() - start)]
+        yield self.history[-1]
+
+        process = build_process(self.model_config, self.config.server_optimizer)
+        state = process.initialize()
+        state = _set_learning_rates(
+            process, state, self.config.client_learning_rate, self.config.server_learning_rate
+        )
+        n_trainable = len(self.eval_model.trainable_weights)
+        state = process.set_model_weights(
+            state,
+            tff.learning.models.ModelWeights(
+                trainable=self.weights[:n_trainable], non_trainable=self.weights[n_trainable:]
+            ),
+        )
+        for round_num in range(1, self.config.rounds + 1):
+            start = time.perf_counter()
+            cohort = self.sample_clients(round_num)
+            output = process.next(state, self.client_datasets(round_num, cohort))
+            train = output.metrics["client_work"]["train"]
+            train_loss = float(train["char_loss"])
+            model_weights = process.get_model_weights(output.state)
+            weights = [np.asarray(w) for w in (*model_weights.trainable, *model_weights.non_trainable)]
+            if not _healthy(train_loss) or not all(np.isfinite(w).all() for w in weights):
+                self.eval_model.set_weights(self.weights)
+                raise TrainingDiverged(
+                    f"training diverged in round {round_num} (train loss {train_loss:.3g}); "
+                    f"kept the weights of round {round_num - 1}; try a lower learning rate"
+                )
+            eval_loss, eval_accuracy = self.evaluate(weights)
+            if not _healthy(eval_loss):
+                self.eval_model.set_weights(self.weights)
+                raise TrainingDiverged(
+                    f"training diverged in round {round_num} (held-out loss {eval_loss:.3g}); "
+                    f"kept the weights of round {round_num - 1}; try a lower learning rate"
+                )
+            state, self.weights = output.state, weights
+            self.history.append(
+                RoundResult(
+                    round_num,
+                    eval_loss,
+                    eval_accuracy,
+                    train_loss=train_loss,
+                    train_accuracy=float(train["accuracy"]),
+                    num_examples=int(train["num_examples"]),
+                    seconds=time.perf_counter() - start,
+                    client_ids=cohort,
+                )
+            )
+            yield self.history[-1]
+
+
+def _healthy(loss: float) -> bool:
+    return math.isfinite(loss) and loss < DIVERGED_LOSS
+
+
+def history_csv(history: Sequence[RoundResult]) -> str:
+    """Per-round metrics as CSV text (round 0 is the base model)."""
+    lines = ["round,eval_loss,eval_accuracy,train_loss,train_accuracy,num_examples,seconds,clients"]
+    for r in history:
+        fmt = lambda v: "" if v is None else f"{v:.6f}"  # noqa: E731
+        lines.append(
+            f"{r.round_num},{r.eval_loss:.6f},{r.eval_accuracy:.6f},{fmt(r.train_loss)},"
+            f"{fmt(r.train_accuracy)},{r.num_examples},{r.seconds:.3f},{' '.join(r.client_ids)}"
+        )
+    return "\n".join(lines) + "\n"
