@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from fedtext.config import ModelConfig
 from fedtext.vocab import PAD_ID
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
-BASE_MODEL_DIR = ASSETS_DIR / "dickens"
+# The shipped Dickens model; FEDTEXT_BASE_MODEL points elsewhere (tests use a tiny one).
+BASE_MODEL_DIR = Path(os.environ.get("FEDTEXT_BASE_MODEL", ASSETS_DIR / "dickens"))
 WEIGHTS_FILE = "weights.npz"
 CONFIG_FILE = "model.json"
 
