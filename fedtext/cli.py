@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -19,13 +18,11 @@ TUTORIAL_CLIENTS = ("ALL_S_WELL_THAT_ENDS_WELL_HELENA", "MUCH_ADO_ABOUT_NOTHING_
 
 
 def _float(text: str) -> float:
+    """Any float, NaN included: the config objects say in one line what is out of range."""
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
-    return value
 
 
 def _add_federated_args(parser: argparse.ArgumentParser, rounds: int) -> None:
@@ -58,8 +55,14 @@ def _federated_config(args: argparse.Namespace) -> FederatedConfig:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One line, not argparse's usage block."""
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fedtext", description=__doc__)
+    parser = _Parser(prog="fedtext", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     tutorial = sub.add_parser("tutorial", help="the TFF tutorial's flow, end to end")

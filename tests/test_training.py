@@ -1,0 +1,115 @@
+"""Real TFF Federated Averaging rounds on a small model and the real Shakespeare clients."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from fedtext.config import ConfigError, FederatedConfig
+from fedtext.training import FederatedTrainer, TrainingDiverged, history_csv
+
+CLIENTS = ("KING_LEAR_KING_LEAR", "KING_LEAR_FOOL", "KING_LEAR_KENT")
+
+
+def small_config(**overrides) -> FederatedConfig:
+    settings = dict(client_ids=CLIENTS[:2], rounds=3, client_learning_rate=1.0, batches_per_client=2)
+    settings.update(overrides)
+    return FederatedConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def trained(client_data, tiny_model_dir):
+    train, test = client_data
+    trainer = FederatedTrainer(small_config(), train, test, tiny_model_dir)
+    results = list(trainer.rounds())
+    return trainer, results
+
+
+def test_rounds_start_from_the_base_model_and_learn(trained, tiny_model_dir):
+    from fedtext.model import load_model
+
+    trainer, results = trained
+    assert [r.round_num for r in results] == [0, 1, 2, 3]
+    assert results[0].train_loss is None
+    base, _ = load_model(tiny_model_dir)
+    assert trainer.evaluate(base.get_weights()) == pytest.approx(
+        (results[0].eval_loss, results[0].eval_accuracy), rel=1e-5
+    )
+    assert results[-1].train_loss < results[1].train_loss
+    assert results[-1].eval_loss < results[0].eval_loss
+    assert all(r.num_examples > 0 and r.client_ids == CLIENTS[:2] for r in results[1:])
+    changed = [not np.allclose(a, b) for a, b in zip(base.get_weights(), trainer.weights)]
+    assert all(changed)
+
+
+def test_history_is_written_as_csv(trained):
+    trainer, results = trained
+    lines = history_csv(trainer.history).splitlines()
+    assert lines[0].startswith("round,eval_loss,eval_accuracy")
+    assert len(lines) == len(results) + 1
+    assert lines[1].startswith("0,") and lines[-1].startswith("3,")
+
+
+def test_stopping_between_rounds_keeps_the_model_so_far(client_data, tiny_model_dir):
+    train, test = client_data
+    trainer = FederatedTrainer(small_config(rounds=5), train, test, tiny_model_dir)
+    first_two = list(itertools.islice(trainer.rounds(), 2))
+    assert [r.round_num for r in first_two] == [0, 1]
+    assert len(trainer.history) == 2
+    assert trainer.evaluate(trainer.weights)[0] == pytest.approx(first_two[1].eval_loss, rel=1e-5)
+
+
+def test_clients_are_sampled_per_round(client_data, tiny_model_dir):
+    train, test = client_data
+    config = small_config(client_ids=CLIENTS, clients_per_round=1, rounds=3, seed=7)
+    trainer = FederatedTrainer(config, train, test, tiny_model_dir)
+    cohorts = [trainer.sample_clients(r) for r in range(1, 4)]
+    assert all(len(c) == 1 and c[0] in CLIENTS for c in cohorts)
+    assert cohorts == [FederatedTrainer(config, train, test, tiny_model_dir).sample_clients(r)
+                       for r in range(1, 4)]  # seeded: the same cohorts every time
+
+
+def test_each_round_draws_fresh_batches(client_data, tiny_model_dir):
+    train, test = client_data
+    trainer = FederatedTrainer(small_config(), train, test, tiny_model_dir)
+    first = next(iter(trainer.client_datasets(1, ["KING_LEAR_KING_LEAR"])[0]))[0].numpy()
+    again = next(iter(trainer.client_datasets(1, ["KING_LEAR_KING_LEAR"])[0]))[0].numpy()
+    second = next(iter(trainer.client_datasets(2, ["KING_LEAR_KING_LEAR"])[0]))[0].numpy()
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, second)
+
+
+def test_divergence_stops_training_and_keeps_the_last_good_weights(client_data, tiny_model_dir):
+    train, test = client_data
+    trainer = FederatedTrainer(small_config(client_learning_rate=1e9), train, test, tiny_model_dir)
+    base_weights = [w.copy() for w in trainer.weights]
+    rounds = trainer.rounds()
+    assert next(rounds).round_num == 0
+    with pytest.raises(TrainingDiverged, match="diverged in round 1.*kept the weights of round 0"):
+        next(rounds)
+    assert all(np.array_equal(a, b) for a, b in zip(base_weights, trainer.weights))
+
+
+def test_unknown_clients_are_refused_before_any_work(client_data, tiny_model_dir):
+    from fedtext.data import DataError
+
+    train, test = client_data
+    with pytest.raises(DataError, match="unknown client id 'KING_LEAR_LEARR'.*KING_LEAR_KING_LEAR"):
+        FederatedTrainer(small_config(client_ids=("KING_LEAR_LEARR",)), train, test, tiny_model_dir)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"client_ids": ()}, "choose at least one client"),
+        ({"rounds": 0}, "rounds must be a whole number of at least 1"),
+        ({"client_learning_rate": float("nan")}, "client learning rate must be a positive finite"),
+        ({"server_learning_rate": -1.0}, "server learning rate must be a positive finite"),
+        ({"server_optimizer": "rmsprop"}, "server optimizer must be one of"),
+        ({"clients_per_round": 5}, "clients per round"),
+    ],
+)
+def test_bad_settings_get_one_line_messages(overrides, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        small_config(**overrides)
+    assert "\n" not in str(error.value)
