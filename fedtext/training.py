@@ -135,6 +135,7 @@ class FederatedTrainer:
         compile_for_evaluation(self.eval_model)
         self.weights: list[np.ndarray] = self.eval_model.get_weights()
         self.history: list[RoundResult] = []
+        self._state = None  # TFF server state after the last finished round
         self._eval_set: tf.data.Dataset | None = None
 
     def evaluation_set(self) -> tf.data.Dataset:
@@ -188,61 +189,82 @@ class FederatedTrainer:
         return tuple(self.client_ids[i] for i in sorted(chosen))
 
     def rounds(self) -> Iterator[RoundResult]:
-        """Round 0 (the base model), then one result per round of Federated Averaging."""
+        """Round 0 (the base model), then one result per round of Federated Averaging.
+
+        Calling it again after an error (a dead TFF worker, say) goes on from the last
+        finished round with the server state of that round.
+        """
+        if not self.history:
+            start = time.perf_counter()
+            loss, accuracy = self.evaluate(self.weights)
+            self.history = [RoundResult(0, loss, accuracy, seconds=time.perf_counter() - start)]
+            yield self.history[-1]
+        process = build_process(self.model_config, self.config.server_optimizer)
+        if self._state is None:
+            self._state = self._initial_state(process)
+        for round_num in range(len(self.history), self.config.rounds + 1):
+            yield self._run_round(process, round_num)
+
+    def _initial_state(self, process):
         import tensorflow_federated as tff
 
-        start = time.perf_counter()
-        loss, accuracy = self.evaluate(self.weights)
-        self.history = [RoundResult(0, loss, accuracy, seconds=time.perf_counter() - start)]
-        yield self.history[-1]
-
-        process = build_process(self.model_config, self.config.server_optimizer)
-        state = process.initialize()
         state = _set_learning_rates(
-            process, state, self.config.client_learning_rate, self.config.server_learning_rate
+            process,
+            process.initialize(),
+            self.config.client_learning_rate,
+            self.config.server_learning_rate,
         )
         n_trainable = len(self.eval_model.trainable_weights)
-        state = process.set_model_weights(
+        return process.set_model_weights(
             state,
             tff.learning.models.ModelWeights(
                 trainable=self.weights[:n_trainable], non_trainable=self.weights[n_trainable:]
             ),
         )
-        for round_num in range(1, self.config.rounds + 1):
-            start = time.perf_counter()
-            cohort = self.sample_clients(round_num)
-            output = process.next(state, self.client_datasets(round_num, cohort))
-            train = output.metrics["client_work"]["train"]
-            train_loss = float(train["char_loss"])
+
+    def _run_round(self, process, round_num: int) -> RoundResult:
+        from fedtext.runtime import WorkerError
+
+        start = time.perf_counter()
+        cohort = self.sample_clients(round_num)
+        datasets = self.client_datasets(round_num, cohort)
+        try:
+            output = process.next(self._state, datasets)
             model_weights = process.get_model_weights(output.state)
-            weights = [np.asarray(w) for w in (*model_weights.trainable, *model_weights.non_trainable)]
-            if not _healthy(train_loss) or not all(np.isfinite(w).all() for w in weights):
-                self.eval_model.set_weights(self.weights)
-                raise TrainingDiverged(
-                    f"training diverged in round {round_num} (train loss {train_loss:.3g}); "
-                    f"kept the weights of round {round_num - 1}; try a lower learning rate"
-                )
-            eval_loss, eval_accuracy = self.evaluate(weights)
-            if not _healthy(eval_loss):
-                self.eval_model.set_weights(self.weights)
-                raise TrainingDiverged(
-                    f"training diverged in round {round_num} (held-out loss {eval_loss:.3g}); "
-                    f"kept the weights of round {round_num - 1}; try a lower learning rate"
-                )
-            state, self.weights = output.state, weights
-            self.history.append(
-                RoundResult(
-                    round_num,
-                    eval_loss,
-                    eval_accuracy,
-                    train_loss=train_loss,
-                    train_accuracy=float(train["accuracy"]),
-                    num_examples=int(train["num_examples"]),
-                    seconds=time.perf_counter() - start,
-                    client_ids=cohort,
-                )
+        except Exception as error:  # gRPC and TFF raise many kinds when the worker dies
+            raise WorkerError(
+                f"round {round_num} failed in the TFF worker ({type(error).__name__}); "
+                f"the model of round {round_num - 1} is kept and training can go on"
+            ) from error
+        train = output.metrics["client_work"]["train"]
+        train_loss = float(train["char_loss"])
+        weights = [np.asarray(w) for w in (*model_weights.trainable, *model_weights.non_trainable)]
+        if not _healthy(train_loss) or not all(np.isfinite(w).all() for w in weights):
+            self._diverged(round_num, f"train loss {train_loss:.3g}")
+        eval_loss, eval_accuracy = self.evaluate(weights)
+        if not _healthy(eval_loss):
+            self._diverged(round_num, f"held-out loss {eval_loss:.3g}")
+        self._state, self.weights = output.state, weights
+        self.history.append(
+            RoundResult(
+                round_num,
+                eval_loss,
+                eval_accuracy,
+                train_loss=train_loss,
+                train_accuracy=float(train["accuracy"]),
+                num_examples=int(train["num_examples"]),
+                seconds=time.perf_counter() - start,
+                client_ids=cohort,
             )
-            yield self.history[-1]
+        )
+        return self.history[-1]
+
+    def _diverged(self, round_num: int, what: str):
+        self.eval_model.set_weights(self.weights)
+        raise TrainingDiverged(
+            f"training diverged in round {round_num} ({what}); kept the weights of round "
+            f"{round_num - 1}; try a lower learning rate"
+        )
 
 
 def _healthy(loss: float) -> bool:

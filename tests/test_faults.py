@@ -1,0 +1,68 @@
+"""The TFF worker dies in the middle of a round: the round fails with a message, the worker is
+started again, and training goes on from the last finished round."""
+
+import os
+import signal
+import threading
+
+import numpy as np
+import pytest
+
+from fedtext import runtime, training
+from fedtext.config import FederatedConfig
+from fedtext.runtime import WorkerError
+from fedtext.training import FederatedTrainer
+
+
+class KillingProcess:
+    """The real learning process, with a thread killing every TFF worker while `next` runs."""
+
+    def __init__(self, process):
+        self._process = process
+        self.kills = 0
+
+    def __getattr__(self, name):
+        return getattr(self._process, name)
+
+    def next(self, state, data):
+        done = threading.Event()
+
+        def kill_workers():
+            while not done.is_set():
+                pid = runtime.install().pid
+                if pid is not None:
+                    os.kill(pid, signal.SIGKILL)
+                    self.kills += 1
+                done.wait(0.02)
+
+        killer = threading.Thread(target=kill_workers)
+        killer.start()
+        try:
+            return self._process.next(state, data)
+        finally:
+            done.set()
+            killer.join()
+
+
+def test_worker_killed_mid_round_then_training_goes_on(client_data, tiny_model_dir, monkeypatch):
+    train, test = client_data
+    config = FederatedConfig(client_ids=("KING_LEAR_FOOL", "KING_LEAR_KENT"), rounds=3,
+                             client_learning_rate=1.0, batches_per_client=2)
+    trainer = FederatedTrainer(config, train, test, tiny_model_dir)
+    rounds = trainer.rounds()
+    assert [next(rounds).round_num, next(rounds).round_num] == [0, 1]
+    kept = [w.copy() for w in trainer.weights]
+
+    real_build = training.build_process
+    killing = KillingProcess(real_build(trainer.model_config, config.server_optimizer))
+    monkeypatch.setattr(training, "build_process", lambda *args: killing)
+    with pytest.raises(WorkerError, match="round 2 failed in the TFF worker"):
+        list(trainer.rounds())
+    assert killing.kills >= 1
+    assert len(trainer.history) == 2
+    assert all(np.array_equal(a, b) for a, b in zip(kept, trainer.weights))
+
+    monkeypatch.setattr(training, "build_process", real_build)
+    resumed = list(trainer.rounds())
+    assert [r.round_num for r in resumed] == [2, 3]
+    assert runtime.install().pid is not None  # a new worker serves the resumed rounds
