@@ -1,0 +1,193 @@
+"""A training queue for a shared server: TFF's execution context is process-wide and the
+machine small, so jobs run one at a time in a background thread while pages poll them."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+
+from fedtext.config import FederatedConfig, ServerLimits
+from fedtext.model import BASE_MODEL_DIR
+from fedtext.runs import RunStore, new_run_id
+from fedtext.training import FederatedTrainer, RoundResult, TrainingDiverged
+
+HEARTBEAT_TIMEOUT_S = 30.0  # a page polls every second or so; silence this long means it closed
+DEFAULT_ROUND_S = 10.0  # guess for the first estimate, before any round was timed
+
+
+class JobState(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"  # all rounds ran
+    STOPPED = "stopped"  # stopped by its visitor (or their page closed); the model so far is kept
+    FAILED = "failed"  # diverged or the worker died; the last good model is kept
+
+
+@dataclass
+class Job:
+    """One visitor's training run; fields change only under the queue's lock."""
+
+    job_id: str
+    owner: str
+    config: FederatedConfig
+    state: JobState = JobState.QUEUED
+    history: list[RoundResult] = field(default_factory=list)
+    weights: list[np.ndarray] | None = None  # after the last finished round
+    message: str = ""
+    submitted: float = field(default_factory=time.monotonic)
+    last_seen: float = field(default_factory=time.monotonic)
+    stop_requested: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (JobState.DONE, JobState.STOPPED, JobState.FAILED)
+
+
+class QueueFull(RuntimeError):
+    """The visitor already has a job, or the server's queue is full."""
+
+
+class TrainingQueue:
+    """Runs submitted jobs one after another; pages poll `status` and call `touch`."""
+
+    def __init__(self, train_data, test_data, base_dir: Path = BASE_MODEL_DIR,
+                 store: RunStore | None = None, limits: ServerLimits = ServerLimits(),
+                 heartbeat_timeout: float = HEARTBEAT_TIMEOUT_S):
+        self.train_data, self.test_data, self.base_dir = train_data, test_data, base_dir
+        self.store = store
+        self.limits = limits
+        self.heartbeat_timeout = heartbeat_timeout
+        self._jobs: dict[str, Job] = {}
+        self._waiting: collections.deque[str] = collections.deque()
+        self._trainers: dict[str, FederatedTrainer] = {}  # kept while a failed job may resume
+        self._round_seconds: collections.deque[float] = collections.deque(maxlen=20)
+        self._lock = threading.Condition()
+        self._thread = threading.Thread(target=self._serve, name="fedtext-training", daemon=True)
+        self._thread.start()
+
+    def submit(self, config: FederatedConfig, owner: str) -> Job:
+        """Queue a run; ConfigError past the server's limits, QueueFull if the visitor has one."""
+        self.limits.check(config)
+        with self._lock:
+            mine = [j for j in self._jobs.values() if j.owner == owner and not j.finished]
+            if len(mine) >= self.limits.max_jobs_per_visitor:
+                raise QueueFull("you already have a training run queued or running")
+            if len(self._waiting) >= self.limits.max_queue:
+                raise QueueFull(f"the server's queue is full ({len(self._waiting)} waiting)")
+            job = Job(new_run_id(), owner, config)
+            self._jobs[job.job_id] = job
+            self._waiting.append(job.job_id)
+            self._lock.notify_all()
+            return job
+
+    def get(self, job_id: str, owner: str | None = None) -> Job | None:
+        """The job, only for its owner when an owner is given."""
+        job = self._jobs.get(job_id)
+        return job if job is not None and (owner is None or job.owner == owner) else None
+
+    def touch(self, job_id: str) -> None:
+        job = self._jobs.get(job_id)
+        if job is not None:
+            job.last_seen = time.monotonic()
+
+    def stop(self, job_id: str) -> None:
+        """Queued: leaves the queue. Running: stops after the current round, keeping the model."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.finished:
+                return
+            job.stop_requested = True
+            if job.state is JobState.QUEUED:
+                self._waiting.remove(job_id)
+                job.state, job.message = JobState.STOPPED, "cancelled before it started"
+
+    def position(self, job_id: str) -> int:
+        """0 while running, n while n jobs run or wait ahead of it."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.state is not JobState.QUEUED:
+                return 0
+            running = sum(j.state is JobState.RUNNING for j in self._jobs.values())
+            return running + list(self._waiting).index(job_id)
+
+    def seconds_per_round(self) -> float:
+        return float(np.median(self._round_seconds)) if self._round_seconds else DEFAULT_ROUND_S
+
+    def eta_seconds(self, job_id: str) -> float:
+        """Estimated seconds until the job has finished."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.finished:
+                return 0.0
+            ahead = [j for j in self._jobs.values() if j.state is JobState.RUNNING and j is not job]
+            if job.state is JobState.QUEUED:
+                ahead += [self._jobs[i] for i in self._waiting if i != job_id][: self.position(job_id)]
+            rounds = sum(max(0, j.config.rounds + 1 - len(j.history)) for j in (*ahead, job))
+        return rounds * self.seconds_per_round()
+
+    def resume(self, job_id: str) -> bool:
+        """Queue a failed job again; it goes on from its last finished round."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.state is not JobState.FAILED or job_id not in self._trainers:
+                return False
+            job.state, job.message, job.stop_requested = JobState.QUEUED, "", False
+            job.last_seen = time.monotonic()
+            self._waiting.append(job_id)
+            self._lock.notify_all()
+            return True
+
+    def _serve(self) -> None:
+        while True:
+            with self._lock:
+                while not self._waiting:
+                    self._lock.wait()
+                job = self._jobs[self._waiting.popleft()]
+                if self._abandoned(job):  # its page closed while it waited
+                    job.state, job.message = JobState.STOPPED, "the page that queued it closed"
+                    continue
+                job.state = JobState.RUNNING
+            self._run(job)
+
+    def _run(self, job: Job) -> None:
+        from fedtext.runtime import WorkerError
+
+        trainer = self._trainers.get(job.job_id)
+        try:
+            if trainer is None:
+                trainer = FederatedTrainer(job.config, self.train_data, self.test_data, self.base_dir)
+                self._trainers[job.job_id] = trainer
+            for result in trainer.rounds():
+                with self._lock:
+                    job.history = list(trainer.history)
+                    job.weights = trainer.weights
+                if result.round_num:
+                    self._round_seconds.append(result.seconds)
+                if job.stop_requested or self._abandoned(job):
+                    job.state = JobState.STOPPED
+                    job.message = f"stopped after round {result.round_num}"
+                    break
+            else:
+                job.state = JobState.DONE
+        except (TrainingDiverged, WorkerError) as error:
+            job.state, job.message = JobState.FAILED, str(error)
+        except Exception as error:  # a job must never take the queue thread down
+            job.state = JobState.FAILED
+            job.message = f"training failed: {type(error).__name__}: {error}"
+        if job.state is not JobState.FAILED:  # only a failed job may resume
+            self._trainers.pop(job.job_id, None)
+        if self.store is not None and trainer is not None and len(job.history) > 1:
+            self.store.save(job.job_id, job.config, job.history, job.weights,
+                            trainer.model_config, job.message)
+
+    def _abandoned(self, job: Job) -> bool:
+        if time.monotonic() - job.last_seen > self.heartbeat_timeout:
+            job.stop_requested = True
+            return True
+        return False

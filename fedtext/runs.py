@@ -1,0 +1,120 @@
+"""Finished runs on disk: metrics and fine-tuned weights under unguessable ids, pruned by age
+and total size so a long-lived server's disk cannot fill up."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fedtext.config import FederatedConfig, ModelConfig
+from fedtext.model import WeightsError, load_config, load_weights_arrays
+from fedtext.training import RoundResult, history_csv
+
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{20,40}")
+MAX_AGE_DAYS = 7.0  # a classroom's runs outlive the lesson, not the term
+MAX_TOTAL_MB = 500.0  # about 60 runs of the 8 MB full-size model
+
+
+def data_dir() -> Path:
+    """Where runs live: $FEDTEXT_DATA, else the cache directory."""
+    from fedtext.data import cache_dir
+
+    return Path(os.environ.get("FEDTEXT_DATA", cache_dir()))
+
+
+def new_run_id() -> str:
+    return secrets.token_urlsafe(16)  # 128 random bits: cannot be guessed or enumerated
+
+
+def is_run_id(text: str) -> bool:
+    return bool(_RUN_ID.fullmatch(text or ""))
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    run_id: str
+    config: FederatedConfig
+    history: list[RoundResult]
+    weights: list[np.ndarray]
+    model_config: ModelConfig
+    created: float
+    message: str = ""  # why the run ended early, if it did
+
+
+class RunStore:
+    """One directory per run: weights.npz, model.json, metrics.csv and run.json."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = (root or data_dir()) / "runs"
+
+    def path(self, run_id: str) -> Path:
+        if not is_run_id(run_id):
+            raise KeyError("not a run id")
+        return self.root / run_id
+
+    def save(self, run_id: str, config: FederatedConfig, history: list[RoundResult],
+             weights: list[np.ndarray], model_config: ModelConfig, message: str = "") -> Path:
+        from fedtext.model import build_model, save_weights
+
+        final = self.path(run_id)
+        tmp = self.root / f".{run_id}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model = build_model(model_config)
+        model.set_weights(weights)
+        save_weights(model, model_config, tmp)
+        (tmp / "metrics.csv").write_text(history_csv(history))
+        record = {
+            "config": asdict(config),
+            "history": [asdict(r) for r in history],
+            "created": time.time(),
+            "message": message,
+        }
+        (tmp / "run.json").write_text(json.dumps(record))
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)  # readers see a whole run or none
+        self.prune()
+        return final
+
+    def load(self, run_id: str) -> SavedRun:
+        """The run, or KeyError for an unknown id and WeightsError for a damaged one."""
+        directory = self.path(run_id)
+        if not (directory / "run.json").exists():
+            raise KeyError(run_id)
+        try:
+            record = json.loads((directory / "run.json").read_text())
+            config = FederatedConfig(**{**record["config"],
+                                        "client_ids": tuple(record["config"]["client_ids"])})
+            history = [RoundResult(**{**r, "client_ids": tuple(r["client_ids"])})
+                       for r in record["history"]]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise WeightsError(f"run {run_id} is damaged ({type(error).__name__})") from None
+        return SavedRun(run_id, config, history, load_weights_arrays(directory),
+                        load_config(directory), record.get("created", 0.0),
+                        record.get("message", ""))
+
+    def prune(self, max_age_days: float = MAX_AGE_DAYS, max_total_mb: float = MAX_TOTAL_MB) -> list[str]:
+        """Delete runs older than max_age_days, then the oldest until under max_total_mb."""
+        if not self.root.exists():
+            return []
+        runs = []
+        for directory in self.root.iterdir():
+            if directory.is_dir() and is_run_id(directory.name):
+                size = sum(f.stat().st_size for f in directory.iterdir() if f.is_file())
+                runs.append((directory.stat().st_mtime, size, directory))
+        runs.sort()
+        removed, now = [], time.time()
+        total = sum(size for _, size, _ in runs)
+        for mtime, size, directory in runs:
+            if now - mtime > max_age_days * 86400 or total > max_total_mb * 1e6:
+                shutil.rmtree(directory, ignore_errors=True)
+                total -= size
+                removed.append(directory.name)
+        return removed

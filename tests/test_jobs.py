@@ -1,0 +1,86 @@
+"""The shared training queue and the run store, with real TFF rounds on a small model."""
+
+import time
+
+import pytest
+
+from fedtext.config import ConfigError, FederatedConfig, ServerLimits
+from fedtext.jobs import JobState, QueueFull, TrainingQueue
+from fedtext.runs import RunStore, is_run_id
+
+
+def config(**overrides) -> FederatedConfig:
+    settings = dict(client_ids=("KING_LEAR_FOOL",), rounds=2, batches_per_client=1)
+    settings.update(overrides)
+    return FederatedConfig(**settings)
+
+
+def wait_for(job, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not job.finished and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert job.finished, f"job still {job.state} after {timeout} s"
+
+
+@pytest.fixture
+def queue(client_data, tiny_model_dir, tmp_path):
+    train, test = client_data
+    return TrainingQueue(train, test, tiny_model_dir, store=RunStore(tmp_path),
+                         limits=ServerLimits(max_rounds=5, max_queue=3))
+
+
+def test_jobs_run_one_at_a_time_in_order_and_are_stored(queue):
+    first = queue.submit(config(), owner="alice")
+    second = queue.submit(config(seed=1), owner="bob")
+    assert is_run_id(first.job_id) and first.job_id != second.job_id
+    assert queue.position(second.job_id) >= 1
+    assert queue.eta_seconds(second.job_id) > 0
+    assert queue.get(first.job_id, owner="bob") is None  # a visitor sees only their own jobs
+    for job in (first, second):
+        queue.touch(job.job_id)
+    wait_for(first)
+    wait_for(second)
+    assert first.state is second.state is JobState.DONE
+    assert [r.round_num for r in first.history] == [0, 1, 2]
+    saved = queue.store.load(first.job_id)
+    assert [r.round_num for r in saved.history] == [0, 1, 2]
+    assert saved.config == first.config
+
+
+def test_limits_and_one_job_per_visitor(queue):
+    with pytest.raises(ConfigError, match="rounds is limited to 5"):
+        queue.submit(config(rounds=6), owner="carol")
+    job = queue.submit(config(), owner="carol")
+    with pytest.raises(QueueFull, match="already have a training run"):
+        queue.submit(config(), owner="carol")
+    queue.stop(job.job_id)
+    wait_for(job)
+    assert job.state is JobState.STOPPED
+
+
+def test_a_closed_page_stops_its_job(client_data, tiny_model_dir, tmp_path):
+    train, test = client_data
+    queue = TrainingQueue(train, test, tiny_model_dir, store=RunStore(tmp_path),
+                          heartbeat_timeout=0.0)
+    job = queue.submit(config(rounds=5), owner="dave")
+    wait_for(job)
+    assert job.state is JobState.STOPPED
+    assert len(job.history) <= 2
+
+
+def test_run_store_prunes_by_size_and_rejects_odd_ids(tmp_path, tiny_model_dir):
+    from fedtext.model import load_model
+
+    store = RunStore(tmp_path)
+    model, model_config = load_model(tiny_model_dir)
+    with pytest.raises(KeyError):
+        store.load("../../etc/passwd")
+    ids = []
+    for seed in range(3):
+        run_id = f"run-{seed}-abcdefghijklmnopqrstu"
+        store.save(run_id, config(seed=seed), [], model.get_weights(), model_config)
+        ids.append(run_id)
+        time.sleep(0.01)
+    assert store.prune(max_total_mb=0.0) == ids
+    with pytest.raises(KeyError):
+        store.load(ids[0])
