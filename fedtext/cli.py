@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_federated_args(finetune, rounds=10)
     finetune.add_argument("--output", type=Path, required=True)
 
+    evaluate = sub.add_parser("evaluate", help="a model's accuracy on characters' lines")
+    evaluate.add_argument("clients", nargs="*", default=[TUTORIAL_EVAL_CLIENT], metavar="ID")
+    evaluate.add_argument("--model", type=Path, default=None, help="model directory")
+    evaluate.add_argument("--split", choices=("train", "test", "all"), default="all")
+
     generate = sub.add_parser("generate", help="sample text from a model")
     generate.add_argument("--model", type=Path, default=None, help="model directory")
     generate.add_argument("--prompt", default=None)
@@ -209,6 +214,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from fedtext import data
+    from fedtext.evaluation import evaluate_random, evaluate_texts
+    from fedtext.model import compile_for_evaluation, load_model
+
+    path = data.database_path()
+    ids = data.check_client_ids(args.clients, [c.client_id for c in data.load_clients(path)])
+    model, _ = load_model(_base_dir(args.model))
+    compile_for_evaluation(model)
+    splits = ("train", "test") if args.split == "all" else (args.split,)
+    for client_id in ids:
+        texts = [t for split in splits for t in data.load_speeches(client_id, split, path)]
+        loss, accuracy = evaluate_texts(model, texts)
+        print(f"{client_id}: loss {loss:.4f} accuracy {accuracy:.4f} "
+              f"({sum(map(len, texts)):,} chars, {args.split})")
+    loss, accuracy = evaluate_random(model)
+    print(f"random characters: loss {loss:.4f} accuracy {accuracy:.4f}")
+    return 0
+
+
 def cmd_tutorial(args: argparse.Namespace) -> int:
     from fedtext import data
     from fedtext.evaluation import evaluate_random, evaluate_texts
@@ -253,6 +278,7 @@ COMMANDS = {
     "data": cmd_data,
     "pretrain": cmd_pretrain,
     "finetune": cmd_finetune,
+    "evaluate": cmd_evaluate,
     "generate": cmd_generate,
 }
 
