@@ -20,7 +20,7 @@ from pathlib import Path
 
 from fedtext.vocab import normalise
 
-BUILDER_VERSION = "1"  # bump when parsing or splitting changes, so caches rebuild
+BUILDER_VERSION = "2"  # bump when parsing or splitting changes, so caches rebuild
 TEST_FRACTION = 0.125  # TFF's Shakespeare holds out 2,356 of 18,424 speeches (12.8%)
 TUTORIAL_BATCH_CHARS = 8 * 101  # the tutorial dropped clients with less text than one batch
 TFF_PUBLISHED = {"clients": 715, "train_examples": 16068, "test_examples": 2356}
@@ -82,12 +82,22 @@ def _clean_line(line: str) -> str:
     return line.strip()
 
 
-def parse_play(markdown: str) -> Iterator[Speech]:
+def title_from_filename(stem: str) -> str:
+    """'measure-for-measure' -> 'Measure for Measure', for a play file without a title line."""
+    small = {"a", "an", "and", "for", "in", "of", "the", "that", "to"}
+    words = stem.replace("_", "-").split("-")
+    return " ".join(w if i and w in small else w.capitalize() for i, w in enumerate(words))
+
+
+def parse_play(markdown: str, default_title: str = "") -> Iterator[Speech]:
     """Speeches of one play: a speaker's lines up to the next speaker or heading, line breaks kept.
 
     Headings and stage directions (italic lines, possibly spanning several lines) are not speech.
+    The play's title is its first `# ` heading, else `default_title`.
     """
     title = ""
+    if not markdown.lstrip().startswith("# "):
+        title = default_title
     speaker: str | None = None
     lines: list[str] = []
     in_direction = False
@@ -155,7 +165,7 @@ def build_database(files: Sequence[Path], path: Path) -> dict[str, int]:
     speeches: dict[str, list[Speech]] = {}
     dropped_chars: dict[str, int] = {}
     for file in files:
-        for speech in parse_play(file.read_text(encoding="utf-8")):
+        for speech in parse_play(file.read_text(encoding="utf-8"), title_from_filename(file.stem)):
             normalised = normalise(speech.text)
             for char, n in normalised.dropped.items():
                 dropped_chars[char] = dropped_chars.get(char, 0) + n

@@ -60,7 +60,8 @@ def test_real_plays_give_many_clients_each_with_train_and_test(database):
     assert 1000 < len(clients) < info["play_character_pairs"] <= 1500
     assert all(c.train_speeches >= 1 and c.test_speeches >= 1 for c in clients)
     assert all(re.fullmatch(r"[A-Z0-9_]+", c.client_id) for c in clients)
-    assert len({c.play for c in clients}) == 38
+    assert len({c.play for c in clients}) == 38 and all(c.play for c in clients)
+    assert "MEASURE_FOR_MEASURE_DUKE_VINCENTIO" in {c.client_id for c in clients}  # no title line
     total = sum(c.train_chars + c.test_chars for c in clients)
     assert 4_000_000 < total < 4_600_000
     # the tutorial's pipeline would have dropped hundreds of these clients; we keep them
