@@ -27,17 +27,31 @@ def _float(text: str) -> float:
 
 def _add_federated_args(parser: argparse.ArgumentParser, rounds: int) -> None:
     defaults = FederatedConfig(client_ids=("x",))
-    parser.add_argument("--clients", nargs="+", default=list(TUTORIAL_CLIENTS), metavar="ID",
-                        help="client ids (see 'fedtext data'); default: the tutorial's two")
+    parser.add_argument(
+        "--clients",
+        nargs="+",
+        default=list(TUTORIAL_CLIENTS),
+        metavar="ID",
+        help="client ids (see 'fedtext data'); default: the tutorial's two",
+    )
     parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--client-lr", type=_float, default=defaults.client_learning_rate)
-    parser.add_argument("--server-optimizer", choices=SERVER_OPTIMIZERS,
-                        default=defaults.server_optimizer)
+    parser.add_argument(
+        "--server-optimizer", choices=SERVER_OPTIMIZERS, default=defaults.server_optimizer
+    )
     parser.add_argument("--server-lr", type=_float, default=defaults.server_learning_rate)
-    parser.add_argument("--batches", type=int, default=defaults.batches_per_client,
-                        help="batches per client per round")
-    parser.add_argument("--clients-per-round", type=int, default=0,
-                        help="sample this many clients each round (0: all)")
+    parser.add_argument(
+        "--batches",
+        type=int,
+        default=defaults.batches_per_client,
+        help="batches per client per round",
+    )
+    parser.add_argument(
+        "--clients-per-round",
+        type=int,
+        default=0,
+        help="sample this many clients each round (0: all)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--base", type=Path, default=None, help="base model directory")
 
@@ -123,11 +137,13 @@ def cmd_data(args: argparse.Namespace) -> int:
     print(f"{'clients':24}{len(clients):>10,}{pub['clients']:>10,}")
     print(f"{'train examples':24}{train:>10,}{pub['train_examples']:>10,}")
     print(f"{'test examples':24}{test:>10,}{pub['test_examples']:>10,}")
-    print(f"play-character pairs {info['play_character_pairs']:,}, "
-          f"{info['dropped_single_speech']:,} dropped with a single speech; "
-          f"{sum(c.train_chars + c.test_chars for c in clients):,} characters; "
-          f"{sum(c.tutorial_would_drop for c in clients):,} clients have less than one "
-          f"tutorial batch of training text (kept here, padded)")
+    print(
+        f"play-character pairs {info['play_character_pairs']:,}, "
+        f"{info['dropped_single_speech']:,} dropped with a single speech; "
+        f"{sum(c.train_chars + c.test_chars for c in clients):,} characters; "
+        f"{sum(c.tutorial_would_drop for c in clients):,} clients have less than one "
+        f"tutorial batch of training text (kept here, padded)"
+    )
     shown = data.search_clients(clients, " ".join(args.query)) if args.query else clients
     if args.sort == "size":
         shown = sorted(shown, key=lambda c: -(c.train_chars + c.test_chars))
@@ -138,8 +154,10 @@ def cmd_data(args: argparse.Namespace) -> int:
     print(f"\n{'client id':48} {'speeches':>9} {'chars':>8}  play / character")
     for c in shown[:limit]:
         mark = " *" if c.tutorial_would_drop else ""
-        print(f"{c.client_id:48} {c.train_speeches:>4}+{c.test_speeches:<4} "
-              f"{c.train_chars + c.test_chars:>8,}  {c.play} / {c.character}{mark}")
+        print(
+            f"{c.client_id:48} {c.train_speeches:>4}+{c.test_speeches:<4} "
+            f"{c.train_chars + c.test_chars:>8,}  {c.play} / {c.character}{mark}"
+        )
     if len(shown) > limit:
         print(f"... {len(shown) - limit} more (use --limit 0)")
     print("speeches: train+test; * the tutorial's pipeline would have dropped this client")
@@ -151,8 +169,11 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from fedtext.pretrain import pretrain
 
     config = PretrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        seed=args.seed, model=ModelConfig(embedding_dim=args.embedding_dim, rnn_units=args.rnn_units),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        model=ModelConfig(embedding_dim=args.embedding_dim, rnn_units=args.rnn_units),
     )
     pretrain(args.files, args.output, config, init_dir=args.init)
     return 0
@@ -160,13 +181,19 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 def _print_round(result) -> None:
     if result.round_num == 0:
-        print(f"round  0 (base model): held-out loss {result.eval_loss:.3f} "
-              f"accuracy {result.eval_accuracy:.3f}", flush=True)
+        print(
+            f"round  0 (base model): held-out loss {result.eval_loss:.3f} "
+            f"accuracy {result.eval_accuracy:.3f}",
+            flush=True,
+        )
         return
-    print(f"round {result.round_num:2d}: train loss {result.train_loss:.3f} "
-          f"accuracy {result.train_accuracy:.3f} on {result.num_examples} sequences | "
-          f"held-out loss {result.eval_loss:.3f} accuracy {result.eval_accuracy:.3f} "
-          f"| {result.seconds:.1f} s", flush=True)
+    print(
+        f"round {result.round_num:2d}: train loss {result.train_loss:.3f} "
+        f"accuracy {result.train_accuracy:.3f} on {result.num_examples} sequences | "
+        f"held-out loss {result.eval_loss:.3f} accuracy {result.eval_accuracy:.3f} "
+        f"| {result.seconds:.1f} s",
+        flush=True,
+    )
 
 
 def _run_rounds(trainer) -> str | None:
@@ -189,8 +216,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     config = _federated_config(args)
     train, test = data.load_client_data()
     trainer = FederatedTrainer(config, train, test, _base_dir(args.base))
-    print(f"Federated Averaging: {config.rounds} rounds, {len(trainer.client_ids)} clients, "
-          f"{config.cohort_size} per round", flush=True)
+    print(
+        f"Federated Averaging: {config.rounds} rounds, {len(trainer.client_ids)} clients, "
+        f"{config.cohort_size} per round",
+        flush=True,
+    )
     diverged = _run_rounds(trainer)
     trainer.eval_model.set_weights(trainer.weights)
     save_weights(trainer.eval_model, trainer.model_config, args.output)
@@ -209,8 +239,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     prompt = TUTORIAL_PROMPT if args.prompt is None else args.prompt
     check_request(prompt, args.length, args.temperature)  # fail before loading anything
     model, config = load_model(_base_dir(args.model))
-    print(TextGenerator(model.get_weights(), config).generate(
-        prompt, args.length, args.temperature, args.seed))
+    print(
+        TextGenerator(model.get_weights(), config).generate(
+            prompt, args.length, args.temperature, args.seed
+        )
+    )
     return 0
 
 
@@ -227,8 +260,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for client_id in ids:
         texts = [t for split in splits for t in data.load_speeches(client_id, split, path)]
         loss, accuracy = evaluate_texts(model, texts)
-        print(f"{client_id}: loss {loss:.4f} accuracy {accuracy:.4f} "
-              f"({sum(map(len, texts)):,} chars, {args.split})")
+        print(
+            f"{client_id}: loss {loss:.4f} accuracy {accuracy:.4f} "
+            f"({sum(map(len, texts)):,} chars, {args.split})"
+        )
     loss, accuracy = evaluate_random(model)
     print(f"random characters: loss {loss:.4f} accuracy {accuracy:.4f}")
     return 0
@@ -248,28 +283,41 @@ def cmd_tutorial(args: argparse.Namespace) -> int:
     compile_for_evaluation(model)
     print(f"Loaded the Dickens base model from {base_dir} ({model.count_params():,} parameters)")
     print("\nGenerated by the base model:\n")
-    print(TextGenerator(model.get_weights(), model_config).generate(
-        TUTORIAL_PROMPT, args.length, seed=args.seed), flush=True)
+    print(
+        TextGenerator(model.get_weights(), model_config).generate(
+            TUTORIAL_PROMPT, args.length, seed=args.seed
+        ),
+        flush=True,
+    )
 
     path = data.database_path()
     lear = data.load_speeches(TUTORIAL_EVAL_CLIENT, "train", path) + data.load_speeches(
-        TUTORIAL_EVAL_CLIENT, "test", path)
+        TUTORIAL_EVAL_CLIENT, "test", path
+    )
     _, lear_accuracy = evaluate_texts(model, lear)
     _, random_accuracy = evaluate_random(model, seed=args.seed)
-    print(f"\nEvaluating on an example Shakespeare character ({TUTORIAL_EVAL_CLIENT}): "
-          f"{lear_accuracy:.6f}")
+    print(
+        f"\nEvaluating on an example Shakespeare character ({TUTORIAL_EVAL_CLIENT}): "
+        f"{lear_accuracy:.6f}"
+    )
     print(f"Evaluating on completely random data: {random_accuracy:.6f}", flush=True)
 
     train, test = data.load_client_data(path)
     trainer = FederatedTrainer(config, train, test, base_dir)
-    print(f"\nFederated Averaging from the base model: {config.rounds} rounds on "
-          f"{', '.join(trainer.client_ids)}", flush=True)
+    print(
+        f"\nFederated Averaging from the base model: {config.rounds} rounds on "
+        f"{', '.join(trainer.client_ids)}",
+        flush=True,
+    )
     diverged = _run_rounds(trainer)
     if diverged:
         print(f"fedtext: {diverged}", file=sys.stderr)
     print("\nGenerated by the fine-tuned model (same prompt and seed):\n")
-    print(TextGenerator(trainer.weights, model_config).generate(
-        TUTORIAL_PROMPT, args.length, seed=args.seed))
+    print(
+        TextGenerator(trainer.weights, model_config).generate(
+            TUTORIAL_PROMPT, args.length, seed=args.seed
+        )
+    )
     return 1 if diverged else 0
 
 
@@ -296,8 +344,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, CorpusError, DataError, PromptError, WeightsError,
-            runtime.WorkerError, FloatingPointError) as error:
+    except (
+        ConfigError,
+        CorpusError,
+        DataError,
+        PromptError,
+        WeightsError,
+        runtime.WorkerError,
+        FloatingPointError,
+    ) as error:
         print(f"fedtext: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -306,8 +361,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # the last line of defence: one line, no traceback
         if os.environ.get("FEDTEXT_DEBUG"):
             raise
-        print(f"fedtext: unexpected {type(error).__name__}: {error} "
-              "(FEDTEXT_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(
+            f"fedtext: unexpected {type(error).__name__}: {error} "
+            "(FEDTEXT_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return 1
     finally:
         runtime.shutdown()

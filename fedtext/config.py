@@ -51,7 +51,9 @@ class PretrainConfig:
         _at_least("sequence length", self.seq_length, 2)
         _positive_finite("learning rate", self.learning_rate)
         if not 0 < self.holdout_fraction < 0.5:
-            raise ConfigError(f"held-out fraction must lie in (0, 0.5), got {self.holdout_fraction!r}")
+            raise ConfigError(
+                f"held-out fraction must lie in (0, 0.5), got {self.holdout_fraction!r}"
+            )
 
 
 @dataclass(frozen=True)

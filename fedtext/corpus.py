@@ -66,5 +66,7 @@ def read_corpus_file(path: str | Path) -> CorpusText:
     text, encoding = decode_bytes(raw)
     result = normalise(strip_gutenberg(text))
     if len(result.text) < _MIN_CHARS:
-        raise CorpusError(f"{path} holds only {len(result.text)} characters of text; need {_MIN_CHARS}")
+        raise CorpusError(
+            f"{path} holds only {len(result.text)} characters of text; need {_MIN_CHARS}"
+        )
     return CorpusText(path, result.text, encoding, result.dropped)

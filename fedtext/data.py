@@ -206,11 +206,20 @@ def build_database(files: Sequence[Path], path: Path) -> dict[str, int]:
                     (split, client_id, _serialize_snippet(speech.text)),
                 )
             for split, (count, _) in sizes.items():
-                db.execute("INSERT INTO client_metadata VALUES (?, ?, ?)", (client_id, split, count))
+                db.execute(
+                    "INSERT INTO client_metadata VALUES (?, ?, ?)", (client_id, split, count)
+                )
             db.execute(
                 "INSERT INTO fedtext_clients VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (client_id, items[0].play, items[0].character, sizes["train"][0],
-                 sizes["test"][0], sizes["train"][1], sizes["test"][1]),
+                (
+                    client_id,
+                    items[0].play,
+                    items[0].character,
+                    sizes["train"][0],
+                    sizes["test"][0],
+                    sizes["train"][1],
+                    sizes["test"][1],
+                ),
             )
         info = {
             "play_character_pairs": len(speeches),
@@ -278,7 +287,8 @@ def search_clients(clients: Iterable[ClientInfo], query: str) -> list[ClientInfo
     """Clients whose play, character or id contains every word of `query` (case-insensitive)."""
     words = query.lower().split()
     return [
-        c for c in clients
+        c
+        for c in clients
         if all(w in f"{c.play} {c.character} {c.client_id}".lower() for w in words)
     ]
 

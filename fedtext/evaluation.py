@@ -30,7 +30,11 @@ def evaluate_texts(
 
 
 def evaluate_random(
-    model: tf.keras.Model, seed: int = 0, batches: int = 4, batch_size: int = 8, seq_length: int = 100
+    model: tf.keras.Model,
+    seed: int = 0,
+    batches: int = 4,
+    batch_size: int = 8,
+    seq_length: int = 100,
 ) -> tuple[float, float]:
     """The tutorial's sanity check: uniformly random characters score about 1/86."""
     rng = np.random.default_rng(seed)

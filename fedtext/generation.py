@@ -28,15 +28,16 @@ def check_request(prompt: str, length: int, temperature: float) -> str:
         raise PromptError(f"the prompt is {len(prompt)} characters long; at most {MAX_PROMPT}")
     result = normalise(prompt)
     if result.dropped:
-        raise PromptError(
-            f"the prompt has characters the model does not know: {describe_chars(sorted(result.dropped))}"
-        )
+        unknown = describe_chars(sorted(result.dropped))
+        raise PromptError(f"the prompt has characters the model does not know: {unknown}")
     if not result.text:
         raise PromptError("the prompt has no characters the model knows")
     if not isinstance(length, int) or isinstance(length, bool) or not 1 <= length <= MAX_LENGTH:
         raise PromptError(f"length must be a whole number from 1 to {MAX_LENGTH}, got {length!r}")
-    if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or not (
-        0.01 <= temperature <= 5
+    if (
+        not isinstance(temperature, (int, float))
+        or not math.isfinite(temperature)
+        or not (0.01 <= temperature <= 5)
     ):
         raise PromptError(f"temperature must lie between 0.01 and 5, got {temperature!r}")
     return result.text
@@ -51,9 +52,9 @@ class TextGenerator:
         ids = tf.keras.Input(shape=(None,), dtype=tf.int64)
         state_in = tf.keras.Input(shape=(config.rnn_units,))
         x = tf.keras.layers.Embedding(config.vocab_size, config.embedding_dim)(ids)
-        x, state = tf.keras.layers.GRU(
-            config.rnn_units, return_sequences=True, return_state=True
-        )(x, initial_state=state_in)
+        x, state = tf.keras.layers.GRU(config.rnn_units, return_sequences=True, return_state=True)(
+            x, initial_state=state_in
+        )
         logits = tf.keras.layers.Dense(config.vocab_size)(x)
         self._stepper = tf.keras.Model([ids, state_in], [logits, state])
         self._stepper.set_weights(weights)

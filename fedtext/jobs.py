@@ -7,7 +7,7 @@ import collections
 import threading
 import time
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ HEARTBEAT_TIMEOUT_S = 30.0  # a page polls every second or so; silence this long
 DEFAULT_ROUND_S = 10.0  # guess for the first estimate, before any round was timed
 
 
-class JobState(str, Enum):
+class JobState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"  # all rounds ran
@@ -56,9 +56,15 @@ class QueueFull(RuntimeError):
 class TrainingQueue:
     """Runs submitted jobs one after another; pages poll `status` and call `touch`."""
 
-    def __init__(self, train_data, test_data, base_dir: Path = BASE_MODEL_DIR,
-                 store: RunStore | None = None, limits: ServerLimits = ServerLimits(),
-                 heartbeat_timeout: float = HEARTBEAT_TIMEOUT_S):
+    def __init__(
+        self,
+        train_data,
+        test_data,
+        base_dir: Path = BASE_MODEL_DIR,
+        store: RunStore | None = None,
+        limits: ServerLimits = ServerLimits(),
+        heartbeat_timeout: float = HEARTBEAT_TIMEOUT_S,
+    ):
         self.train_data, self.test_data, self.base_dir = train_data, test_data, base_dir
         self.store = store
         self.limits = limits
@@ -127,7 +133,9 @@ class TrainingQueue:
                 return 0.0
             ahead = [j for j in self._jobs.values() if j.state is JobState.RUNNING and j is not job]
             if job.state is JobState.QUEUED:
-                ahead += [self._jobs[i] for i in self._waiting if i != job_id][: self.position(job_id)]
+                ahead += [self._jobs[i] for i in self._waiting if i != job_id][
+                    : self.position(job_id)
+                ]
             rounds = sum(max(0, j.config.rounds + 1 - len(j.history)) for j in (*ahead, job))
         return rounds * self.seconds_per_round()
 
@@ -161,7 +169,9 @@ class TrainingQueue:
         trainer = self._trainers.get(job.job_id)
         try:
             if trainer is None:
-                trainer = FederatedTrainer(job.config, self.train_data, self.test_data, self.base_dir)
+                trainer = FederatedTrainer(
+                    job.config, self.train_data, self.test_data, self.base_dir
+                )
                 self._trainers[job.job_id] = trainer
             for result in trainer.rounds():
                 with self._lock:
@@ -183,8 +193,9 @@ class TrainingQueue:
         if job.state is not JobState.FAILED:  # only a failed job may resume
             self._trainers.pop(job.job_id, None)
         if self.store is not None and trainer is not None and len(job.history) > 1:
-            self.store.save(job.job_id, job.config, job.history, job.weights,
-                            trainer.model_config, job.message)
+            self.store.save(
+                job.job_id, job.config, job.history, job.weights, trainer.model_config, job.message
+            )
 
     def _abandoned(self, job: Job) -> bool:
         if time.monotonic() - job.last_seen > self.heartbeat_timeout:

@@ -41,7 +41,9 @@ def preprocess(
     return chunk_and_batch(to_ids(snippets), seq_length, batch_size, shuffle_buffer, seed)
 
 
-def stack_batches(batches: tf.data.Dataset, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def stack_batches(
+    batches: tf.data.Dataset, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Rows of the first `limit` batches as two [rows, seq_length] arrays."""
     if limit is not None:
         batches = batches.take(limit)

@@ -88,7 +88,9 @@ def pretrain(
     """Train the model on `files` and save it to `output_dir`; files are checked before any work."""
     corpora = [read_corpus_file(f) for f in files]
     for corpus in corpora:
-        note = f", dropped {sum(corpus.dropped.values())} unmappable chars" if corpus.dropped else ""
+        note = (
+            f", dropped {sum(corpus.dropped.values())} unmappable chars" if corpus.dropped else ""
+        )
         report(f"read {corpus.path.name}: {len(corpus.text):,} chars ({corpus.encoding}{note})")
     train_ids, heldout_ids = split_corpus([c.text for c in corpora], config.holdout_fraction)
     tf.keras.utils.set_random_seed(config.seed)
@@ -101,7 +103,9 @@ def pretrain(
         model, _ = load_model(init_dir)
     else:
         model = build_model(config.model)
-    schedule = tf.keras.optimizers.schedules.CosineDecay(config.learning_rate, steps * config.epochs)
+    schedule = tf.keras.optimizers.schedules.CosineDecay(
+        config.learning_rate, steps * config.epochs
+    )
     model.compile(
         optimizer=tf.keras.optimizers.Adam(schedule),
         loss=MaskedLoss(),

@@ -60,8 +60,15 @@ class RunStore:
             raise KeyError("not a run id")
         return self.root / run_id
 
-    def save(self, run_id: str, config: FederatedConfig, history: list[RoundResult],
-             weights: list[np.ndarray], model_config: ModelConfig, message: str = "") -> Path:
+    def save(
+        self,
+        run_id: str,
+        config: FederatedConfig,
+        history: list[RoundResult],
+        weights: list[np.ndarray],
+        model_config: ModelConfig,
+        message: str = "",
+    ) -> Path:
         from fedtext.model import build_model, save_weights
 
         final = self.path(run_id)
@@ -90,17 +97,28 @@ class RunStore:
             raise KeyError(run_id)
         try:
             record = json.loads((directory / "run.json").read_text())
-            config = FederatedConfig(**{**record["config"],
-                                        "client_ids": tuple(record["config"]["client_ids"])})
-            history = [RoundResult(**{**r, "client_ids": tuple(r["client_ids"])})
-                       for r in record["history"]]
+            config = FederatedConfig(
+                **{**record["config"], "client_ids": tuple(record["config"]["client_ids"])}
+            )
+            history = [
+                RoundResult(**{**r, "client_ids": tuple(r["client_ids"])})
+                for r in record["history"]
+            ]
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise WeightsError(f"run {run_id} is damaged ({type(error).__name__})") from None
-        return SavedRun(run_id, config, history, load_weights_arrays(directory),
-                        load_config(directory), record.get("created", 0.0),
-                        record.get("message", ""))
+        return SavedRun(
+            run_id,
+            config,
+            history,
+            load_weights_arrays(directory),
+            load_config(directory),
+            record.get("created", 0.0),
+            record.get("message", ""),
+        )
 
-    def prune(self, max_age_days: float = MAX_AGE_DAYS, max_total_mb: float = MAX_TOTAL_MB) -> list[str]:
+    def prune(
+        self, max_age_days: float = MAX_AGE_DAYS, max_total_mb: float = MAX_TOTAL_MB
+    ) -> list[str]:
         """Delete runs older than max_age_days, then the oldest until under max_total_mb."""
         if not self.root.exists():
             return []

@@ -85,7 +85,11 @@ class WorkerService:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log_file:
             self._process = subprocess.Popen(
-                [str(worker_binary_path()), f"--port={port}", "--max_concurrent_computation_calls=-1"],
+                [
+                    str(worker_binary_path()),
+                    f"--port={port}",
+                    "--max_concurrent_computation_calls=-1",
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

@@ -153,9 +153,11 @@ class FederatedTrainer:
             ]
             x = np.concatenate([p[0] for p in parts if len(p[0])])
             y = np.concatenate([p[1] for p in parts if len(p[1])])
-            self._eval_set = tf.data.Dataset.from_tensor_slices((x, y)).batch(
-                self.config.eval_batch_size
-            ).cache()
+            self._eval_set = (
+                tf.data.Dataset.from_tensor_slices((x, y))
+                .batch(self.config.eval_batch_size)
+                .cache()
+            )
         return self._eval_set
 
     def evaluate(self, weights: Sequence[np.ndarray] | None = None) -> tuple[float, float]:
@@ -178,7 +180,9 @@ class FederatedTrainer:
                 ),
                 limit=self.config.batches_per_client,
             )
-            datasets.append(tf.data.Dataset.from_tensor_slices((x, y)).batch(self.config.batch_size))
+            datasets.append(
+                tf.data.Dataset.from_tensor_slices((x, y)).batch(self.config.batch_size)
+            )
         return datasets
 
     def sample_clients(self, round_num: int) -> tuple[str, ...]:

@@ -9,23 +9,50 @@ import numpy as np
 import tensorflow as tf
 
 # TFF's "Federated Learning for Text Generation" vocabulary, in its order.
-CHARS = (
-    "dhlptx@DHLPTX $(,048cgkoswCGKOSW[_#'/37;?bfjnrvzBFJNRVZ\"&*.26:\n"
-    "aeimquyAEIMQUY]!%)-159\r"
-)
+CHARS = "dhlptx@DHLPTX $(,048cgkoswCGKOSW[_#'/37;?bfjnrvzBFJNRVZ\"&*.26:\naeimquyAEIMQUY]!%)-159\r"
 PAD_ID = 0  # id 0 is padding; character i of CHARS has id i + 1
 VOCAB_SIZE = len(CHARS) + 1  # 87 ids: 86 characters and the padding id
 
 # Typographic characters with an obvious ASCII twin; accents are stripped by NFKD below.
 ASCII_TWINS = {
-    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
-    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u201f": '"', "\u2033": '"',
-    "\u00ab": '"', "\u00bb": '"',
-    "\u2013": "-", "\u2014": "--", "\u2015": "--", "\u2012": "-", "\u2010": "-", "\u2011": "-",
-    "\u2212": "-", "\u2026": "...", "\u00a0": " ", "\u2009": " ", "\u200a": " ", "\u2002": " ",
-    "\u2003": " ", "\u00ad": "", "\ufeff": "", "\u200b": "", "\t": " ",
-    "\u00e6": "ae", "\u00c6": "AE", "\u0153": "oe", "\u0152": "OE", "\u00df": "ss",
-    "\u00a3": "L", "\u00b4": "'", "`": "'", "\u00b7": ".",
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u201a": "'",
+    "\u201b": "'",
+    "\u2032": "'",
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u201e": '"',
+    "\u201f": '"',
+    "\u2033": '"',
+    "\u00ab": '"',
+    "\u00bb": '"',
+    "\u2013": "-",
+    "\u2014": "--",
+    "\u2015": "--",
+    "\u2012": "-",
+    "\u2010": "-",
+    "\u2011": "-",
+    "\u2212": "-",
+    "\u2026": "...",
+    "\u00a0": " ",
+    "\u2009": " ",
+    "\u200a": " ",
+    "\u2002": " ",
+    "\u2003": " ",
+    "\u00ad": "",
+    "\ufeff": "",
+    "\u200b": "",
+    "\t": " ",
+    "\u00e6": "ae",
+    "\u00c6": "AE",
+    "\u0153": "oe",
+    "\u0152": "OE",
+    "\u00df": "ss",
+    "\u00a3": "L",
+    "\u00b4": "'",
+    "`": "'",
+    "\u00b7": ".",
 }
 
 _CHAR_TO_ID = {c: i + 1 for i, c in enumerate(CHARS)}

@@ -26,10 +26,10 @@ def worker_pids() -> list[int]:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A randomly initialised small model saved like the shipped one."""
+    import tensorflow as tf
+
     from fedtext.config import ModelConfig
     from fedtext.model import build_model, save_weights
-
-    import tensorflow as tf
 
     tf.keras.utils.set_random_seed(0)
     config = ModelConfig(**TINY)

@@ -7,7 +7,8 @@ from fedtext.corpus import CorpusError, read_corpus_file
 BODY = "It was the best of times, it was the worst of times. " * 40
 GUTENBERG = (
     "The Project Gutenberg eBook of Something\n\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\n"
-    + BODY + "\n*** END OF THE PROJECT GUTENBERG EBOOK X ***\nLicence text that is not the book.\n"
+    + BODY
+    + "\n*** END OF THE PROJECT GUTENBERG EBOOK X ***\nLicence text that is not the book.\n"
 )
 
 
@@ -46,8 +47,12 @@ def test_the_shared_dickens_novels_read_cleanly():
 
 @pytest.mark.parametrize(
     "content, message",
-    [(None, "not found"), (b"", "empty"), (b"\x00\x01binary\x00" * 100, "binary"),
-     (b"too short", "only")],
+    [
+        (None, "not found"),
+        (b"", "empty"),
+        (b"\x00\x01binary\x00" * 100, "binary"),
+        (b"too short", "only"),
+    ],
 )
 def test_unusable_files_get_one_line_reasons(tmp_path, content, message):
     path = tmp_path / "input.txt"

@@ -41,16 +41,26 @@ Attend the lords.
 def test_parse_play_keeps_speeches_and_line_breaks_but_no_directions():
     speeches = list(data.parse_play(PLAY))
     assert [(s.play, s.character) for s in speeches] == [
-        ("A Test Play", "KENT"), ("A Test Play", "GLOUCESTER"), ("A Test Play", "KENT"),
+        ("A Test Play", "KENT"),
+        ("A Test Play", "GLOUCESTER"),
+        ("A Test Play", "KENT"),
         ("A Test Play", "KING LEAR"),
     ]
-    assert speeches[0].text == "I thought the king had more affected the Duke of\nAlbany than Cornwall."
+    assert (
+        speeches[0].text
+        == "I thought the king had more affected the Duke of\nAlbany than Cornwall."
+    )
     assert speeches[1].text == "It did always seem so to us--but now,\nin the division."
-    assert all("_" not in s.text and "Exit" not in s.text and "Enter" not in s.text for s in speeches)
+    assert all(
+        "_" not in s.text and "Exit" not in s.text and "Enter" not in s.text for s in speeches
+    )
 
 
 def test_client_ids_follow_tffs_convention():
-    assert data.make_client_id("All's Well That Ends Well", "CELIA") == "ALL_S_WELL_THAT_ENDS_WELL_CELIA"
+    assert (
+        data.make_client_id("All's Well That Ends Well", "CELIA")
+        == "ALL_S_WELL_THAT_ENDS_WELL_CELIA"
+    )
     assert data.make_client_id("King Lear", "First Servant") == "KING_LEAR_FIRST_SERVANT"
 
 
@@ -89,7 +99,9 @@ def test_client_data_has_the_element_structure_of_tffs_shakespeare(client_data):
 
 def test_unknown_ids_are_refused_with_suggestions():
     known = ["KING_LEAR_KING_LEAR", "KING_LEAR_FOOL", "HAMLET_HAMLET"]
-    assert data.check_client_ids(["KING_LEAR_FOOL", "KING_LEAR_FOOL "], known) == ("KING_LEAR_FOOL",)
+    assert data.check_client_ids(["KING_LEAR_FOOL", "KING_LEAR_FOOL "], known) == (
+        "KING_LEAR_FOOL",
+    )
     with pytest.raises(data.DataError, match="did you mean KING_LEAR_FOOL"):
         data.check_client_ids(["king_lear_fol"], known)
     with pytest.raises(data.DataError, match="unknown client id"):

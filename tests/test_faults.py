@@ -46,8 +46,12 @@ class KillingProcess:
 
 def test_worker_killed_mid_round_then_training_goes_on(client_data, tiny_model_dir, monkeypatch):
     train, test = client_data
-    config = FederatedConfig(client_ids=("KING_LEAR_FOOL", "KING_LEAR_KENT"), rounds=3,
-                             client_learning_rate=1.0, batches_per_client=2)
+    config = FederatedConfig(
+        client_ids=("KING_LEAR_FOOL", "KING_LEAR_KENT"),
+        rounds=3,
+        client_learning_rate=1.0,
+        batches_per_client=2,
+    )
     trainer = FederatedTrainer(config, train, test, tiny_model_dir)
     rounds = trainer.rounds()
     assert [next(rounds).round_num, next(rounds).round_num] == [0, 1]
@@ -60,7 +64,7 @@ def test_worker_killed_mid_round_then_training_goes_on(client_data, tiny_model_d
         list(trainer.rounds())
     assert killing.kills >= 1
     assert len(trainer.history) == 2
-    assert all(np.array_equal(a, b) for a, b in zip(kept, trainer.weights))
+    assert all(np.array_equal(a, b) for a, b in zip(kept, trainer.weights, strict=True))
 
     monkeypatch.setattr(training, "build_process", real_build)
     resumed = list(trainer.rounds())

@@ -46,15 +46,22 @@ def test_fine_tuned_weights_really_change_the_text(base, client_data, tiny_model
     generator, _, config = base
     train, test = client_data
     trainer = FederatedTrainer(
-        FederatedConfig(client_ids=("KING_LEAR_KING_LEAR",), rounds=1, client_learning_rate=1.0,
-                        batches_per_client=2),
-        train, test, tiny_model_dir,
+        FederatedConfig(
+            client_ids=("KING_LEAR_KING_LEAR",),
+            rounds=1,
+            client_learning_rate=1.0,
+            batches_per_client=2,
+        ),
+        train,
+        test,
+        tiny_model_dir,
     )
     for _ in trainer.rounds():
         pass
     tuned = TextGenerator(trainer.weights, config)
     assert tuned.generate("Nothing will come ", 100, seed=0) != generator.generate(
-        "Nothing will come ", 100, seed=0)
+        "Nothing will come ", 100, seed=0
+    )
 
 
 @pytest.mark.parametrize(
@@ -76,4 +83,4 @@ def test_bad_requests_get_one_line_messages(base, prompt, kwargs, message):
 
 def test_typographic_prompts_are_normalised_not_refused(base):
     generator, _, _ = base
-    assert generator.generate("\u201cWhat\u2019s this?\u201d ", 10).startswith("\"What's this?\" ")
+    assert generator.generate("\u201cWhat\u2019s this?\u201d ", 10).startswith('"What\'s this?" ')

@@ -25,8 +25,13 @@ def wait_for(job, timeout=120):
 @pytest.fixture
 def queue(client_data, tiny_model_dir, tmp_path):
     train, test = client_data
-    return TrainingQueue(train, test, tiny_model_dir, store=RunStore(tmp_path),
-                         limits=ServerLimits(max_rounds=5, max_queue=3))
+    return TrainingQueue(
+        train,
+        test,
+        tiny_model_dir,
+        store=RunStore(tmp_path),
+        limits=ServerLimits(max_rounds=5, max_queue=3),
+    )
 
 
 def test_jobs_run_one_at_a_time_in_order_and_are_stored(queue):
@@ -60,8 +65,9 @@ def test_limits_and_one_job_per_visitor(queue):
 
 def test_a_closed_page_stops_its_job(client_data, tiny_model_dir, tmp_path):
     train, test = client_data
-    queue = TrainingQueue(train, test, tiny_model_dir, store=RunStore(tmp_path),
-                          heartbeat_timeout=0.0)
+    queue = TrainingQueue(
+        train, test, tiny_model_dir, store=RunStore(tmp_path), heartbeat_timeout=0.0
+    )
     job = queue.submit(config(rounds=5), owner="dave")
     wait_for(job)
     assert job.state is JobState.STOPPED

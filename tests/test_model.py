@@ -47,7 +47,7 @@ def test_weights_round_trip_through_float16_files(tmp_path):
     save_weights(model, config, tmp_path)
     loaded, loaded_config = load_model(tmp_path)
     assert loaded_config == config
-    for a, b in zip(model.get_weights(), loaded.get_weights()):
+    for a, b in zip(model.get_weights(), loaded.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, atol=2e-3)
 
 
@@ -70,5 +70,5 @@ def test_shipped_base_model_is_small_enough_for_a_space():
     weights = ASSETS_DIR / "dickens" / "weights.npz"
     assert weights.exists(), "assets/dickens/weights.npz is missing"
     assert weights.stat().st_size < 10 * 1024 * 1024
-    model, config = load_model(ASSETS_DIR / "dickens")
+    _, config = load_model(ASSETS_DIR / "dickens")
     assert config == ModelConfig()

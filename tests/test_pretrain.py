@@ -17,12 +17,16 @@ def test_pretraining_a_small_model_learns_and_saves(tmp_path):
     sample = tmp_path / "carol.txt"
     sample.write_bytes(DICKENS.read_bytes()[:60_000])  # cp1252 bytes, Gutenberg header included
     lines = []
-    config = PretrainConfig(epochs=3, batch_size=16, learning_rate=1e-2,
-                            model=ModelConfig(embedding_dim=16, rnn_units=64))
+    config = PretrainConfig(
+        epochs=3,
+        batch_size=16,
+        learning_rate=1e-2,
+        model=ModelConfig(embedding_dim=16, rnn_units=64),
+    )
     result = pretrain([sample], tmp_path / "model", config, report=lines.append)
     assert result.heldout_accuracy > 0.2  # random guessing: 1/86
     assert any(line.startswith("epoch 3 done") for line in lines)
-    model, saved = load_model(tmp_path / "model")
+    _, saved = load_model(tmp_path / "model")
     assert saved == config.model
 
 

@@ -12,7 +12,9 @@ CLIENTS = ("KING_LEAR_KING_LEAR", "KING_LEAR_FOOL", "KING_LEAR_KENT")
 
 
 def small_config(**overrides) -> FederatedConfig:
-    settings = dict(client_ids=CLIENTS[:2], rounds=3, client_learning_rate=1.0, batches_per_client=2)
+    settings = dict(
+        client_ids=CLIENTS[:2], rounds=3, client_learning_rate=1.0, batches_per_client=2
+    )
     settings.update(overrides)
     return FederatedConfig(**settings)
 
@@ -38,7 +40,9 @@ def test_rounds_start_from_the_base_model_and_learn(trained, tiny_model_dir):
     assert results[-1].train_loss < results[1].train_loss
     assert results[-1].eval_loss < results[0].eval_loss
     assert all(r.num_examples > 0 and r.client_ids == CLIENTS[:2] for r in results[1:])
-    changed = [not np.allclose(a, b) for a, b in zip(base.get_weights(), trainer.weights)]
+    changed = [
+        not np.allclose(a, b) for a, b in zip(base.get_weights(), trainer.weights, strict=True)
+    ]
     assert all(changed)
 
 
@@ -65,8 +69,9 @@ def test_clients_are_sampled_per_round(client_data, tiny_model_dir):
     trainer = FederatedTrainer(config, train, test, tiny_model_dir)
     cohorts = [trainer.sample_clients(r) for r in range(1, 4)]
     assert all(len(c) == 1 and c[0] in CLIENTS for c in cohorts)
-    assert cohorts == [FederatedTrainer(config, train, test, tiny_model_dir).sample_clients(r)
-                       for r in range(1, 4)]  # seeded: the same cohorts every time
+    assert cohorts == [
+        FederatedTrainer(config, train, test, tiny_model_dir).sample_clients(r) for r in range(1, 4)
+    ]  # seeded: the same cohorts every time
 
 
 def test_each_round_draws_fresh_batches(client_data, tiny_model_dir):
@@ -85,16 +90,18 @@ def test_divergence_stops_training_and_keeps_the_last_good_weights(client_data, 
     base_weights = [w.copy() for w in trainer.weights]
     rounds = trainer.rounds()
     assert next(rounds).round_num == 0
-    with pytest.raises(TrainingDiverged, match="diverged in round 1.*kept the weights of round 0"):
+    with pytest.raises(TrainingDiverged, match=r"diverged in round 1.*kept the weights of round 0"):
         next(rounds)
-    assert all(np.array_equal(a, b) for a, b in zip(base_weights, trainer.weights))
+    assert all(np.array_equal(a, b) for a, b in zip(base_weights, trainer.weights, strict=True))
 
 
 def test_unknown_clients_are_refused_before_any_work(client_data, tiny_model_dir):
     from fedtext.data import DataError
 
     train, test = client_data
-    with pytest.raises(DataError, match="unknown client id 'KING_LEAR_LEARR'.*KING_LEAR_KING_LEAR"):
+    with pytest.raises(
+        DataError, match=r"unknown client id 'KING_LEAR_LEARR'.*KING_LEAR_KING_LEAR"
+    ):
         FederatedTrainer(small_config(client_ids=("KING_LEAR_LEARR",)), train, test, tiny_model_dir)
 
 

@@ -38,7 +38,9 @@ def _snippets(*texts):
 
 def test_a_client_with_less_than_one_batch_still_yields_a_padded_batch():
     # 30 characters: the tutorial's drop_remainder pipeline would yield nothing.
-    batches = list(preprocess(_snippets("Speak the speech, I pray you."), 8, 100).as_numpy_iterator())
+    batches = list(
+        preprocess(_snippets("Speak the speech, I pray you."), 8, 100).as_numpy_iterator()
+    )
     assert len(batches) == 1
     x, y = batches[0]
     assert x.shape == (1, 100) and y.shape == (1, 100)
@@ -51,7 +53,6 @@ def test_pipeline_keeps_every_character_and_speeches_end_with_newlines():
     texts = ["A" * 250, "B" * 130]
     batches = list(preprocess(_snippets(*texts), 2, 100).as_numpy_iterator())
     targets = np.concatenate([y.reshape(-1) for _, y in batches])
-    inputs = np.concatenate([x.reshape(-1) for x, _ in batches])
     total = 250 + 130 + 2  # two speeches, each ending with a newline
     chunks = -(-total // 101)
     # every chunk of up to 101 characters gives one fewer prediction than it holds
