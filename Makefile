@@ -16,3 +16,8 @@ lint:
 tutorial:
 	scripts/setup.sh
 	.venv/bin/python -m fedtext tutorial
+
+# Times the engine and the page on this machine; writes bench/ and the README's table.
+bench:
+	scripts/setup.sh --test
+	.venv/bin/python -m fedtext.bench --update-readme

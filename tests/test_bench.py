@@ -1,0 +1,87 @@
+"""The benchmark's quick mode on a tiny model writes a well-formed table; no timing is asserted."""
+
+import json
+import math
+
+import pytest
+
+from fedtext import bench
+
+
+def _is_table(text: str) -> bool:
+    """Every Markdown table in `text` has the same number of cells on every row."""
+    blocks, current = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            current.append(line.count("|"))
+        elif current:
+            blocks.append(current)
+            current = []
+    return bool(blocks) and all(len(set(block)) == 1 and len(block) > 2 for block in blocks)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tiny_model_dir, tmp_path_factory, client_data):
+    out = tmp_path_factory.mktemp("bench")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FEDTEXT_BASE_MODEL", str(tiny_model_dir))  # main() sets it for children
+        code = bench.main(
+            [
+                "--quick",
+                "--base",
+                str(tiny_model_dir),
+                "--out",
+                str(out),
+                "--only",
+                "overhead,generation,learning",
+            ]
+        )
+    return code, out
+
+
+def test_quick_mode_writes_json_markdown_and_chart(quick_run):
+    code, out = quick_run
+    assert code == 0
+    document = json.loads((out / "results.json").read_text())
+    rows = {row["key"]: row for row in document["rows"]}
+    for key in (
+        "overhead.ratio.2x5",
+        "overhead.ratio.4x5",
+        "generation.latency_s",
+        "learning.tutorial.accuracy",
+        "learning.defaults.gain_per_min",
+    ):
+        assert key in rows
+    for row in rows.values():
+        assert row["value"] is None or math.isfinite(row["value"])
+        assert row["value"] is not None or row["note"], "a skipped figure says why"
+    assert [h["round"] for h in document["learning"]["defaults"]] == [0, 1, 2]
+    assert document["meta"]["quick"] is True
+    markdown = (out / "results.md").read_text()
+    assert _is_table(markdown)
+    assert "TFF round / Keras floor" in markdown
+    assert "plotly" in (out / "learning.html").read_text().lower()
+
+
+def test_a_second_run_shows_the_first_as_previous(quick_run, tmp_path, monkeypatch):
+    _, out = quick_run
+    first = json.loads((out / "results.json").read_text())
+    (tmp_path / "results.json").write_text(json.dumps(first))
+    settings = bench.Settings(base_dir=out, out_dir=tmp_path, sections=())
+    results = bench.Results(
+        settings, rows=[bench.Row("overhead.ratio.2x5", "1 overhead", "ratio", 1.0, "x", 1.15)]
+    )
+    meta = {**first["meta"], "load_avg_1m_end": 0.0}
+    bench.write_outputs(results, meta, update_readme=False)
+    row = json.loads((tmp_path / "results.json").read_text())["rows"][0]
+    assert row["previous"] == pytest.approx(first["rows"][0]["value"])
+    assert row["ok"] is True
+    assert _is_table((tmp_path / "results.md").read_text())
+
+
+def test_page_figures_are_skipped_with_a_reason_without_app_py(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "ROOT", tmp_path)
+    results = bench.Results(bench.Settings(base_dir=tmp_path))
+    bench.run_page(results.settings, results)
+    assert [row.value for row in results.rows] == [None, None]
+    assert all("app.py does not exist" in row.note for row in results.rows)
