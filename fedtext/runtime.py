@@ -125,20 +125,21 @@ class WorkerService:
 
 
 _service: WorkerService | None = None
+_context = None  # TFF's execution context through _service
 _install_lock = threading.Lock()
 
 
 def install(log_path: Path | None = None) -> WorkerService:
     """Make TFF run computations through our worker service (idempotent); returns it."""
-    global _service
+    global _service, _context
     with _install_lock:
         if _service is not None:
+            _set_context_for_this_thread()
             return _service
         from tensorflow_federated.python.core.backends.native import compiler
         from tensorflow_federated.python.core.environments.tensorflow_frontend import (
             tensorflow_computation,
         )
-        from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
         from tensorflow_federated.python.core.impl.execution_contexts import (
             sync_execution_context,
         )
@@ -162,10 +163,17 @@ def install(log_path: Path | None = None) -> WorkerService:
             transform_args=tensorflow_computation.transform_args,
             transform_result=tensorflow_computation.transform_result,
         )
-        context_stack_impl.context_stack.set_default_context(context)
         atexit.register(shutdown)
-        _service = service
+        _service, _context = service, context
+        _set_context_for_this_thread()
         return service
+
+
+def _set_context_for_this_thread() -> None:
+    """TFF's context stack is thread-local: each thread that runs computations needs it set."""
+    from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
+
+    context_stack_impl.context_stack.set_default_context(_context)
 
 
 def shutdown() -> None:

@@ -204,6 +204,9 @@ class FederatedTrainer:
             self.history = [RoundResult(0, loss, accuracy, seconds=time.perf_counter() - start)]
             yield self.history[-1]
         process = build_process(self.model_config, self.config.server_optimizer)
+        from fedtext import runtime
+
+        runtime.install()  # sets TFF's context for this thread, if another thread built it
         if self._state is None:
             self._state = self._initial_state(process)
         for round_num in range(len(self.history), self.config.rounds + 1):
