@@ -1,0 +1,594 @@
+"""The fedtext page: pick Shakespeare characters as clients, fine-tune the Dickens model on them
+with Federated Averaging, watch each round land on the charts, and compare what both models write.
+
+`streamlit run app.py`. Everything it computes comes from the `fedtext` engine; this file only
+draws widgets, reads their values and shows results.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+st.set_page_config(page_title="fedtext: federated learning on Shakespeare", page_icon="🎭",
+                   layout="wide")
+st.markdown("#### :material/theater_comedy: fedtext · a Dickens model learns Shakespeare "
+            "by Federated Averaging")
+
+# A cold start takes seconds (TensorFlow, the plays, the model): say what is loading. Messages go
+# into this one placeholder, and spinners are off, so the page's layout is the same every run.
+_loading = st.empty()
+if "tensorflow" not in sys.modules:
+    _loading.info("Starting TensorFlow (only after a server restart)…",
+                  icon=":material/hourglass_top:")
+
+import pandas as pd  # noqa: E402
+
+from fedtext import data, model, plots, runs, sharing  # noqa: E402
+from fedtext.cli import TUTORIAL_CLIENTS  # noqa: E402
+from fedtext.config import SERVER_OPTIMIZERS, ConfigError, FederatedConfig, ModelConfig  # noqa: E402
+from fedtext.generation import TUTORIAL_PROMPT, PromptError, TextGenerator  # noqa: E402
+from fedtext.jobs import Job, JobState, QueueFull, TrainingQueue  # noqa: E402
+from fedtext.training import RoundResult, build_process, history_csv  # noqa: E402
+
+PREVIEW_SPEECHES = 3
+MAX_EARLIER = 3  # earlier runs kept on the charts for comparison
+
+
+# ---------------------------------------------------------------- loaded once per server
+
+
+@st.cache_resource(show_spinner=False)
+def load_clients() -> dict[str, data.ClientInfo]:
+    """Every Shakespeare client, by id."""
+    return {c.client_id: c for c in data.load_clients(data.database_path())}
+
+
+@st.cache_resource(show_spinner=False)
+def keras_lock() -> threading.Lock:
+    """Held while a Keras model is built: TFF's tracing swaps Keras' classes process-wide."""
+    return threading.Lock()
+
+
+def build_generator(weights: list, config: ModelConfig) -> TextGenerator:
+    """A generator with its sampling loop traced now, under the Keras lock."""
+    with keras_lock():
+        generator = TextGenerator(weights, config)
+        generator.generate("a", 1)
+    return generator
+
+
+@st.cache_resource(show_spinner=False)
+def load_base(base_dir: str) -> tuple[TextGenerator, int]:
+    """The base model's generator and its parameter count."""
+    keras_model, config = model.load_model(base_dir)
+    return build_generator(keras_model.get_weights(), config), keras_model.count_params()
+
+
+class Federation:
+    """TFF, the clients' data and the compiled rounds, prepared in a background thread so the page
+    is usable meanwhile; then the training queue that every visitor shares."""
+
+    def __init__(self, base_dir: Path, model_config: ModelConfig, data_root: Path):
+        self.step = "loading TensorFlow Federated and the clients' data"
+        self.error = ""
+        self.queue: TrainingQueue | None = None
+        self.ready = threading.Event()
+        threading.Thread(target=self._prepare, args=(base_dir, model_config, data_root),
+                         name="fedtext-prepare", daemon=True).start()
+
+    def _prepare(self, base_dir: Path, model_config: ModelConfig, data_root: Path) -> None:
+        try:
+            train, test = data.load_client_data()
+            for kind in SERVER_OPTIMIZERS:  # all of them now: no tracing once jobs run
+                self.step = f"compiling the federated round ({kind} on the server)"
+                with keras_lock():
+                    build_process(model_config, kind)
+            self.queue = TrainingQueue(train, test, base_dir, store=runs.RunStore(data_root),
+                                       limits=sharing.LIMITS)
+        except Exception as error:  # shown on the page; restarting the server is the remedy
+            self.error = f"TensorFlow Federated could not start: {type(error).__name__}: {error}"
+        finally:
+            self.ready.set()
+
+
+@st.cache_resource(show_spinner=False)
+def start_federation(base_dir: str, data_root: str) -> Federation:
+    generator, _ = load_base(base_dir)
+    return Federation(Path(base_dir), generator.config, Path(data_root))
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def load_letters(client_id: str) -> dict[str, float]:
+    return plots.letter_shares(data.load_speeches(client_id, "train"))
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def load_preview(client_id: str) -> list[str]:
+    speeches = data.load_speeches(client_id, "train")
+    return sorted(speeches, key=lambda s: -len(s))[:1] + [s for s in speeches if len(s) > 30][
+        :PREVIEW_SPEECHES - 1]
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def load_tuned(run_key: str, _weights: list, _config: ModelConfig) -> TextGenerator:
+    return build_generator(_weights, _config)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def generate(model_key: str, _generator: TextGenerator, prompt: str, length: int,
+             temperature: float, seed: int) -> str:
+    return _generator.generate(prompt, length, temperature, seed)
+
+
+# ---------------------------------------------------------------- this visitor's state
+
+
+def init_session(clients: dict[str, data.ClientInfo]) -> None:
+    """Once per visitor: the link's setup (or the defaults) into the widgets, and an owner id."""
+    if "owner" in st.session_state:
+        return
+    setup, problems = sharing.setup_from_params(st.query_params.to_dict(), clients)
+    for field, value in setup.items():
+        st.session_state[field] = value
+    st.session_state.update(
+        owner=secrets.token_urlsafe(12), problems=problems, earlier=[], pending=None,
+        run_id=st.query_params.get(sharing.RUN_PARAM, ""),
+        prompt=TUTORIAL_PROMPT, length=200, temperature=1.0, gen_seed=0,
+    )
+
+
+@dataclass(frozen=True)
+class RunView:
+    """What the page shows of a run: live from the training queue, or finished and on disk."""
+
+    run_id: str
+    config: FederatedConfig
+    history: list[RoundResult]
+    weights: list | None = None
+    message: str = ""
+    failed: bool = False
+    job: Job | None = None  # while it is queued or running
+
+    @property
+    def live(self) -> bool:
+        return self.job is not None and not self.job.finished
+
+    @property
+    def trained(self) -> bool:
+        return not self.live and self.weights is not None and len(self.history) > 1
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def load_saved(data_root: str, run_id: str) -> runs.SavedRun:
+    return runs.RunStore(Path(data_root)).load(run_id)
+
+
+def current_run(base_dir: str, data_root: str) -> RunView | None:
+    """This visitor's run, from the link: live in the queue, else as stored (the same weights
+    before and after a server restart), else None with a message."""
+    run_id = st.session_state.run_id
+    if not run_id:
+        return None
+    queue = start_federation(base_dir, data_root).queue
+    job = queue.get(run_id) if queue else None
+    if job is not None and not job.finished:
+        return RunView(run_id, job.config, list(job.history), job=job)
+    failed = job is not None and job.state is JobState.FAILED
+    try:
+        saved = load_saved(data_root, run_id)
+        return RunView(run_id, saved.config, saved.history, saved.weights, saved.message, failed)
+    except KeyError:
+        if job is not None:  # ended before a round finished: nothing worth storing
+            return RunView(run_id, job.config, list(job.history), job.weights, job.message, failed)
+        st.warning("The run in this link is not stored here (runs are kept for "
+                   f"{runs.MAX_AGE_DAYS:.0f} days): train a new one.")
+    except model.WeightsError as error:
+        st.warning(f"The run in this link cannot be read: {error}")
+    st.session_state.run_id = ""
+    return None
+
+
+def choose(ids: list[str]) -> None:
+    st.session_state.client_ids = ids
+
+
+# ---------------------------------------------------------------- widgets, returning values
+
+
+def explain_ui(setup: dict, shares: dict[str, float]) -> None:
+    """What one round does, with this setup's numbers."""
+    k = setup["clients_per_round"] or len(setup["client_ids"])
+    top = max(shares.values(), default=0.0)
+    steps = (
+        (":material/cloud_download: 1. The server sends the model",
+         f"Its current weights go to {k} of the chosen characters."),
+        (":material/edit_note: 2. Each character trains on its own lines",
+         f"Up to {setup['batches_per_client']} batches of 8 lines of 100 characters, SGD at "
+         f"{setup['client_learning_rate']:g}; the lines never leave the character."),
+        (":material/cloud_upload: 3. Only weight updates come back",
+         "The server sees how each model changed, not the text that changed it."),
+        (":material/balance: 4. The server averages them, weighted by data",
+         f"More text, more say (up to {top:.0%} here); {setup['server_optimizer']} at "
+         f"{setup['server_learning_rate']:g} applies the average. Then the next round."),
+    )
+    for column, (title, text) in zip(st.columns(4), steps, strict=True):
+        with column.container(border=True):
+            st.markdown(f"**{title}**  \n<small>{text}</small>", unsafe_allow_html=True)
+
+
+def clients_ui(clients: dict[str, data.ClientInfo]) -> list[str]:
+    """Quick picks and a searchable list; returns the chosen client ids."""
+    n = st.session_state.get("pick_n", 10)
+    everyone = list(clients.values())
+    picks = st.columns([1.2, 0.9, 0.9, 0.8], vertical_alignment="bottom")
+    picks[0].button("Tutorial's 2", on_click=choose, args=(list(TUTORIAL_CLIENTS),),
+                    help="The two characters TFF's tutorial trained on", width="stretch")
+    picks[1].button("Random", on_click=choose, args=(sharing.pick_random(everyone, n),),
+                    help=f"{n} characters drawn at random", width="stretch")
+    picks[2].button("Top N", on_click=choose, args=(sharing.pick_biggest(everyone, n),),
+                    help=f"The {n} characters with the most lines", width="stretch")
+    picks[3].number_input("N", 1, sharing.LIMITS.max_clients, 10, key="pick_n",
+                          help="How many characters Random and Top N pick")
+    plays = sorted({c.play for c in everyone})
+    play_col, button_col = st.columns([3, 1.1], vertical_alignment="bottom")
+    play = play_col.selectbox("Play", plays, label_visibility="collapsed",
+                              index=plays.index("Hamlet") if "Hamlet" in plays else 0)
+    button_col.button("Whole play", on_click=choose, args=(sharing.pick_play(everyone, play),),
+                      help="Every character of this play", width="stretch")
+    return st.multiselect(
+        "Clients: type a character or a play", list(clients), key="client_ids",
+        format_func=lambda cid: _client_label(clients[cid]),
+        max_selections=sharing.LIMITS.max_clients,
+        placeholder="Search: hamlet, lear, juliet…",
+        help="Each Shakespeare character is one client holding its own lines. "
+             "Numbers: speeches, and characters of training text.",
+    )
+
+
+def _client_label(client: data.ClientInfo) -> str:
+    speeches = client.train_speeches + client.test_speeches
+    return (f"{client.character.title()} · {client.play} · {speeches} speeches · "
+            f"{client.train_chars / 1000:.1f}k chars")
+
+
+def chosen_table_ui(chosen: list[data.ClientInfo], shares: dict[str, float]) -> None:
+    table = pd.DataFrame({
+        "character": [c.character.title() for c in chosen],
+        "play": [c.play for c in chosen],
+        "text": [c.train_chars for c in chosen],
+        "weight": [shares[c.client_id] for c in chosen],
+        "tutorial": ["dropped" if c.tutorial_would_drop else "" for c in chosen],
+    })
+    st.dataframe(
+        table, hide_index=True, height=min(38 + 35 * len(chosen), 220), width="stretch",
+        column_config={
+            "character": st.column_config.TextColumn("character", width="small"),
+            "play": st.column_config.TextColumn("play", width="medium"),
+            "text": st.column_config.NumberColumn(
+                "text", help="Characters of training text", format="compact", width="small"),
+            "weight": st.column_config.ProgressColumn(
+                "weight", format="percent", min_value=0.0, max_value=1.0, width="small",
+                help="Share of the server's weighted average when every chosen client takes "
+                     "part: sequences trained per round, capped by batches per client"),
+            "tutorial": st.column_config.TextColumn(
+                "tutorial", width="small",
+                help="'dropped': the tutorial's pipeline gave this client no batch (less than "
+                     "8 x 101 characters); fedtext pads its text and keeps it"),
+        },
+    )
+
+
+def preview_ui(chosen: list[data.ClientInfo]) -> None:
+    ids = [c.client_id for c in chosen]
+    names = {c.client_id: f"{c.character.title()} ({c.play})" for c in chosen}
+    client_id = st.selectbox("A few of their real lines", ids, format_func=names.get,
+                             key="preview_id")
+    with st.container(height=150, key="preview"):
+        for speech in load_preview(client_id or ids[0]):
+            st.text(speech)
+
+
+def settings_ui() -> dict:
+    """The training settings, each with its bounds and a one-line help."""
+    bounds = sharing.BOUNDS
+    left, right = st.columns(2)
+    values = {
+        "rounds": left.number_input(
+            "Rounds", bounds["rounds"].low, bounds["rounds"].high, key="rounds",
+            help="Each round: send the model out, train on each client, average the updates"),
+        "clients_per_round": right.number_input(
+            "Clients per round", bounds["clients_per_round"].low,
+            bounds["clients_per_round"].high, key="clients_per_round",
+            help="Sample this many of the chosen characters each round (0: all of them), "
+                 "as phone keyboards do with millions of users"),
+        "client_learning_rate": st.select_slider(
+            "Client learning rate", sharing.RATES, key="client_learning_rate",
+            help="Step size of each character's local SGD; too high and training diverges"),
+        "batches_per_client": left.number_input(
+            "Batches per client", bounds["batches_per_client"].low,
+            bounds["batches_per_client"].high, key="batches_per_client",
+            help="Local steps per round, each on 8 sequences of 100 characters "
+                 "(the tutorial took 5)"),
+        "seed": right.number_input(
+            "Seed", bounds["seed"].low, bounds["seed"].high, key="seed",
+            help="Fixes the sampling of clients and the shuffling of their lines"),
+        "server_optimizer": st.radio(
+            "Server optimizer", SERVER_OPTIMIZERS, key="server_optimizer", horizontal=True,
+            help="How the server applies the averaged update: sgd at rate 1 is plain Federated "
+                 "Averaging; momentum (FedAvgM) and adam (FedAdam) remember earlier rounds"),
+        "server_learning_rate": st.select_slider(
+            "Server learning rate", sharing.RATES, key="server_learning_rate",
+            help="Scales the averaged update: 1 with sgd replaces the model by the average; "
+                 "adam wants about 0.01"),
+    }
+    return values
+
+
+def compare_ui() -> tuple[str, int, float, int]:
+    """Prompt, length, temperature and seed for the two generations."""
+    prompt_col, length_col, temperature_col, seed_col, again_col = st.columns(
+        [3.2, 0.9, 1.4, 0.8, 0.9], vertical_alignment="bottom")
+    prompt = prompt_col.text_input("Prompt", key="prompt", max_chars=1000)
+    length = length_col.number_input("Length", 10, sharing.LIMITS.max_generate_chars, step=50,
+                                     key="length", help="Characters to generate")
+    temperature = temperature_col.slider(
+        "Temperature", 0.1, 2.0, step=0.1, key="temperature",
+        help="Low: safe, repetitive; high: adventurous, misspelt")
+    seed = seed_col.number_input("Seed", 0, 9999, key="gen_seed",
+                                 help="Same seed, same random draws for both models")
+    again_col.button("Again", icon=":material/casino:", on_click=_next_seed, width="stretch",
+                     help="Another sample: the next seed")
+    return prompt, int(length), float(temperature), int(seed)
+
+
+def _next_seed() -> None:
+    st.session_state.gen_seed = (st.session_state.gen_seed + 1) % 10000
+
+
+# ---------------------------------------------------------------- results
+
+
+def draw_charts(boxes: tuple, history: list, rounds: int, earlier: list) -> None:
+    """Rewrite the two chart placeholders; keys change so each redraw is a new element."""
+    for box, metric in zip(boxes, ("loss", "accuracy"), strict=True):
+        box.plotly_chart(plots.figure(history, metric, rounds, earlier), width="stretch",
+                         key=f"{metric}-{len(history)}-{time.monotonic_ns()}",
+                         config={"displayModeBar": False})
+
+
+def describe(run: RunView) -> tuple[str, str]:
+    """(st method, text) for how a finished run ended."""
+    history = run.history
+    total = run.config.rounds
+    gain = (f"; held-out accuracy {history[0].eval_accuracy:.1%} → {history[-1].eval_accuracy:.1%}"
+            if len(history) > 1 else "")
+    if run.failed:
+        return "error", f"{run.message}{gain}"
+    if len(history) <= 1:
+        return "warning", f"No round finished ({run.message or 'stopped'})"
+    if len(history) <= total:
+        return "warning", (f"Ended after round {len(history) - 1} of {total} "
+                           f"({run.message or 'stopped'}); the model so far is kept{gain}")
+    seconds = sum(r.seconds for r in history)
+    return "success", f"Trained {total} round{'s' * (total != 1)} in {seconds:.0f} s{gain}"
+
+
+def progress_text(job: Job, queue: TrainingQueue) -> tuple[float, str]:
+    history = list(job.history)
+    total = job.config.rounds
+    done = max(0, len(history) - 1)
+    eta = queue.eta_seconds(job.job_id)
+    left = f"about {eta:.0f} s left" if eta < 120 else f"about {eta / 60:.0f} min left"
+    if job.stop_requested:
+        return done / total, f"Stopping after the current round ({done} of {total} done)…"
+    if job.state is JobState.QUEUED:
+        ahead = queue.position(job.job_id)
+        return 0.0, f"Waiting for the server: {ahead} run(s) ahead, {left}"
+    if not history:
+        return 0.0, f"Round 0: evaluating the base model · {left}"
+    return done / total, f"Round {done + 1} of {total} running · {left}"
+
+
+def follow(job: Job, queue: TrainingQueue, boxes: tuple, progress, earlier: list) -> None:
+    """Redraw progress and charts as rounds end, until the job finishes; keeps the job alive."""
+    shown = -1
+    while True:
+        queue.touch(job.job_id)
+        history = list(job.history)
+        if len(history) != shown:
+            draw_charts(boxes, history, job.config.rounds, earlier)
+            shown = len(history)
+        if job.finished:
+            break
+        value, text = progress_text(job, queue)
+        progress.progress(value, text=text)
+        time.sleep(0.25)
+    store_dir = queue.store.path(job.job_id) if queue.store else None
+    deadline = time.monotonic() + 30
+    while store_dir and len(job.history) > 1 and not (store_dir / "run.json").exists() \
+            and time.monotonic() < deadline:  # the queue saves it right after it finishes
+        time.sleep(0.1)
+    st.rerun()
+
+
+def start_pending(federation: Federation, progress) -> None:
+    """Submit the visitor's waiting run once TFF is ready; errors go on the page."""
+    config = st.session_state.pending
+    st.session_state.pending = None
+    while not federation.ready.wait(0.25):
+        progress.progress(0.0, text=f"Preparing the server (first start only): {federation.step}…")
+    if federation.error:
+        progress.error(federation.error)
+        return
+    try:
+        job = federation.queue.submit(config, st.session_state.owner)
+    except (ConfigError, QueueFull) as error:
+        progress.error(f"Cannot start training: {error}")
+        return
+    st.session_state.run_id = job.job_id
+    st.rerun()
+
+
+# ---------------------------------------------------------------- the page, top to bottom
+
+base_dir, data_root = str(model.BASE_MODEL_DIR), str(runs.data_dir())
+try:
+    _loading.info("Reading Shakespeare's plays…", icon=":material/hourglass_top:")
+    clients = load_clients()
+    _loading.info("Loading the Dickens base model…", icon=":material/hourglass_top:")
+    base_generator, base_params = load_base(base_dir)
+except (data.DataError, model.WeightsError) as error:
+    _loading.error(f"The page cannot start: {error}. Set FEDTEXT_BASE_MODEL to a model "
+                   "directory, or pre-train one: `python -m fedtext pretrain BOOKS.txt "
+                   "--output DIR`.")
+    st.stop()
+_loading.empty()
+init_session(clients)
+notices = st.container()  # messages about the link; one element whatever they are
+with notices:
+    for problem in st.session_state.problems:
+        st.warning(problem)
+    run = current_run(base_dir, data_root)
+live = run is not None and run.live
+
+explain_box = st.container()
+clients_col, settings_col, results_col = st.columns([1.15, 0.8, 1.35], gap="medium")
+
+with settings_col:
+    st.markdown("**2 · Settings**")
+    settings = settings_ui()
+    train_col, stop_col = st.columns(2)
+    train = train_col.button("Train", icon=":material/play_arrow:", type="primary",
+                             disabled=live, width="stretch", key="train",
+                             help="Fine-tune the base model with these settings")
+    stop = stop_col.button("Stop", icon=":material/stop:", disabled=not live, width="stretch",
+                           key="stop", help="End after the current round, keeping the model so far")
+    progress = st.empty()
+
+with clients_col:
+    st.markdown("**1 · Clients**: Shakespeare's characters, each with its own lines")
+    client_ids = clients_ui(clients)
+    chosen = [clients[cid] for cid in client_ids]
+    setup = {"client_ids": client_ids, **settings}
+    try:
+        shares_config = FederatedConfig(client_ids=tuple(client_ids) or ("-",), rounds=1,
+                                        batches_per_client=settings["batches_per_client"])
+        shares = sharing.averaging_shares(chosen, shares_config)
+    except ConfigError:
+        shares = {}
+    if not chosen:
+        st.warning("No client chosen: pick at least one character, or a quick pick above.")
+    else:
+        chosen_table_ui(chosen, shares)
+        st.plotly_chart(
+            plots.data_figure(chosen, shares, {c.client_id: load_letters(c.client_id)
+                                               for c in chosen[:40]}),
+            width="stretch", config={"displayModeBar": False}, key="data-figure")
+        st.caption("Non-IID data: characters hold very different amounts of text and use "
+                   "letters differently (red: more often than the chosen ones together, "
+                   "blue: less). Bars: averaging weight.")
+        preview_ui(chosen)
+
+with explain_box:
+    explain_ui(setup, shares)
+
+if train:
+    try:
+        config = FederatedConfig(**{**setup, "client_ids": tuple(client_ids)})
+        sharing.LIMITS.check(config)
+    except ConfigError as error:
+        progress.error(f"Cannot start training: {error}")
+    else:
+        if run is not None and len(run.history) > 1:
+            label = f"run {len(st.session_state.earlier) + 1}"
+            st.session_state.earlier = [*st.session_state.earlier, (label, list(run.history))][
+                -MAX_EARLIER:]
+        st.session_state.pending, st.session_state.problems = config, []
+        st.session_state.run_id, run, live = "", None, False
+        progress.progress(0.0, text="Starting…")
+if stop and live:
+    start_federation(base_dir, data_root).queue.stop(run.run_id)
+
+with results_col:
+    st.markdown("**3 · Train**: held-out accuracy on the chosen characters' unseen speeches")
+    show_earlier = st.toggle("Keep earlier runs on the charts", value=True, key="show_earlier",
+                             disabled=not st.session_state.earlier)
+    earlier = st.session_state.earlier if show_earlier else []
+    boxes = (st.empty(), st.empty())
+    draw_charts(boxes, run.history if run else [], run.config.rounds if run else settings["rounds"],
+                earlier)
+    if run is not None and not live:
+        kind, text = describe(run)
+        getattr(progress, kind)(text)
+
+st.markdown("**4 · Compare**: the same prompt and seed through both models")
+prompt, length, temperature, gen_seed = compare_ui()
+prompt_notice = st.empty()
+base_col, tuned_col = st.columns(2)
+base_col.markdown(f"**Dickens base model** <small>({base_params:,} parameters)</small>",
+                  unsafe_allow_html=True)
+base_box = base_col.container(key="base_text")
+tuned_header = tuned_col.empty()
+tuned_box = tuned_col.container(key="tuned_text")
+trained = run is not None and run.trained
+try:
+    base_box.code(generate(f"base:{base_dir}", base_generator, prompt, length, temperature,
+                           gen_seed), language=None, wrap_lines=True)
+    if trained:
+        rounds_done = len(run.history) - 1
+        tuned_header.markdown(f"**Fine-tuned on Shakespeare** <small>({rounds_done} round"
+                              f"{'s' * (rounds_done != 1)} of Federated Averaging)</small>",
+                              unsafe_allow_html=True)
+        run_key = f"{run.run_id}:{len(run.history)}"
+        tuned = load_tuned(run_key, run.weights, base_generator.config)
+        tuned_box.code(generate(run_key, tuned, prompt, length, temperature, gen_seed),
+                       language=None, wrap_lines=True)
+except PromptError as error:
+    prompt_notice.warning(f"Cannot generate: {error}", icon=":material/edit_off:")
+if not trained:
+    tuned_header.markdown("**Fine-tuned on Shakespeare**")
+    tuned_box.info("Training: the fine-tuned model writes here when it ends."
+                   if live or st.session_state.pending else
+                   "Not trained yet: press Train, and the fine-tuned model writes here.",
+                   icon=":material/hourglass_top:" if live else ":material/arrow_back:")
+
+st.markdown("**5 · Keep**: results and the setup")
+keep = st.columns([1, 1, 2.5], vertical_alignment="center")
+if trained:
+    store_dir = runs.RunStore(Path(data_root)).path(run.run_id)
+    keep[0].download_button("Fine-tuned model (.zip)", lambda: sharing.model_archive(store_dir),
+                            icon=":material/download:",
+                            file_name="fedtext-model.zip", mime="application/zip",
+                            disabled=not store_dir.exists(), width="stretch",
+                            help="weights.npz and model.json: `fedtext generate --model DIR`")
+    keep[1].download_button("Metrics per round (.csv)", history_csv(run.history),
+                            icon=":material/download:", file_name="fedtext-metrics.csv",
+                            mime="text/csv", width="stretch")
+else:
+    for column, label in zip(keep, ("Fine-tuned model (.zip)", "Metrics per round (.csv)"),
+                             strict=False):
+        column.button(label, icon=":material/download:", disabled=True, width="stretch",
+                      help="Train first")
+keep[2].caption(":material/link: The address bar holds these clients and settings"
+                + (" and this run" if st.session_state.run_id else "")
+                + ": copy it to hand out the same setup, or to find this run again after a "
+                  "reload.")
+
+params = sharing.setup_to_params(setup)
+if st.session_state.run_id:
+    params[sharing.RUN_PARAM] = st.session_state.run_id
+if params != st.query_params.to_dict():
+    st.query_params.from_dict(params)
+
+federation = start_federation(base_dir, data_root)
+if st.session_state.pending is not None:
+    start_pending(federation, progress)
+elif live:
+    follow(run.job, federation.queue, boxes, progress, earlier)

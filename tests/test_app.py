@@ -1,0 +1,206 @@
+"""The page, driven by Streamlit's AppTest: real clients, real TFF rounds on a tiny model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from fedtext import plots, sharing
+from fedtext.config import FederatedConfig
+from fedtext.data import ClientInfo
+from fedtext.training import RoundResult
+
+APP = Path(__file__).resolve().parent.parent / "app.py"
+CLIENTS = ["KING_LEAR_FOOL", "KING_LEAR_KING_LEAR"]  # small, so a round takes seconds
+
+
+@pytest.fixture(scope="module")
+def page_env(tiny_model_dir, tmp_path_factory):
+    """The tiny base model and a fresh runs directory, for the page run in this process."""
+    import fedtext.model
+
+    data_root = tmp_path_factory.mktemp("page-data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FEDTEXT_BASE_MODEL", str(tiny_model_dir))
+        patch.setenv("FEDTEXT_DATA", str(data_root))
+        # fedtext.model read the variable when first imported, maybe before this test module.
+        patch.setattr(fedtext.model, "BASE_MODEL_DIR", tiny_model_dir)
+        yield data_root
+
+
+def open_page(query: dict[str, str] | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.query_params.update(query or {})
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def train(at: AppTest, **settings) -> AppTest:
+    """Set the clients and settings (one short round unless told), press Train, wait for it."""
+    at.multiselect(key="client_ids").set_value(CLIENTS)
+    for key, value in {"rounds": 1, "batches_per_client": 1, **settings}.items():
+        if key == "server_optimizer":
+            at.radio(key=key).set_value(value)
+        elif key.endswith("learning_rate"):
+            at.select_slider(key=key).set_value(value)
+        else:
+            at.number_input(key=key).set_value(value)
+    at.button(key="train").click().run(timeout=240)
+    assert not at.exception, at.exception
+    return at
+
+
+def chart_traces(at: AppTest) -> dict[str, dict[str, list]]:
+    """The page's Plotly figures by title: each trace's name and x values."""
+    figures = {}
+    for element in at.get("plotly_chart"):
+        spec = json.loads(element.proto.spec)
+        title = spec["layout"].get("title", {}).get("text", "")
+        figures[title] = {t.get("name", ""): list(t.get("x", [])) for t in spec["data"]}
+    return figures
+
+
+def test_a_one_round_training_shows_metrics_both_generations_and_keeps_the_run(page_env):
+    at = open_page()
+    assert any("Not trained yet" in i.value for i in at.info)
+    assert len(at.code) == 1  # the base model writes; the fine-tuned column says why not
+
+    at = train(at)
+    [done] = at.success
+    assert done.value.startswith("Trained 1 round in")
+    assert "held-out accuracy" in done.value
+    charts = chart_traces(at)
+    assert charts["Accuracy"]["held-out speeches"] == [0, 1]  # base model, then round 1
+    assert charts["Loss (lower is better)"]["training (clients' own lines)"] == [1]
+    base, tuned = (c.value for c in at.code)
+    prompt = at.text_input(key="prompt").value
+    assert base.startswith(prompt) and tuned.startswith(prompt)
+    assert base != tuned  # one round moved the weights, and the same seed shows it
+
+    run_id = at.query_params["run"][0]
+    store = page_env / "runs" / run_id
+    assert (store / "weights.npz").exists()
+    assert (store / "metrics.csv").read_text().splitlines()[0].startswith("round,eval_loss")
+    assert at.query_params["rounds"] == ["1"]
+    assert at.query_params["clients"] == [",".join(CLIENTS)]
+
+    # A reload after a server restart: the run comes back from disk, with its text.
+    copy_id = "restored-run-abcdefghijklmnop"
+    shutil.copytree(store, store.parent / copy_id)
+    again = open_page({"run": copy_id, "clients": ",".join(CLIENTS), "rounds": "1"})
+    assert [s.value for s in again.success] == [done.value]
+    assert [c.value for c in again.code] == [base, tuned]
+
+    # The next run keeps this one on the charts for comparison.
+    at = train(at, seed=1)
+    assert "run 1 (held-out)" in chart_traces(at)["Accuracy"]
+
+
+def test_no_client_chosen_gives_a_message(page_env):
+    at = open_page()
+    at.multiselect(key="client_ids").set_value([]).run()
+    assert not at.exception
+    assert any("No client chosen" in w.value for w in at.warning)
+    at.button(key="train").click().run()
+    assert not at.exception
+    assert any("choose at least one client" in e.value for e in at.error)
+
+
+@pytest.mark.parametrize("prompt, message", [
+    ("Wherefore art thou 🙂 “Romeo”?", "characters the model does not know: '🙂'"),
+    ("", "the prompt is empty"),
+])
+def test_an_odd_prompt_gives_a_message_not_an_exception(page_env, prompt, message):
+    at = open_page()
+    at.text_input(key="prompt").set_value(prompt).run()
+    assert not at.exception
+    assert [message in w.value for w in at.warning] == [True]
+
+
+def test_typographic_quotes_in_a_prompt_are_mapped_and_generate(page_env):
+    at = open_page()
+    at.text_input(key="prompt").set_value("“O Romeo” — ").run()
+    assert not at.exception and not at.warning
+    assert at.code[0].value.startswith('"O Romeo" -- ')
+
+
+def test_training_that_diverges_says_so_and_keeps_the_base_model(page_env):
+    at = train(open_page(), server_optimizer="adam", server_learning_rate=3.0,
+               client_learning_rate=3.0, batches_per_client=2)
+    [error] = at.error
+    assert "training diverged in round 1" in error.value
+    assert "lower learning rate" in error.value
+    assert any("Not trained yet" in i.value for i in at.info)
+
+
+def test_a_link_opens_its_setup_and_names_what_it_ignored(page_env):
+    at = open_page({"clients": "HAMLET_HAMLET,NOT_A_CLIENT", "rounds": "500", "server": "adam",
+                    "client_lr": "0.05", "batches": "x"})
+    assert at.multiselect(key="client_ids").value == ["HAMLET_HAMLET"]
+    assert at.number_input(key="rounds").value == sharing.LIMITS.max_rounds
+    assert at.radio(key="server_optimizer").value == "adam"
+    assert at.select_slider(key="client_learning_rate").value == 0.03
+    warnings = " ".join(w.value for w in at.warning)
+    assert "NOT_A_CLIENT" in warnings and "batches='x'" in warnings
+    at.number_input(key="rounds").set_value(3).run()
+    assert at.query_params["rounds"] == ["3"]
+    assert at.query_params["clients"] == ["HAMLET_HAMLET"]
+
+
+# ---------------------------------------------------------------- the pure helpers behind it
+
+
+def test_setup_round_trips_through_a_link():
+    setup = {**sharing.DEFAULT_SETUP, "client_ids": ["A", "B"], "rounds": 3,
+             "server_optimizer": "momentum", "server_learning_rate": 0.3, "seed": 7}
+    params = sharing.setup_to_params(setup)
+    assert params == {"clients": "A,B", "rounds": "3", "server": "momentum", "server_lr": "0.3",
+                      "seed": "7"}
+    assert sharing.setup_from_params(params, {"A", "B"}) == (setup, [])
+    assert sharing.setup_to_params(sharing.DEFAULT_SETUP) == {}  # the default link is bare
+
+
+def client(cid: str, chars: int, speeches: int = 10) -> ClientInfo:
+    return ClientInfo(cid, "Play", cid, speeches, 1, chars, 100)
+
+
+def test_averaging_shares_follow_sequences_trained_capped_by_batches():
+    config = FederatedConfig(client_ids=("x",), batches_per_client=1)  # 8 sequences at most
+    small, big = client("small", 2 * 101 - 10), client("big", 100_000)
+    assert sharing.sequences_per_round(small, config) == 2
+    assert sharing.sequences_per_round(big, config) == 8
+    assert sharing.averaging_shares([small, big], config) == {"small": 0.2, "big": 0.8}
+
+
+def test_quick_picks():
+    clients = [client("a", 10), client("b", 30), client("c", 20)]
+    assert sharing.pick_biggest(clients, 2) == ["b", "c"]
+    assert sharing.pick_random(clients, 5, seed=0) == ["a", "b", "c"]
+    assert sharing.pick_play(clients, "Play") == ["b", "c", "a"]
+
+
+def test_accuracy_figure_has_its_reference_lines_and_earlier_runs():
+    history = [RoundResult(0, 3.0, 0.25), RoundResult(1, 2.5, 0.3, 2.6, 0.28)]
+    fig = plots.figure(history, "accuracy", rounds=5, earlier=[("run 1", history)])
+    lines = sorted(round(shape.y0, 4) for shape in fig.layout.shapes)
+    assert lines == [round(1 / 86, 4), 0.25, 0.569]
+    assert [t.name for t in fig.data] == ["run 1 (held-out)", "training (clients' own lines)",
+                                          "held-out speeches"]
+    assert fig.layout.xaxis.range == (-0.3, 5.3)
+    with pytest.raises(ValueError):
+        plots.figure(history, "perplexity")
+
+
+def test_data_figure_marks_clients_the_tutorial_would_drop():
+    clients = [client("tiny", 50), client("big", 5000)]
+    letters = {"tiny": plots.letter_shares(["aaab"]), "big": plots.letter_shares(["abc"])}
+    fig = plots.data_figure(clients, {"tiny": 0.1, "big": 0.9}, letters)
+    bars, heat = fig.data
+    assert list(bars.x) == [50, 5000]  # biggest at the top of the chart
+    assert bars.marker.color[0] != bars.marker.color[1]  # tiny is under one tutorial batch
+    assert len(heat.z) == 2 and len(heat.z[0]) == 26

@@ -1,0 +1,131 @@
+"""One real browser over `streamlit run app.py`: a one-round training, its charts, both
+generations, a reload that keeps the run, and a screenshot for the README."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT = ROOT / "docs" / "screenshot.png"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+USABLE_JS = """() => {
+    const status = document.querySelector('[data-testid="stStatusWidget"]');
+    if (status && status.innerText.includes('Running')) return false;
+    const train = [...document.querySelectorAll('button')].find(b => b.innerText.includes('Train'));
+    return !!train && !train.disabled && !!document.querySelector('.st-key-base_text pre');
+}"""
+
+
+def my_workers(marker: str) -> list[int]:
+    """TFF worker processes started under our server: they inherit its environment."""
+    out = subprocess.run(["pgrep", "-f", "worker_binary"], capture_output=True, text=True).stdout
+    pids = []
+    for pid in map(int, out.split()):
+        try:
+            if marker.encode() in Path(f"/proc/{pid}/environ").read_bytes():
+                pids.append(pid)
+        except OSError:  # gone meanwhile, or not ours to read
+            pass
+    return pids
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM, as a container runtime would; SIGKILL if it does not end."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def server(tiny_model_dir, tmp_path):
+    """`streamlit run app.py` on a free local port with the tiny model; stopped afterwards,
+    leaving no TFF worker behind."""
+    import portpicker
+
+    port = portpicker.pick_unused_port()
+    data_root = tmp_path / "page-data"
+    env = {**os.environ, "FEDTEXT_BASE_MODEL": str(tiny_model_dir),
+           "FEDTEXT_DATA": str(data_root)}
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+               "--server.address", "127.0.0.1", "--server.headless", "true",
+               "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]
+    log = open(tmp_path / "streamlit.log", "wb")
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield f"http://127.0.0.1:{port}", started
+    finally:
+        stop(process)
+        log.close()
+        deadline = time.monotonic() + 15
+        while my_workers(str(data_root)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert my_workers(str(data_root)) == [], "the page's TFF worker outlived its server"
+
+
+def test_a_visitor_trains_one_round_and_compares_the_models(server, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    assert CHROMIUM.exists(), "Debian's chromium is missing: run scripts/setup.sh --test"
+    url, started = server
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+            viewport={"width": 1440, "height": 1640})
+        try:
+            page = browser.pages[0] if browser.pages else browser.new_page()
+            while True:  # the server takes a moment to listen
+                try:
+                    page.goto(url, timeout=2000)
+                    break
+                except Exception:
+                    assert time.perf_counter() - started < 120, "streamlit did not start"
+                    time.sleep(0.2)
+            page.wait_for_function(USABLE_JS, timeout=120_000, polling=100)
+            cold_start = time.perf_counter() - started
+            print(f"cold start to a usable page: {cold_start:.1f} s")
+
+            rounds = page.get_by_label("Rounds")
+            rounds.fill("1")
+            rounds.press("Enter")
+            page.wait_for_url("**rounds=1**", timeout=30_000)  # the setup is in the link
+            page.get_by_role("button", name="Train").click()
+            page.locator(".st-key-tuned_text pre").wait_for(timeout=180_000)
+            expect(page.get_by_text("Trained 1 round in")).to_be_visible()
+
+            # Loss and accuracy, base model as round 0 and then round 1, plus the data chart.
+            points = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
+                .map(p => (p.data || []).filter(t => t.name === 'held-out speeches')
+                .map(t => t.x.length)).flat()""")
+            assert points == [2, 2]
+            assert page.locator('[data-testid="stPlotlyChart"] .main-svg').count() >= 3
+            prompt = page.get_by_label("Prompt").input_value()
+            base = page.locator(".st-key-base_text pre").inner_text()
+            tuned = page.locator(".st-key-tuned_text pre").inner_text()
+            assert base.startswith(prompt.strip()) and tuned.startswith(prompt.strip())
+            assert base != tuned
+            assert "run=" in page.url
+
+            page.mouse.move(0, 0)  # no tooltip in the picture
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT))
+
+            page.reload()  # a finished run survives a reload: it is in the link and on disk
+            page.locator(".st-key-tuned_text pre").wait_for(timeout=60_000)
+            assert page.locator(".st-key-tuned_text pre").inner_text() == tuned
+        finally:
+            browser.close()
