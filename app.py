@@ -112,8 +112,8 @@ def load_letters(client_id: str) -> dict[str, float]:
 @st.cache_data(show_spinner=False, max_entries=512)
 def load_preview(client_id: str) -> list[str]:
     speeches = data.load_speeches(client_id, "train")
-    return sorted(speeches, key=lambda s: -len(s))[:1] + [s for s in speeches if len(s) > 30][
-        :PREVIEW_SPEECHES - 1]
+    lines = [s for s in speeches if len(s) >= 40] or speeches  # a few words say little
+    return lines[:PREVIEW_SPEECHES]
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -308,9 +308,6 @@ def settings_ui() -> dict:
             bounds["clients_per_round"].high, key="clients_per_round",
             help="Sample this many of the chosen characters each round (0: all of them), "
                  "as phone keyboards do with millions of users"),
-        "client_learning_rate": st.select_slider(
-            "Client learning rate", sharing.RATES, key="client_learning_rate",
-            help="Step size of each character's local SGD; too high and training diverges"),
         "batches_per_client": left.number_input(
             "Batches per client", bounds["batches_per_client"].low,
             bounds["batches_per_client"].high, key="batches_per_client",
@@ -319,6 +316,9 @@ def settings_ui() -> dict:
         "seed": right.number_input(
             "Seed", bounds["seed"].low, bounds["seed"].high, key="seed",
             help="Fixes the sampling of clients and the shuffling of their lines"),
+        "client_learning_rate": st.select_slider(
+            "Client learning rate", sharing.RATES, key="client_learning_rate",
+            help="Step size of each character's local SGD; too high and training diverges"),
         "server_optimizer": st.radio(
             "Server optimizer", SERVER_OPTIMIZERS, key="server_optimizer", horizontal=True,
             help="How the server applies the averaged update: sgd at rate 1 is plain Federated "
@@ -374,8 +374,9 @@ def describe(run: RunView) -> tuple[str, str]:
     if len(history) <= 1:
         return "warning", f"No round finished ({run.message or 'stopped'})"
     if len(history) <= total:
-        return "warning", (f"Ended after round {len(history) - 1} of {total} "
-                           f"({run.message or 'stopped'}); the model so far is kept{gain}")
+        why = "" if run.message.startswith("stopped") else f" ({run.message})"
+        return "warning", (f"Ended after round {len(history) - 1} of {total}{why}; "
+                           f"the model so far is kept{gain}")
     seconds = sum(r.seconds for r in history)
     return "success", f"Trained {total} round{'s' * (total != 1)} in {seconds:.0f} s{gain}"
 
@@ -477,12 +478,7 @@ with clients_col:
     client_ids = clients_ui(clients)
     chosen = [clients[cid] for cid in client_ids]
     setup = {"client_ids": client_ids, **settings}
-    try:
-        shares_config = FederatedConfig(client_ids=tuple(client_ids) or ("-",), rounds=1,
-                                        batches_per_client=settings["batches_per_client"])
-        shares = sharing.averaging_shares(chosen, shares_config)
-    except ConfigError:
-        shares = {}
+    shares = sharing.averaging_shares(chosen, settings["batches_per_client"])
     if not chosen:
         st.warning("No client chosen: pick at least one character, or a quick pick above.")
     else:

@@ -137,22 +137,24 @@ def pick_play(clients: Sequence[ClientInfo], play: str) -> list[str]:
     return pick_biggest([c for c in clients if c.play == play], LIMITS.max_clients)
 
 
-def sequences_per_round(client: ClientInfo, config: FederatedConfig) -> int:
+def sequences_per_round(client: ClientInfo, batches_per_client: int,
+                        batch_size: int = _DEFAULT.batch_size,
+                        seq_length: int = _DEFAULT.seq_length) -> int:
     """Sequences a client trains on per round: its text cut like the engine's pipeline, capped.
 
     Each speech gains a newline; the ids are cut into chunks of seq_length + 1 and a final chunk
     of a single id is dropped; a round takes at most batches_per_client batches of batch_size.
     """
     ids = client.train_chars + client.train_speeches
-    chunk = config.seq_length + 1
+    chunk = seq_length + 1
     chunks = ids // chunk + (ids % chunk > 1)
-    return min(chunks, config.batches_per_client * config.batch_size)
+    return min(chunks, batches_per_client * batch_size)
 
 
-def averaging_shares(clients: Sequence[ClientInfo], config: FederatedConfig) -> dict[str, float]:
+def averaging_shares(clients: Sequence[ClientInfo], batches_per_client: int) -> dict[str, float]:
     """Each client's share of the weighted average when all take part: TFF weights an update by
     the number of examples (sequences) it was trained on."""
-    counts = {c.client_id: sequences_per_round(c, config) for c in clients}
+    counts = {c.client_id: sequences_per_round(c, batches_per_client) for c in clients}
     total = sum(counts.values()) or 1
     return {cid: n / total for cid, n in counts.items()}
 

@@ -170,11 +170,24 @@ def client(cid: str, chars: int, speeches: int = 10) -> ClientInfo:
 
 
 def test_averaging_shares_follow_sequences_trained_capped_by_batches():
-    config = FederatedConfig(client_ids=("x",), batches_per_client=1)  # 8 sequences at most
     small, big = client("small", 2 * 101 - 10), client("big", 100_000)
-    assert sharing.sequences_per_round(small, config) == 2
-    assert sharing.sequences_per_round(big, config) == 8
-    assert sharing.averaging_shares([small, big], config) == {"small": 0.2, "big": 0.8}
+    assert sharing.sequences_per_round(small, batches_per_client=1) == 2
+    assert sharing.sequences_per_round(big, batches_per_client=1) == 8  # one batch of 8
+    assert sharing.averaging_shares([small, big], 1) == {"small": 0.2, "big": 0.8}
+    assert sharing.averaging_shares([small, big], 5)["big"] == 40 / 42
+
+
+def test_averaging_shares_count_what_the_engine_trains_on(client_data, tiny_model_dir):
+    from fedtext.data import load_clients
+    from fedtext.training import FederatedTrainer
+
+    ids = ("KING_LEAR_FOOL", "HAMLET_HAMLET", "ALL_S_WELL_THAT_ENDS_WELL_BOTH")
+    known = {c.client_id: c for c in load_clients()}
+    trainer = FederatedTrainer(FederatedConfig(client_ids=ids, batches_per_client=60),
+                               *client_data, tiny_model_dir)
+    for cid, batches in zip(ids, trainer.client_datasets(1, ids), strict=True):
+        rows = sum(int(x.shape[0]) for x, _ in batches)
+        assert sharing.sequences_per_round(known[cid], batches_per_client=60) == rows
 
 
 def test_quick_picks():

@@ -103,7 +103,7 @@ def test_a_visitor_trains_one_round_and_compares_the_models(server, tmp_path):
             rounds.fill("1")
             rounds.press("Enter")
             page.wait_for_url("**rounds=1**", timeout=30_000)  # the setup is in the link
-            page.get_by_role("button", name="Train").click()
+            page.locator(".st-key-train").get_by_role("button", name="Train").click()
             page.locator(".st-key-tuned_text pre").wait_for(timeout=180_000)
             expect(page.get_by_text("Trained 1 round in")).to_be_visible()
 
@@ -127,5 +127,19 @@ def test_a_visitor_trains_one_round_and_compares_the_models(server, tmp_path):
             page.reload()  # a finished run survives a reload: it is in the link and on disk
             page.locator(".st-key-tuned_text pre").wait_for(timeout=60_000)
             assert page.locator(".st-key-tuned_text pre").inner_text() == tuned
+
+            # Stop ends a longer run after the current round and keeps the model so far.
+            rounds.fill("5")
+            rounds.press("Enter")
+            page.wait_for_url("**rounds=5**", timeout=30_000)
+            page.locator(".st-key-train").get_by_role("button", name="Train").click()
+            expect(page.get_by_text("Round 2 of 5 running")).to_be_visible(timeout=120_000)
+            page.locator(".st-key-stop").get_by_role("button", name="Stop").click()
+            expect(page.get_by_text("the model so far is kept")).to_be_visible(timeout=120_000)
+            assert "Ended after round 2 of 5" in page.get_by_text("Ended after round").inner_text()
+            expect(page.locator(".st-key-tuned_text pre")).to_be_visible()
+            earlier = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
+                .map(p => (p.data || []).map(t => t.name)).flat()""")
+            assert "run 1 (held-out)" in earlier  # the one-round run, for comparison
         finally:
             browser.close()
