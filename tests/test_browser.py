@@ -67,7 +67,7 @@ def server(tiny_model_dir, tmp_path):
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        yield f"http://127.0.0.1:{port}", started
+        yield f"http://127.0.0.1:{port}", started, str(data_root)
     finally:
         stop(process)
         log.close()
@@ -81,7 +81,7 @@ def test_a_visitor_trains_one_round_and_compares_the_models(server, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
     assert CHROMIUM.exists(), "Debian's chromium is missing: run scripts/setup.sh --test"
-    url, started = server
+    url, started, marker = server
     with sync_playwright() as pw:
         browser = pw.chromium.launch_persistent_context(
             str(tmp_path / "profile"), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
@@ -119,6 +119,8 @@ def test_a_visitor_trains_one_round_and_compares_the_models(server, tmp_path):
             assert base.startswith(prompt.strip()) and tuned.startswith(prompt.strip())
             assert base != tuned
             assert "run=" in page.url
+            assert my_workers(marker), "no TFF worker of this server found: the cleanup check " \
+                                       "below would prove nothing"
 
             page.mouse.move(0, 0)  # no tooltip in the picture
             SCREENSHOT.parent.mkdir(exist_ok=True)
