@@ -62,9 +62,10 @@ class FederatedConfig:
 
     client_ids: tuple[str, ...] = ()  # the Shakespeare characters taking part
     rounds: int = 10
-    # Plain SGD on each client. The tutorial's Adam-free SGD at 0.5 wrecked the base model
-    # (accuracy 0.40 -> 0.17); 0.1 over a few batches moves it towards Shakespeare without that.
-    client_learning_rate: float = 0.1
+    # Plain SGD on each client. The tutorial's 0.5 wrecked the base model (accuracy 0.401 ->
+    # 0.171); measured here on the tutorial's clients, 0.1 swings between 0.28 and 0.42 and 0.3
+    # diverges, while 0.03 climbs steadily (0.437 -> 0.450 held-out in 10 rounds).
+    client_learning_rate: float = 0.03
     server_optimizer: str = "sgd"  # "sgd" with rate 1.0 is plain Federated Averaging
     server_learning_rate: float = 1.0
     batches_per_client: int = 5  # the tutorial's .take(5)
