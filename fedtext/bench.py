@@ -1,9 +1,4 @@
-"""Benchmarks of the engine and the page on this machine: one table, as JSON and Markdown in bench/.
-
-`python -m fedtext.bench` (or `make bench`) measures federation overhead against a plain Keras
-floor, scaling with clients and batches, cold starts, generation, memory and learning per round.
-Timings are medians over repeats; ratios are taken in the same run, TFF and floor interleaved.
-"""
+"""Benchmarks of the engine and the page on this machine: one table, as JSON and Markdown."""
 
 from __future__ import annotations
 
@@ -462,99 +457,114 @@ def _page_usable(page) -> bool:
     )
 
 
-def run_page(settings: Settings, results: Results) -> None:
-    app = ROOT / "app.py"
-    skip = None
-    if not app.exists():
-        skip = "app.py does not exist yet"
-    else:
-        try:
-            from playwright.sync_api import sync_playwright
-        except ImportError:
-            skip = "Playwright is missing: run scripts/setup.sh --test"
-    if skip:
-        results.add(
-            Row(
-                "page.usable_s",
-                "3 cold start",
-                "streamlit run to a usable page",
-                None,
-                "s",
-                15.0,
-                note=skip,
-            ),
-            Row(
-                "memory.page_idle_mb",
-                "5 memory",
-                "resident, page server + worker, idle",
-                None,
-                "MB",
-                note=skip,
-            ),
-        )
-        return
-    import portpicker
+PAGE_TIMEOUT_S = 120.0  # a page not usable by then counts as failed
+TRAIN_BUTTON = r"^(start |run )?(train|fine-?tune)"  # the page's button that starts training
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    times, idle = [], []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium)  # running before the clock starts
-        for _ in range(1 if settings.quick else 3):
-            port = portpicker.pick_unused_port()
-            cmd = [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                str(app),
-                "--server.headless=true",
-                f"--server.port={port}",
-                "--browser.gatherUsageStats=false",
-            ]
-            start = time.perf_counter()
-            proc = subprocess.Popen(
-                cmd,
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            try:
-                page = browser.new_page()
-                deadline = start + 120
-                while time.perf_counter() < deadline:
-                    try:
-                        page.goto(f"http://localhost:{port}", timeout=2000)
-                        break
-                    except Exception:  # the server is not listening yet
-                        time.sleep(0.1)
-                while not _page_usable(page) and time.perf_counter() < deadline:
-                    time.sleep(0.05)
-                times.append(time.perf_counter() - start)
-                time.sleep(2)  # let the first run's garbage go
-                idle.append(tree_rss(proc.pid))
-                page.close()
-            finally:
-                stop_process_group(proc)
-        browser.close()
-    results.add(
-        Row(
+
+def run_page(settings: Settings, results: Results) -> None:
+    """Seconds from `streamlit run` to a usable page, resident memory at idle and, where the
+    page has a training button, while training from it."""
+    app = ROOT / "app.py"
+    skip = None if app.exists() else "app.py does not exist yet"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        skip = skip or "Playwright is missing: run scripts/setup.sh --test"
+    rows = {
+        "usable": Row(
             "page.usable_s",
             "3 cold start",
             "streamlit run to a usable page in Chromium",
-            median(times),
+            None,
             "s",
             15.0,
-            note=f"median of {len(times)}",
         ),
-        Row(
-            "memory.page_idle_mb",
+        "idle": Row(
+            "memory.page_idle_mb", "5 memory", "resident, page server + worker, idle", None, "MB"
+        ),
+        "train": Row(
+            "memory.page_train_mb",
             "5 memory",
-            "resident, page server + worker, idle",
-            median(idle) / 2**20,
+            "peak resident, page server + worker, training from the page",
+            None,
             "MB",
+            4096.0,
         ),
+    }
+    if skip:
+        for row in rows.values():
+            row.note = skip
+        results.add(*rows.values())
+        return
+    times, idle, trained = [], [], None
+    with sync_playwright() as pw:
+        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+        browser = pw.chromium.launch(executable_path=chromium)  # open before the clock starts
+        for attempt in range(1 if settings.quick else 3):
+            usable, rss, peak = _time_page(browser, app, train=attempt == 0)
+            times += [usable] if usable is not None else []
+            idle.append(rss)
+            trained = peak if attempt == 0 else trained
+        browser.close()
+    rows["usable"].value = median(times) if times else None
+    rows["usable"].note = (
+        f"median of {len(times)}" if times else f"not usable within {PAGE_TIMEOUT_S:.0f} s"
     )
+    rows["idle"].value = median(idle) / 2**20
+    rows["idle"].note = "2 s after the page became usable"
+    if trained is None:
+        rows["train"].note = "no button labelled Train on the page: see memory.cli_peak_mb"
+    else:
+        rows["train"].value = trained / 2**20
+        rows["train"].note = "sampled for 60 s after pressing the page's Train button"
+    results.add(*rows.values())
+
+
+def _time_page(browser, app: Path, train: bool) -> tuple[float | None, int, int | None]:
+    """One cold start of the page: (seconds to usable, idle bytes, peak bytes while training)."""
+    import re
+
+    import portpicker
+
+    port = portpicker.pick_unused_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app),
+        "--server.headless=true",
+        f"--server.port={port}",
+        "--browser.gatherUsageStats=false",
+    ]
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    page = browser.new_page()
+    try:
+        deadline = start + PAGE_TIMEOUT_S
+        while time.perf_counter() < deadline:
+            try:
+                page.goto(f"http://localhost:{port}", timeout=2000)
+                break
+            except Exception:  # Playwright's error: the server is not listening yet
+                time.sleep(0.1)
+        while not _page_usable(page) and time.perf_counter() < deadline:
+            time.sleep(0.05)
+        usable = time.perf_counter() - start if time.perf_counter() < deadline else None
+        time.sleep(2)  # the first run's garbage goes
+        idle, peak = tree_rss(proc.pid), None
+        button = page.get_by_role("button", name=re.compile(TRAIN_BUTTON, re.I)).first
+        if train and usable is not None and button.count():
+            with PeakRss(proc.pid) as sampler:
+                button.click()
+                time.sleep(60)
+            peak = sampler.peak
+        return usable, idle, peak
+    finally:
+        page.close()
+        stop_process_group(proc)
 
 
 def stop_process_group(proc: subprocess.Popen) -> None:
@@ -711,6 +721,54 @@ def learning_figure(learning: dict[str, list[dict]]):
 # ---------------------------------------------------------------- output
 
 
+class ForeignLoad:
+    """Cores used by processes outside this benchmark's own tree, sampled through the run:
+    timings taken beside them are noisier than the machine's own."""
+
+    def __init__(self, interval: float = 2.0):
+        self.interval, self.samples = interval, []
+        self.names: dict[str, float] = {}  # command line -> CPU seconds used during the run
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _cpu(self) -> dict[int, tuple[str, float]]:
+        me = psutil.Process()
+        ours = {me.pid, *(c.pid for c in me.children(recursive=True))}
+        seen = {}
+        for proc in psutil.process_iter(["cmdline", "cpu_times"]):
+            if proc.pid not in ours and proc.info["cpu_times"] is not None:
+                times = proc.info["cpu_times"]
+                name = " ".join(proc.info["cmdline"] or [])[:100]
+                seen[proc.pid] = (name, times.user + times.system)
+        return seen
+
+    def _run(self) -> None:
+        last, last_t = self._cpu(), time.monotonic()
+        while not self._stop.wait(self.interval):
+            now, now_t = self._cpu(), time.monotonic()
+            used = 0.0
+            for pid, (name, cpu) in now.items():
+                delta = cpu - last.get(pid, (name, cpu))[1]
+                used += delta
+                if name and delta > 0:
+                    self.names[name] = self.names.get(name, 0.0) + delta
+            self.samples.append(used / (now_t - last_t))
+            last, last_t = now, now_t
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict:
+        busy = sorted(self.names.items(), key=lambda item: -item[1])
+        return {
+            "foreign_cores_mean": float(np.mean(self.samples)) if self.samples else 0.0,
+            "foreign_cores_max": float(np.max(self.samples)) if self.samples else 0.0,
+            "competing_jobs": [f"{name} ({cpu:.0f} CPU s)" for name, cpu in busy if cpu > 10],
+        }
+
+
 def machine_meta(settings: Settings) -> dict:
     import tensorflow as tf
     import tensorflow_federated as tff
@@ -721,13 +779,6 @@ def machine_meta(settings: Settings) -> dict:
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "--", "fedtext"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
-    busy = [
-        " ".join(p.info["cmdline"] or [])[:80]
-        for p in psutil.process_iter(["cmdline"])
-        if p.pid != os.getpid()
-        and p.info["cmdline"]
-        and "fedtext.pretrain" in " ".join(p.info["cmdline"])
-    ]
     return {
         "time_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "commit": commit + ("+dirty" if dirty else ""),
@@ -740,7 +791,6 @@ def machine_meta(settings: Settings) -> dict:
         "base_model": str(settings.base_dir),
         "random_weights": settings.random_weights,
         "quick": settings.quick,
-        "competing_jobs": busy,
     }
 
 
@@ -754,16 +804,15 @@ def fmt(value: float | None, unit: str = "") -> str:
 
 
 def summary_table(results: Results, meta: dict) -> str:
+    others = meta["foreign_cores_mean"]
+    load = (
+        "nothing else running"
+        if others <= 0.2
+        else f"other processes using {others:.1f} of the cores on average, so noisier timings"
+    )
     lines = [
-        f"Measured {meta['time_utc']} UTC at commit {meta['commit']} on {meta['cpus']} CPUs "
-        f"(load {meta['load_avg_1m']:.1f} at start, {meta['load_avg_1m_end']:.1f} at the end)"
-        + (", quick mode" if meta["quick"] else "")
-        + (
-            f"; **contaminated** by {len(meta['competing_jobs'])} competing job(s)"
-            if meta["competing_jobs"]
-            else ""
-        )
-        + ".",
+        f"Measured {meta['time_utc']} UTC at commit {meta['commit']} on {meta['cpus']} CPUs, "
+        f"{load}{', quick mode' if meta['quick'] else ''}.",
         "",
         "| | measure | value | previous | target | note |",
         "|---|---|---|---|---|---|",
@@ -815,16 +864,22 @@ def learning_table(results: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(results: Results, meta: dict, update_readme: bool) -> None:
+def previous_values(out: Path) -> dict[str, float | None]:
+    """The figures of the run before this one, by key."""
+    try:
+        old = json.loads((out / "results.json").read_text())
+        return {r["key"]: r["value"] for r in old.get("rows", [])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # no earlier run, or an unreadable one: nothing to compare with
+
+
+def write_outputs(
+    results: Results, meta: dict, previous: dict, final: bool = True, update_readme: bool = False
+) -> None:
+    """results.json and results.md (after every section, so a stopped run keeps its figures),
+    then learning.html and, if asked, the README's table."""
     out = results.settings.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    previous = {}
-    if (out / "results.json").exists():
-        try:
-            old = json.loads((out / "results.json").read_text())
-            previous = {r["key"]: r["value"] for r in old.get("rows", [])}
-        except (ValueError, KeyError, TypeError):
-            pass  # an unreadable earlier run is no reason to lose this one
     for row in results.rows:
         row.previous = previous.get(row.key)
     document = {
@@ -835,11 +890,10 @@ def write_outputs(results: Results, meta: dict, update_readme: bool) -> None:
         "rows": [{**asdict(r), "ok": r.ok} for r in results.rows],
         "scaling": results.scaling,
         "learning": results.learning,
-        "notes": results.notes,
+        "notes": results.notes if final else [*results.notes, "Partial: the run goes on."],
     }
     (out / "results.json").write_text(json.dumps(document, indent=1) + "\n")
-    summary = summary_table(results, meta)
-    parts = [summary]
+    parts = [summary_table(results, meta)]
     if results.scaling:
         parts.append(
             "Round time as clients and batches grow (evaluation off):\n\n" + scaling_table(results)
@@ -850,8 +904,11 @@ def write_outputs(results: Results, meta: dict, update_readme: bool) -> None:
             "Held-out accuracy and loss per round (chart: learning.html):\n\n"
             + learning_table(results)
         )
-        learning_figure(results.learning).write_html(out / "learning.html", include_plotlyjs="cdn")
     (out / "results.md").write_text("# fedtext benchmark\n\n" + "\n".join(parts))
+    if not final:
+        return
+    if results.learning:
+        learning_figure(results.learning).write_html(out / "learning.html", include_plotlyjs="cdn")
     if update_readme:
         readme = ROOT / "README.md"
         text = readme.read_text()
@@ -860,10 +917,7 @@ def write_outputs(results: Results, meta: dict, update_readme: bool) -> None:
             tail = rest.split(README_END, 1)[1]
             readme.write_text(f"{head}{README_START}\n{readme_part}{README_END}{tail}")
     print("\n" + "\n".join(parts))
-    print(
-        f"wrote {out / 'results.json'}, {out / 'results.md'}"
-        + (f", {out / 'learning.html'}" if results.learning else "")
-    )
+    print(f"wrote {out}/results.json, results.md" + (", learning.html" if results.learning else ""))
 
 
 # ---------------------------------------------------------------- driver
@@ -885,38 +939,38 @@ def random_base_model(directory: Path) -> Path:
 def run(settings: Settings, update_readme: bool = False) -> Results:
     from fedtext import data, runtime
 
-    results = Results(settings)
+    results, ctx = Results(settings), {}
+    previous = previous_values(settings.out_dir)
     meta = machine_meta(settings)
-    if meta["competing_jobs"]:
-        print(f"warning: timings are contaminated by {meta['competing_jobs']}", flush=True)
-    ctx: dict = {}
-    steps: list[tuple[str, Callable[[], None]]] = [
-        ("overhead/scaling", lambda: run_overhead_and_scaling(ctx, settings, results)),
-        ("generation", lambda: run_generation(settings, results)),
-        ("learning", lambda: run_learning(ctx, settings, results)),
-        ("cold start", lambda: run_coldstart(settings, results)),
-        ("memory", lambda: run_memory(settings, results)),
-        ("page", lambda: run_page(settings, results)),
+    foreign = ForeignLoad()
+    steps: list[tuple[set[str], Callable[[], None]]] = [
+        ({"overhead", "scaling"}, lambda: run_overhead_and_scaling(ctx, settings, results)),
+        ({"generation"}, lambda: run_generation(settings, results)),
+        ({"learning"}, lambda: run_learning(ctx, settings, results)),
+        ({"coldstart"}, lambda: run_coldstart(settings, results)),
+        ({"memory"}, lambda: run_memory(settings, results)),
+        ({"page"}, lambda: run_page(settings, results)),
     ]
-    wanted = {
-        "overhead/scaling": {"overhead", "scaling"},
-        "generation": {"generation"},
-        "learning": {"learning"},
-        "cold start": {"coldstart"},
-        "memory": {"memory"},
-        "page": {"page"},
-    }
     try:
-        if wanted["overhead/scaling"] & set(settings.sections) or "learning" in settings.sections:
+        if {"overhead", "scaling", "learning"} & set(settings.sections):
             ctx["train"], ctx["test"] = data.load_client_data()
-        for name, step in steps:
-            if wanted[name] & set(settings.sections):
-                print(f"[{name}]", flush=True)
+        for sections, step in steps:
+            if sections & set(settings.sections):
+                print(f"[{', '.join(sorted(sections))}]", flush=True)
                 step()
+                meta.update(foreign.summary(), load_avg_1m_end=os.getloadavg()[0])
+                write_outputs(results, meta, previous, final=False)
     finally:
         runtime.shutdown()  # the in-process TFF worker; subprocesses stop their own
-    meta["load_avg_1m_end"] = os.getloadavg()[0]
-    write_outputs(results, meta, update_readme)
+        foreign.stop()
+    meta.update(foreign.summary(), load_avg_1m_end=os.getloadavg()[0])
+    if meta["foreign_cores_mean"] > 0.2:
+        print(
+            f"warning: other processes used {meta['foreign_cores_mean']:.1f} cores on average "
+            f"during this run: {meta['competing_jobs']}",
+            flush=True,
+        )
+    write_outputs(results, meta, previous, update_readme=update_readme)
     return results
 
 
@@ -953,9 +1007,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from fedtext import runtime
     from fedtext.model import BASE_MODEL_DIR, WEIGHTS_FILE
 
     args = build_parser().parse_args(argv)
+    runtime.stop_on_sigterm()  # a killed benchmark stops its TFF worker too
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     unknown = (set(sections) | skip) - set(SECTIONS)

@@ -63,7 +63,7 @@ def test_quick_mode_writes_json_markdown_and_chart(quick_run):
     assert "plotly" in (out / "learning.html").read_text().lower()
 
 
-def test_a_second_run_shows_the_first_as_previous(quick_run, tmp_path, monkeypatch):
+def test_a_second_run_shows_the_first_as_previous(quick_run, tmp_path):
     _, out = quick_run
     first = json.loads((out / "results.json").read_text())
     (tmp_path / "results.json").write_text(json.dumps(first))
@@ -71,8 +71,7 @@ def test_a_second_run_shows_the_first_as_previous(quick_run, tmp_path, monkeypat
     results = bench.Results(
         settings, rows=[bench.Row("overhead.ratio.2x5", "1 overhead", "ratio", 1.0, "x", 1.15)]
     )
-    meta = {**first["meta"], "load_avg_1m_end": 0.0}
-    bench.write_outputs(results, meta, update_readme=False)
+    bench.write_outputs(results, first["meta"], bench.previous_values(tmp_path))
     row = json.loads((tmp_path / "results.json").read_text())["rows"][0]
     assert row["previous"] == pytest.approx(first["rows"][0]["value"])
     assert row["ok"] is True
@@ -83,5 +82,36 @@ def test_page_figures_are_skipped_with_a_reason_without_app_py(tmp_path, monkeyp
     monkeypatch.setattr(bench, "ROOT", tmp_path)
     results = bench.Results(bench.Settings(base_dir=tmp_path))
     bench.run_page(results.settings, results)
-    assert [row.value for row in results.rows] == [None, None]
+    assert [row.value for row in results.rows] == [None, None, None]
     assert all("app.py does not exist" in row.note for row in results.rows)
+
+
+@pytest.mark.parametrize("shuffle_buffer", [0, 100])
+def test_trainer_batches_equal_the_tutorial_pipeline(client_data, tiny_model_dir, shuffle_buffer):
+    """Reading each client's ids once per trainer leaves every round's batches as they were."""
+    import numpy as np
+
+    from fedtext.config import FederatedConfig
+    from fedtext.preprocess import preprocess, stack_batches
+    from fedtext.training import FederatedTrainer, _round_seed
+
+    train, test = client_data
+    clients = ("KING_LEAR_KING_LEAR", "KING_LEAR_FOOL")
+    config = FederatedConfig(client_ids=clients, shuffle_buffer=shuffle_buffer, seed=3)
+    trainer = FederatedTrainer(config, train, test, tiny_model_dir)
+    for round_num in (1, 2):
+        datasets = trainer.client_datasets(round_num, clients)
+        for cid, dataset in zip(clients, datasets, strict=True):
+            expected = stack_batches(
+                preprocess(
+                    train.create_tf_dataset_for_client(cid),
+                    config.batch_size,
+                    config.seq_length,
+                    shuffle_buffer,
+                    _round_seed(3, round_num, cid),
+                ),
+                limit=config.batches_per_client,
+            )
+            got = stack_batches(dataset)
+            assert all(np.array_equal(a, b) for a, b in zip(expected, got, strict=True))
+            assert len(got[0]) == config.batches_per_client * config.batch_size
