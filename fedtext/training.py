@@ -22,7 +22,8 @@ from fedtext.model import (
     compile_for_evaluation,
     load_model,
 )
-from fedtext.preprocess import preprocess, stack_batches
+from fedtext.preprocess import preprocess, stack_batches, to_ids
+from fedtext.vocab import chunk_and_batch
 
 _INPUT_SPEC = (
     tf.TensorSpec(shape=[None, None], dtype=tf.int64),
@@ -137,6 +138,7 @@ class FederatedTrainer:
         self.history: list[RoundResult] = []
         self._state = None  # TFF server state after the last finished round
         self._eval_set: tf.data.Dataset | None = None
+        self._train_ids: dict[str, np.ndarray] = {}  # client id -> its training text as ids
 
     def evaluation_set(self) -> tf.data.Dataset:
         """The chosen clients' held-out speeches, batched once for every round's evaluation."""
@@ -166,15 +168,31 @@ class FederatedTrainer:
         results = self.eval_model.evaluate(self.evaluation_set(), verbose=0, return_dict=True)
         return float(results["loss"]), float(results["accuracy"])
 
+    def _text_ids(self, client_id: str) -> tf.data.Dataset:
+        """The start of a client's training text as character ids, read once per trainer.
+
+        Mapping text to ids character by character cost more than the rest of a round. A
+        round reads only the chunks that fill the shuffle buffer and the ones it takes, so
+        only those are kept: every round's batches come out as they would from the whole text.
+        """
+        ids = self._train_ids.get(client_id)
+        if ids is None:
+            c = self.config
+            chunks = c.shuffle_buffer + c.batches_per_client * c.batch_size
+            chars = to_ids(self.train_data.create_tf_dataset_for_client(client_id))
+            parts = chars.take(chunks * (c.seq_length + 1)).batch(1 << 16).as_numpy_iterator()
+            ids = self._train_ids[client_id] = np.concatenate([np.zeros(0, np.int64), *parts])
+        return tf.data.Dataset.from_tensor_slices(ids)
+
     def client_datasets(self, round_num: int, client_ids: Sequence[str]) -> list[tf.data.Dataset]:
         """Each client's batches for one round, reshuffled per round, at most batches_per_client."""
         datasets = []
         for cid in client_ids:
             x, y = stack_batches(
-                preprocess(
-                    self.train_data.create_tf_dataset_for_client(cid),
-                    self.config.batch_size,
+                chunk_and_batch(
+                    self._text_ids(cid),
                     self.config.seq_length,
+                    self.config.batch_size,
                     self.config.shuffle_buffer,
                     seed=_round_seed(self.config.seed, round_num, cid),
                 ),
