@@ -259,18 +259,17 @@ def _client_label(client: data.ClientInfo) -> str:
 
 
 def chosen_table_ui(chosen: list[data.ClientInfo], shares: dict[str, float]) -> None:
-    table = pd.DataFrame({
+    table = pd.DataFrame({  # the play last: the column most worth cutting short
         "character": [c.character.title() for c in chosen],
-        "play": [c.play for c in chosen],
         "text": [c.train_chars for c in chosen],
         "weight": [shares[c.client_id] for c in chosen],
-        "tutorial": ["dropped" if c.tutorial_would_drop else "" for c in chosen],
+        "tutorial": ["dropped" if c.tutorial_would_drop else "kept" for c in chosen],
+        "play": [c.play for c in chosen],
     })
     st.dataframe(
         table, hide_index=True, height=min(38 + 35 * len(chosen), 220), width="stretch",
         column_config={
             "character": st.column_config.TextColumn("character", width="small"),
-            "play": st.column_config.TextColumn("play", width="medium"),
             "text": st.column_config.NumberColumn(
                 "text", help="Characters of training text", format="compact", width="small"),
             "weight": st.column_config.ProgressColumn(
@@ -281,6 +280,7 @@ def chosen_table_ui(chosen: list[data.ClientInfo], shares: dict[str, float]) -> 
                 "tutorial", width="small",
                 help="'dropped': the tutorial's pipeline gave this client no batch (less than "
                      "8 x 101 characters); fedtext pads its text and keeps it"),
+            "play": st.column_config.TextColumn("play"),
         },
     )
 

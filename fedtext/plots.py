@@ -80,10 +80,10 @@ def figure(
                 *(r.round_num for _, past in earlier for r in past), 1])
     fig.update_xaxes(title_text="round", range=[-0.3, last + 0.3],
                      dtick=max(1, math.ceil(last / 10)))
+    # Accuracy on a fixed scale, so the reference lines always show; loss scaled to the data,
+    # so a small steady fall is visible.
     fig.update_yaxes(title_text=_LABELS[metric], tickformat=".0%" if percent else ".2f",
-                     rangemode="tozero")
-    if percent:
-        fig.update_yaxes(range=[0, 0.65])
+                     range=[0, 0.65] if percent else None)
     if not history:
         fig.add_annotation(text="Press Train: round 0 is the base model", showarrow=False,
                            xref="paper", yref="paper", x=0.5, y=0.5, font={"color": _GREY})

@@ -85,12 +85,12 @@ def test_a_visitor_trains_one_round_and_compares_the_models(server, tmp_path):
     with sync_playwright() as pw:
         browser = pw.chromium.launch_persistent_context(
             str(tmp_path / "profile"), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-            viewport={"width": 1440, "height": 1640})
+            viewport={"width": 1440, "height": 1720})
         try:
             page = browser.pages[0] if browser.pages else browser.new_page()
             while True:  # the server takes a moment to listen
                 try:
-                    page.goto(url, timeout=2000)
+                    page.goto(f"{url}/?client_lr=0.3", timeout=2000)  # a link's setup
                     break
                 except Exception:
                     assert time.perf_counter() - started < 120, "streamlit did not start"
@@ -103,6 +103,7 @@ def test_a_visitor_trains_one_round_and_compares_the_models(server, tmp_path):
             rounds.fill("1")
             rounds.press("Enter")
             page.wait_for_url("**rounds=1**", timeout=30_000)  # the setup is in the link
+            assert "client_lr=0.3" in page.url  # and so is the link's own
             page.locator(".st-key-train").get_by_role("button", name="Train").click()
             page.locator(".st-key-tuned_text pre").wait_for(timeout=180_000)
             expect(page.get_by_text("Trained 1 round in")).to_be_visible()
