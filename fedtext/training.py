@@ -255,12 +255,14 @@ class FederatedTrainer:
         datasets = self.client_datasets(round_num, cohort)
         try:
             output = process.next(self._state, datasets)
-            model_weights = process.get_model_weights(output.state)
         except Exception as error:  # gRPC and TFF raise many kinds when the worker dies
             raise WorkerError(
                 f"round {round_num} failed in the TFF worker ({type(error).__name__}); "
                 f"the model of round {round_num - 1} is kept and training can go on"
             ) from error
+        # The state comes back as numpy already; process.get_model_weights would send all of
+        # it to the worker and back (16 MB of weights each way) for the same arrays.
+        model_weights = output.state.global_model_weights
         train = output.metrics["client_work"]["train"]
         train_loss = float(train["char_loss"])
         weights = [np.asarray(w) for w in (*model_weights.trainable, *model_weights.non_trainable)]
