@@ -168,39 +168,45 @@ class FederatedTrainer:
         results = self.eval_model.evaluate(self.evaluation_set(), verbose=0, return_dict=True)
         return float(results["loss"]), float(results["accuracy"])
 
-    def _text_ids(self, client_id: str) -> tf.data.Dataset:
-        """The start of a client's training text as character ids, read once per trainer.
+    def _text_ids(self, client_id: str) -> np.ndarray:
+        """A client's training text as character ids, read once per trainer.
 
-        Mapping text to ids character by character cost more than the rest of a round. A
-        round reads only the chunks that fill the shuffle buffer and the ones it takes, so
-        only those are kept: every round's batches come out as they would from the whole text.
+        Mapping text to ids character by character cost more than the rest of a round, so it
+        is done once; each round then only chunks, shuffles and batches.
         """
         ids = self._train_ids.get(client_id)
         if ids is None:
-            c = self.config
-            chunks = c.shuffle_buffer + c.batches_per_client * c.batch_size
             chars = to_ids(self.train_data.create_tf_dataset_for_client(client_id))
-            parts = chars.take(chunks * (c.seq_length + 1)).batch(1 << 16).as_numpy_iterator()
+            parts = chars.batch(1 << 16).as_numpy_iterator()
             ids = self._train_ids[client_id] = np.concatenate([np.zeros(0, np.int64), *parts])
-        return tf.data.Dataset.from_tensor_slices(ids)
+        return ids
 
     def client_datasets(self, round_num: int, client_ids: Sequence[str]) -> list[tf.data.Dataset]:
-        """Each client's batches for one round, reshuffled per round, at most batches_per_client."""
+        """Each client's batches for one round, at most batches_per_client.
+
+        The tutorial's pipeline (shuffle buffer 100, take 5 batches) only ever reads a
+        client's first ~140 sequences, so a large client would train on the same opening
+        speeches every round. Each round here starts reading where the last round's batches
+        ended, wrapping round, and shuffles with a per-round seed: round 1 is exactly the
+        tutorial's pipeline, and over the rounds every client's whole text takes part.
+        """
+        c = self.config
+        per_round = c.batches_per_client * c.batch_size * (c.seq_length + 1)
         datasets = []
         for cid in client_ids:
+            ids = self._text_ids(cid)
+            start = (round_num - 1) * per_round % max(len(ids), 1)
             x, y = stack_batches(
                 chunk_and_batch(
-                    self._text_ids(cid),
-                    self.config.seq_length,
-                    self.config.batch_size,
-                    self.config.shuffle_buffer,
-                    seed=_round_seed(self.config.seed, round_num, cid),
+                    tf.data.Dataset.from_tensor_slices(np.roll(ids, -start)),
+                    c.seq_length,
+                    c.batch_size,
+                    c.shuffle_buffer,
+                    seed=_round_seed(c.seed, round_num, cid),
                 ),
-                limit=self.config.batches_per_client,
+                limit=c.batches_per_client,
             )
-            datasets.append(
-                tf.data.Dataset.from_tensor_slices((x, y)).batch(self.config.batch_size)
-            )
+            datasets.append(tf.data.Dataset.from_tensor_slices((x, y)).batch(c.batch_size))
         return datasets
 
     def sample_clients(self, round_num: int) -> tuple[str, ...]:

@@ -99,7 +99,7 @@ def test_trainer_batches_equal_the_tutorial_pipeline(client_data, tiny_model_dir
     clients = ("KING_LEAR_KING_LEAR", "KING_LEAR_FOOL")
     config = FederatedConfig(client_ids=clients, shuffle_buffer=shuffle_buffer, seed=3)
     trainer = FederatedTrainer(config, train, test, tiny_model_dir)
-    for round_num in (1, 2):
+    for round_num in (1,):  # later rounds read on through the text: tests/test_training.py
         datasets = trainer.client_datasets(round_num, clients)
         for cid, dataset in zip(clients, datasets, strict=True):
             expected = stack_batches(

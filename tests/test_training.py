@@ -84,6 +84,28 @@ def test_each_round_draws_fresh_batches(client_data, tiny_model_dir):
     assert not np.array_equal(first, second)
 
 
+def test_rounds_read_on_through_a_large_clients_text(client_data, tiny_model_dir):
+    """The tutorial's take(5) after a 100-sequence shuffle buffer never gets past a client's
+    first ~140 sequences; here the rounds work through the whole text."""
+    from fedtext.vocab import decode
+
+    train, test = client_data
+    trainer = FederatedTrainer(
+        small_config(client_ids=("HAMLET_HAMLET",)), train, test, tiny_model_dir
+    )
+    text = decode(trainer._text_ids("HAMLET_HAMLET"))
+    tutorial_reach = (100 + 2 * 8) * 101  # buffer plus what two batches take
+    assert len(text) > 4 * tutorial_reach
+    furthest = 0
+    for round_num in range(1, 16):
+        x, _ = next(
+            iter(trainer.client_datasets(round_num, ["HAMLET_HAMLET"])[0].unbatch().batch(64))
+        )
+        for row in x.numpy():
+            furthest = max(furthest, text.find(decode(row)))
+    assert furthest > 2 * tutorial_reach
+
+
 def test_divergence_stops_training_and_keeps_the_last_good_weights(client_data, tiny_model_dir):
     train, test = client_data
     trainer = FederatedTrainer(small_config(client_learning_rate=1e9), train, test, tiny_model_dir)
