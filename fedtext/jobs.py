@@ -17,6 +17,7 @@ from fedtext.model import BASE_MODEL_DIR
 from fedtext.runs import RunStore, new_run_id
 from fedtext.training import FederatedTrainer, RoundResult, TrainingDiverged
 
+FORGET_AFTER_S = 600.0  # a finished job leaves memory after this; its saved copy stays on disk
 HEARTBEAT_TIMEOUT_S = 30.0  # a page polls every second or so; silence this long means it closed
 DEFAULT_ROUND_S = 10.0  # guess for the first estimate, before any round was timed
 
@@ -43,6 +44,7 @@ class Job:
     submitted: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
     stop_requested: bool = False
+    ended: float | None = None  # when it finished
 
     @property
     def finished(self) -> bool:
@@ -86,6 +88,7 @@ class TrainingQueue:
                 raise QueueFull("you already have a training run queued or running")
             if len(self._waiting) >= self.limits.max_queue:
                 raise QueueFull(f"the server's queue is full ({len(self._waiting)} waiting)")
+            self._forget_old_jobs()
             job = Job(new_run_id(), owner, config)
             self._jobs[job.job_id] = job
             self._waiting.append(job.job_id)
@@ -196,6 +199,15 @@ class TrainingQueue:
             self.store.save(
                 job.job_id, job.config, job.history, job.weights, trainer.model_config, job.message
             )
+        job.ended = time.monotonic()
+
+    def _forget_old_jobs(self) -> None:
+        """Drop finished jobs (and their weights) from memory once their page has had them."""
+        now = time.monotonic()
+        for job_id, job in list(self._jobs.items()):
+            if job.ended is not None and now - job.ended > FORGET_AFTER_S:
+                del self._jobs[job_id]
+                self._trainers.pop(job_id, None)
 
     def _abandoned(self, job: Job) -> bool:
         if time.monotonic() - job.last_seen > self.heartbeat_timeout:

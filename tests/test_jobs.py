@@ -34,7 +34,7 @@ def queue(client_data, tiny_model_dir, tmp_path):
     )
 
 
-def test_jobs_run_one_at_a_time_in_order_and_are_stored(queue):
+def test_jobs_run_one_at_a_time_in_order_and_are_stored(queue, monkeypatch):
     first = queue.submit(config(), owner="alice")
     second = queue.submit(config(seed=1), owner="bob")
     assert is_run_id(first.job_id) and first.job_id != second.job_id
@@ -50,6 +50,13 @@ def test_jobs_run_one_at_a_time_in_order_and_are_stored(queue):
     saved = queue.store.load(first.job_id)
     assert [r.round_num for r in saved.history] == [0, 1, 2]
     assert saved.config == first.config
+
+    # Finished jobs leave memory (a long-lived server) but stay on disk.
+    monkeypatch.setattr("fedtext.jobs.FORGET_AFTER_S", 0.0)
+    third = queue.submit(config(seed=2), owner="alice")
+    assert queue.get(first.job_id) is None and queue.get(third.job_id) is third
+    assert queue.store.load(first.job_id).history == saved.history
+    queue.stop(third.job_id)
 
 
 def test_limits_and_one_job_per_visitor(queue):
