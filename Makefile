@@ -8,6 +8,7 @@ app:
 test:
 	scripts/setup.sh --test
 	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest -m classroom tests/test_load.py
 
 lint:
 	scripts/setup.sh --test
