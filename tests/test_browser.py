@@ -4,6 +4,7 @@ generations, a reload that keeps the run, and a screenshot for the README."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -139,7 +140,9 @@ def test_a_visitor_trains_one_round_and_compares_the_models(server, tmp_path):
             expect(page.get_by_text("Round 2 of 5 running")).to_be_visible(timeout=120_000)
             page.locator(".st-key-stop").get_by_role("button", name="Stop").click()
             expect(page.get_by_text("the model so far is kept")).to_be_visible(timeout=120_000)
-            assert "Ended after round 2 of 5" in page.get_by_text("Ended after round").inner_text()
+            ended = page.get_by_text("Ended after round").inner_text()
+            # The click lands during round 2, or just after it ended: round 2 or 3, never 5.
+            assert re.search(r"Ended after round [23] of 5", ended), ended
             expect(page.locator(".st-key-tuned_text pre")).to_be_visible()
             earlier = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
                 .map(p => (p.data || []).map(t => t.name)).flat()""")
