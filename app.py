@@ -7,6 +7,7 @@ draws widgets, reads their values and shows results.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import sys
 import threading
@@ -35,10 +36,11 @@ from fedtext.cli import TUTORIAL_CLIENTS  # noqa: E402
 from fedtext.config import SERVER_OPTIMIZERS, ConfigError, FederatedConfig, ModelConfig  # noqa: E402
 from fedtext.generation import TUTORIAL_PROMPT, PromptError, TextGenerator  # noqa: E402
 from fedtext.jobs import Job, JobState, QueueFull, TrainingQueue  # noqa: E402
-from fedtext.training import RoundResult, build_process, history_csv  # noqa: E402
+from fedtext.training import BUILD_LOCK, RoundResult, build_process, history_csv  # noqa: E402
 
 PREVIEW_SPEECHES = 3
 MAX_EARLIER = 3  # earlier runs kept on the charts for comparison
+FOLLOW_EVERY_S = 1.0  # how often a page polls its live run (also the run's heartbeat)
 
 
 # ---------------------------------------------------------------- loaded once per server
@@ -50,15 +52,9 @@ def load_clients() -> dict[str, data.ClientInfo]:
     return {c.client_id: c for c in data.load_clients(data.database_path())}
 
 
-@st.cache_resource(show_spinner=False)
-def keras_lock() -> threading.Lock:
-    """Held while a Keras model is built: TFF's tracing swaps Keras' classes process-wide."""
-    return threading.Lock()
-
-
 def build_generator(weights: list, config: ModelConfig) -> TextGenerator:
-    """A generator with its sampling loop traced now, under the Keras lock."""
-    with keras_lock():
+    """A generator with its sampling loop traced now, under the engine's build lock."""
+    with BUILD_LOCK:
         generator = TextGenerator(weights, config)
         generator.generate("a", 1)
     return generator
@@ -86,16 +82,21 @@ class Federation:
     def _prepare(self, base_dir: Path, model_config: ModelConfig, data_root: Path) -> None:
         try:
             train, test = data.load_client_data()
-            for kind in SERVER_OPTIMIZERS:  # all of them now: no tracing once jobs run
-                self.step = f"compiling the federated round ({kind} on the server)"
-                with keras_lock():
-                    build_process(model_config, kind)
+            default, *others = SERVER_OPTIMIZERS
+            self.step = f"compiling the federated round ({default} on the server)"
+            build_process(model_config, default)
             self.queue = TrainingQueue(train, test, base_dir, store=runs.RunStore(data_root),
                                        limits=sharing.LIMITS)
         except Exception as error:  # shown on the page; restarting the server is the remedy
             self.error = f"TensorFlow Federated could not start: {type(error).__name__}: {error}"
+            return
         finally:
             self.ready.set()
+        for kind in others:  # now, rather than in the first job that asks for one
+            try:
+                build_process(model_config, kind)
+            except Exception:  # a job that asks for it tries again and fails with the reason
+                logging.getLogger(__name__).exception("building the %s round failed", kind)
 
 
 @st.cache_resource(show_spinner=False)
@@ -138,7 +139,7 @@ def init_session(clients: dict[str, data.ClientInfo]) -> None:
     for field, value in setup.items():
         st.session_state[field] = value
     st.session_state.update(
-        owner=secrets.token_urlsafe(12), problems=problems, earlier=[], pending=None,
+        owner=secrets.token_urlsafe(12), problems=problems, earlier=[], pending=None, notice="",
         run_id=st.query_params.get(sharing.RUN_PARAM, ""),
         prompt=TUTORIAL_PROMPT, length=200, temperature=1.0, gen_seed=0,
     )
@@ -154,6 +155,7 @@ class RunView:
     weights: list | None = None
     message: str = ""
     failed: bool = False
+    resumable: bool = False  # failed because TFF's worker died: it can go on from its last round
     job: Job | None = None  # while it is queued or running
 
     @property
@@ -166,8 +168,16 @@ class RunView:
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def load_saved(data_root: str, run_id: str) -> runs.SavedRun:
+def load_saved(data_root: str, run_id: str, stamp: int) -> runs.SavedRun:
+    """A stored run; `stamp` (its file's mtime) keys the cache, as a resumed run is saved again."""
     return runs.RunStore(Path(data_root)).load(run_id)
+
+
+def saved_stamp(data_root: str, run_id: str) -> int:
+    try:
+        return (runs.RunStore(Path(data_root)).path(run_id) / "run.json").stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 def current_run(base_dir: str, data_root: str) -> RunView | None:
@@ -181,12 +191,15 @@ def current_run(base_dir: str, data_root: str) -> RunView | None:
     if job is not None and not job.finished:
         return RunView(run_id, job.config, list(job.history), job=job)
     failed = job is not None and job.state is JobState.FAILED
+    resumable = job is not None and job.resumable
     try:
-        saved = load_saved(data_root, run_id)
-        return RunView(run_id, saved.config, saved.history, saved.weights, saved.message, failed)
+        saved = load_saved(data_root, run_id, saved_stamp(data_root, run_id))
+        return RunView(run_id, saved.config, saved.history, saved.weights, saved.message, failed,
+                       resumable)
     except KeyError:
         if job is not None:  # ended before a round finished: nothing worth storing
-            return RunView(run_id, job.config, list(job.history), job.weights, job.message, failed)
+            return RunView(run_id, job.config, list(job.history), job.weights, job.message, failed,
+                           resumable)
         st.warning("The run in this link is not stored here (runs are kept for "
                    f"{runs.MAX_AGE_DAYS:.0f} days): train a new one.")
     except model.WeightsError as error:
@@ -197,6 +210,12 @@ def current_run(base_dir: str, data_root: str) -> RunView | None:
 
 def choose(ids: list[str]) -> None:
     st.session_state.client_ids = ids
+
+
+def resume_run(base_dir: str, data_root: str, run_id: str) -> None:
+    """Queue a run whose TFF worker died again; it goes on from its last finished round."""
+    if not start_federation(base_dir, data_root).queue.resume(run_id):
+        st.session_state.notice = "This run cannot be resumed any more: train it again."
 
 
 # ---------------------------------------------------------------- widgets, returning values
@@ -356,10 +375,10 @@ def _next_seed() -> None:
 
 
 def draw_charts(boxes: tuple, history: list, rounds: int, earlier: list) -> None:
-    """Rewrite the two chart placeholders; keys change so each redraw is a new element."""
+    """Draw the loss and accuracy charts into their two placeholders."""
     for box, metric in zip(boxes, ("loss", "accuracy"), strict=True):
         box.plotly_chart(plots.figure(history, metric, rounds, earlier), width="stretch",
-                         key=f"{metric}-{len(history)}-{time.monotonic_ns()}",
+                         key=f"{metric}-chart",
                          config={"displayModeBar": False})
 
 
@@ -397,44 +416,101 @@ def progress_text(job: Job, queue: TrainingQueue) -> tuple[float, str]:
     return done / total, f"Round {done + 1} of {total} running · {left}"
 
 
-def follow(job: Job, queue: TrainingQueue, boxes: tuple, progress, earlier: list) -> None:
-    """Redraw progress and charts as rounds end, until the job finishes; keeps the job alive."""
-    shown = -1
-    while True:
-        queue.touch(job.job_id)
-        history = list(job.history)
-        if len(history) != shown:
-            draw_charts(boxes, history, job.config.rounds, earlier)
-            shown = len(history)
-        if job.finished:
-            break
-        value, text = progress_text(job, queue)
-        progress.progress(value, text=text)
-        time.sleep(0.25)
-    store_dir = queue.store.path(job.job_id) if queue.store else None
+def follow_run(base_dir: str, data_root: str, rounds_shown: int) -> None:
+    """The progress line of this visitor's pending or live run. A fragment that Streamlit reruns
+    every FOLLOW_EVERY_S (each poll is the run's heartbeat), so it is kept cheap; when a round
+    lands or the run ends it reruns the page, which redraws the charts and the texts."""
+    status = st.empty()
+    federation = start_federation(base_dir, data_root)
+    if st.session_state.pending is not None:
+        if not federation.ready.is_set():
+            status.progress(0.0, text=f"Preparing the server (first start only): "
+                                      f"{federation.step}…")
+            return
+        submit_pending(federation)
+    queue = federation.queue
+    job = queue.get(st.session_state.run_id) if queue else None
+    if job is None or job.finished:
+        wait_until_saved(job, queue)
+        st.rerun()
+    queue.touch(job.job_id)
+    if len(job.history) != rounds_shown:
+        st.rerun()
+    status.progress(*progress_text(job, queue))
+
+
+def wait_until_saved(job: Job | None, queue: TrainingQueue | None) -> None:
+    """The queue stores a run right after it finishes; the page reloads it from there."""
+    if job is None or queue is None or queue.store is None or len(job.history) <= 1:
+        return
+    saved = queue.store.path(job.job_id) / "run.json"
     deadline = time.monotonic() + 30
-    while store_dir and len(job.history) > 1 and not (store_dir / "run.json").exists() \
-            and time.monotonic() < deadline:  # the queue saves it right after it finishes
+    while job.ended is None and time.monotonic() < deadline:
         time.sleep(0.1)
-    st.rerun()
+    while not saved.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
-def start_pending(federation: Federation, progress) -> None:
-    """Submit the visitor's waiting run once TFF is ready; errors go on the page."""
-    config = st.session_state.pending
-    st.session_state.pending = None
-    while not federation.ready.wait(0.25):
-        progress.progress(0.0, text=f"Preparing the server (first start only): {federation.step}…")
+def submit_pending(federation: Federation) -> None:
+    """Queue the visitor's waiting run, then rerun the page with it (or with why it could not)."""
+    config, st.session_state.pending = st.session_state.pending, None
     if federation.error:
-        progress.error(federation.error)
-        return
-    try:
-        job = federation.queue.submit(config, st.session_state.owner)
-    except (ConfigError, QueueFull) as error:
-        progress.error(f"Cannot start training: {error}")
-        return
-    st.session_state.run_id = job.job_id
+        st.session_state.notice = federation.error
+    else:
+        try:
+            job = federation.queue.submit(config, st.session_state.owner, page_open())
+            st.session_state.run_id = job.job_id
+        except (ConfigError, QueueFull) as error:
+            st.session_state.notice = f"Cannot start training: {error}"
     st.rerun()
+
+
+def page_open():
+    """A check that this visitor's page is still connected, where the server can tell."""
+    try:
+        from streamlit.runtime import Runtime
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        runtime, session_id = Runtime.instance(), get_script_run_ctx().session_id
+    except Exception:
+        return None
+    if type(runtime) is not Runtime:  # AppTest's stand-in: the page's polls alone keep it alive
+        return None
+    return lambda: runtime.is_active_session(session_id)
+
+
+def compare_panel(run: RunView | None, base_dir: str, base_generator: TextGenerator,
+                  base_params: int) -> None:
+    """The two models side by side. A fragment: a new prompt or seed reruns only this."""
+    prompt, length, temperature, gen_seed = compare_ui()
+    prompt_notice = st.empty()
+    base_col, tuned_col = st.columns(2)
+    base_col.markdown(f"**Dickens base model** <small>({base_params:,} parameters)</small>",
+                      unsafe_allow_html=True)
+    base_box = base_col.container(key="base_text")
+    tuned_header = tuned_col.empty()
+    tuned_box = tuned_col.container(key="tuned_text")
+    trained = run is not None and run.trained
+    try:
+        base_box.code(generate(f"base:{base_dir}", base_generator, prompt, length, temperature,
+                               gen_seed), language=None, wrap_lines=True)
+        if trained:
+            rounds_done = len(run.history) - 1
+            tuned_header.markdown(f"**Fine-tuned on Shakespeare** <small>({rounds_done} round"
+                                  f"{'s' * (rounds_done != 1)} of Federated Averaging)</small>",
+                                  unsafe_allow_html=True)
+            run_key = f"{run.run_id}:{len(run.history)}"
+            tuned = load_tuned(run_key, run.weights, base_generator.config)
+            tuned_box.code(generate(run_key, tuned, prompt, length, temperature, gen_seed),
+                           language=None, wrap_lines=True)
+    except PromptError as error:
+        prompt_notice.warning(f"Cannot generate: {error}", icon=":material/edit_off:")
+    if not trained:
+        busy = (run is not None and run.live) or st.session_state.pending is not None
+        tuned_header.markdown("**Fine-tuned on Shakespeare**")
+        tuned_box.info("Training: the fine-tuned model writes here when it ends." if busy else
+                       "Not trained yet: press Train, and the fine-tuned model writes here.",
+                       icon=":material/hourglass_top:" if busy else ":material/arrow_back:")
 
 
 # ---------------------------------------------------------------- the page, top to bottom
@@ -472,6 +548,10 @@ with settings_col:
     stop = stop_col.button("Stop", icon=":material/stop:", disabled=not live, width="stretch",
                            key="stop", help="End after the current round, keeping the model so far")
     progress = st.empty()
+    if run is not None and run.resumable:
+        st.button("Resume", icon=":material/resume:", key="resume", width="stretch",
+                  on_click=resume_run, args=(base_dir, data_root, run.run_id),
+                  help="Go on from the last finished round with a fresh TFF worker")
 
 with clients_col:
     st.markdown("**1 · Clients**: Shakespeare's characters, each with its own lines")
@@ -508,52 +588,30 @@ if train:
                 -MAX_EARLIER:]
         st.session_state.pending, st.session_state.problems = config, []
         st.session_state.run_id, run, live = "", None, False
-        progress.progress(0.0, text="Starting…")
 if stop and live:
     start_federation(base_dir, data_root).queue.stop(run.run_id)
+if st.session_state.notice:
+    progress.error(st.session_state.notice)
+    st.session_state.notice = ""
 
 with results_col:
     st.markdown("**3 · Train**: held-out accuracy on the chosen characters' unseen speeches")
     show_earlier = st.toggle("Keep earlier runs on the charts", value=True, key="show_earlier",
                              disabled=not st.session_state.earlier)
     earlier = st.session_state.earlier if show_earlier else []
-    boxes = (st.empty(), st.empty())
-    draw_charts(boxes, run.history if run else [], run.config.rounds if run else settings["rounds"],
+    follow_box = st.container()  # filled last: following may rerun the page, after every widget
+    pending = st.session_state.pending
+    history = run.history if run else []
+    draw_charts((st.empty(), st.empty()), history,
+                run.config.rounds if run else pending.rounds if pending else settings["rounds"],
                 earlier)
     if run is not None and not live:
         kind, text = describe(run)
         getattr(progress, kind)(text)
 
 st.markdown("**4 · Compare**: the same prompt and seed through both models")
-prompt, length, temperature, gen_seed = compare_ui()
-prompt_notice = st.empty()
-base_col, tuned_col = st.columns(2)
-base_col.markdown(f"**Dickens base model** <small>({base_params:,} parameters)</small>",
-                  unsafe_allow_html=True)
-base_box = base_col.container(key="base_text")
-tuned_header = tuned_col.empty()
-tuned_box = tuned_col.container(key="tuned_text")
+st.fragment(compare_panel)(run, base_dir, base_generator, base_params)
 trained = run is not None and run.trained
-try:
-    base_box.code(generate(f"base:{base_dir}", base_generator, prompt, length, temperature,
-                           gen_seed), language=None, wrap_lines=True)
-    if trained:
-        rounds_done = len(run.history) - 1
-        tuned_header.markdown(f"**Fine-tuned on Shakespeare** <small>({rounds_done} round"
-                              f"{'s' * (rounds_done != 1)} of Federated Averaging)</small>",
-                              unsafe_allow_html=True)
-        run_key = f"{run.run_id}:{len(run.history)}"
-        tuned = load_tuned(run_key, run.weights, base_generator.config)
-        tuned_box.code(generate(run_key, tuned, prompt, length, temperature, gen_seed),
-                       language=None, wrap_lines=True)
-except PromptError as error:
-    prompt_notice.warning(f"Cannot generate: {error}", icon=":material/edit_off:")
-if not trained:
-    tuned_header.markdown("**Fine-tuned on Shakespeare**")
-    tuned_box.info("Training: the fine-tuned model writes here when it ends."
-                   if live or st.session_state.pending else
-                   "Not trained yet: press Train, and the fine-tuned model writes here.",
-                   icon=":material/hourglass_top:" if live else ":material/arrow_back:")
 
 st.markdown("**5 · Keep**: results and the setup")
 keep = st.columns([1, 1, 2.5], vertical_alignment="center")
@@ -583,8 +641,7 @@ if st.session_state.run_id:
 if params != st.query_params.to_dict():
     st.query_params.from_dict(params)
 
-federation = start_federation(base_dir, data_root)
-if st.session_state.pending is not None:
-    start_pending(federation, progress)
-elif live:
-    follow(run.job, federation.queue, boxes, progress, earlier)
+start_federation(base_dir, data_root)  # TFF gets ready while the visitor looks around
+if live or st.session_state.pending is not None:
+    with follow_box:
+        st.fragment(follow_run, run_every=FOLLOW_EVERY_S)(base_dir, data_root, len(history))

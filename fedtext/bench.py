@@ -458,7 +458,7 @@ def _page_usable(page) -> bool:
 
 
 PAGE_TIMEOUT_S = 120.0  # a page not usable by then counts as failed
-TRAIN_BUTTON = r"^(start |run )?(train|fine-?tune)"  # the page's button that starts training
+TRAIN_BUTTON = r"\btrain\b"  # the page's button that starts training (its icon may come first)
 
 
 def run_page(settings: Settings, results: Results) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -44,7 +45,11 @@ class Job:
     submitted: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
     stop_requested: bool = False
-    ended: float | None = None  # when it finished
+    ended: float | None = None  # when the queue was done with it, its run stored
+    resumable: bool = False  # failed because the TFF worker died: it can go on where it stopped
+    # Whether the page that submitted it is still connected, where the server can tell: a
+    # browser throttles a hidden tab's polling, and that must not look like a closed page.
+    page_open: Callable[[], bool] | None = None
 
     @property
     def finished(self) -> bool:
@@ -79,7 +84,9 @@ class TrainingQueue:
         self._thread = threading.Thread(target=self._serve, name="fedtext-training", daemon=True)
         self._thread.start()
 
-    def submit(self, config: FederatedConfig, owner: str) -> Job:
+    def submit(
+        self, config: FederatedConfig, owner: str, page_open: Callable[[], bool] | None = None
+    ) -> Job:
         """Queue a run; ConfigError past the server's limits, QueueFull if the visitor has one."""
         self.limits.check(config)
         with self._lock:
@@ -89,7 +96,7 @@ class TrainingQueue:
             if len(self._waiting) >= self.limits.max_queue:
                 raise QueueFull(f"the server's queue is full ({len(self._waiting)} waiting)")
             self._forget_old_jobs()
-            job = Job(new_run_id(), owner, config)
+            job = Job(new_run_id(), owner, config, page_open=page_open)
             self._jobs[job.job_id] = job
             self._waiting.append(job.job_id)
             self._lock.notify_all()
@@ -115,6 +122,7 @@ class TrainingQueue:
             if job.state is JobState.QUEUED:
                 self._waiting.remove(job_id)
                 job.state, job.message = JobState.STOPPED, "cancelled before it started"
+                job.ended = time.monotonic()
 
     def position(self, job_id: str) -> int:
         """0 while running, n while n jobs run or wait ahead of it."""
@@ -143,12 +151,13 @@ class TrainingQueue:
         return rounds * self.seconds_per_round()
 
     def resume(self, job_id: str) -> bool:
-        """Queue a failed job again; it goes on from its last finished round."""
+        """Queue a job whose worker died again; it goes on from its last finished round."""
         with self._lock:
             job = self._jobs.get(job_id)
-            if job is None or job.state is not JobState.FAILED or job_id not in self._trainers:
+            if job is None or not job.resumable or job_id not in self._trainers:
                 return False
             job.state, job.message, job.stop_requested = JobState.QUEUED, "", False
+            job.resumable, job.ended = False, None
             job.last_seen = time.monotonic()
             self._waiting.append(job_id)
             self._lock.notify_all()
@@ -162,6 +171,7 @@ class TrainingQueue:
                 job = self._jobs[self._waiting.popleft()]
                 if self._abandoned(job):  # its page closed while it waited
                     job.state, job.message = JobState.STOPPED, "the page that queued it closed"
+                    job.ended = time.monotonic()
                     continue
                 job.state = JobState.RUNNING
             self._run(job)
@@ -188,12 +198,14 @@ class TrainingQueue:
                     break
             else:
                 job.state = JobState.DONE
-        except (TrainingDiverged, WorkerError) as error:
+        except WorkerError as error:
+            job.state, job.message, job.resumable = JobState.FAILED, str(error), True
+        except TrainingDiverged as error:  # the same round would diverge again: no resume
             job.state, job.message = JobState.FAILED, str(error)
         except Exception as error:  # a job must never take the queue thread down
             job.state = JobState.FAILED
             job.message = f"training failed: {type(error).__name__}: {error}"
-        if job.state is not JobState.FAILED:  # only a failed job may resume
+        if not job.resumable:
             self._trainers.pop(job.job_id, None)
         if self.store is not None and trainer is not None and len(job.history) > 1:
             self.store.save(
@@ -210,6 +222,9 @@ class TrainingQueue:
                 self._trainers.pop(job_id, None)
 
     def _abandoned(self, job: Job) -> bool:
+        if job.page_open is not None and job.page_open():
+            job.last_seen = time.monotonic()
+            return False
         if time.monotonic() - job.last_seen > self.heartbeat_timeout:
             job.stop_requested = True
             return True

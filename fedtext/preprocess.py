@@ -21,6 +21,7 @@ def to_ids(snippets: tf.data.Dataset) -> tf.data.Dataset:
     """One id per character; each speech ends with a newline so speeches do not run together."""
     table = _table()
 
+    @tf.autograph.experimental.do_not_convert  # no control flow: see vocab.split_input_target
     def speech_ids(element):
         chars = tf.strings.unicode_split(element["snippets"] + "\n", "UTF-8")
         return table.lookup(chars)
@@ -28,7 +29,7 @@ def to_ids(snippets: tf.data.Dataset) -> tf.data.Dataset:
     ids = snippets.map(speech_ids).unbatch()
     # The data builder maps text into the vocabulary; anything else a user's data holds would
     # come out as PAD_ID, and is dropped rather than read as the character 'd' like the tutorial.
-    return ids.filter(lambda i: tf.not_equal(i, PAD_ID))
+    return ids.filter(tf.autograph.experimental.do_not_convert(lambda i: tf.not_equal(i, PAD_ID)))
 
 
 def preprocess(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -70,13 +71,24 @@ def tff_from_keras(keras_model: tf.keras.Model):
     )
 
 
-@functools.lru_cache(maxsize=8)
+# Held while Keras models are built or functions traced, in any thread: TFF's tracing swaps
+# Keras' model classes process-wide, and on CPython 3.11.7 two threads converting code with
+# AutoGraph at once can fail in `ast` (gh-106905). Pages take it to build their generators.
+BUILD_LOCK = threading.RLock()
+
+
 def build_process(model_config: ModelConfig, server_optimizer: str):
     """TFF's weighted Federated Averaging; learning rates are set per run through hparams.
 
     Built once per (model, server optimizer kind): tracing costs seconds, and the learning
     rates live in the optimizer state, so changing them needs no rebuild.
     """
+    with BUILD_LOCK:
+        return _build_process(model_config, server_optimizer)
+
+
+@functools.lru_cache(maxsize=8)
+def _build_process(model_config: ModelConfig, server_optimizer: str):
     import tensorflow_federated as tff
 
     from fedtext import runtime
@@ -132,8 +144,9 @@ class FederatedTrainer:
         self.config = config
         self.client_ids = check_client_ids(config.client_ids, train_data.client_ids)
         self.train_data, self.test_data = train_data, test_data
-        self.eval_model, self.model_config = load_model(base_dir)
-        compile_for_evaluation(self.eval_model)
+        with BUILD_LOCK:
+            self.eval_model, self.model_config = load_model(base_dir)
+            compile_for_evaluation(self.eval_model)
         self.weights: list[np.ndarray] = self.eval_model.get_weights()
         self.history: list[RoundResult] = []
         self._state = None  # TFF server state after the last finished round

@@ -115,9 +115,18 @@ def build_lookup_table() -> tf.lookup.StaticHashTable:
     )
 
 
+# tf.data functions here have no Python control flow, so AutoGraph is skipped: converting one
+# parses its source with `ast`, which on Python 3.11.7 can fail while another thread (a
+# Streamlit rerun) parses too, and costs time on every round's pipeline.
+@tf.autograph.experimental.do_not_convert
 def split_input_target(chunk: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """The tutorial's split: predict each next character."""
     return chunk[..., :-1], chunk[..., 1:]
+
+
+@tf.autograph.experimental.do_not_convert
+def _not_empty(chunk: tf.Tensor) -> tf.Tensor:
+    return tf.size(chunk) > 1
 
 
 def chunk_and_batch(
@@ -129,7 +138,7 @@ def chunk_and_batch(
     (8 x 101 characters) took no part; padding with PAD_ID keeps all text, and the
     masked loss and accuracy ignore the padding.
     """
-    chunks = ids.batch(seq_length + 1).filter(lambda c: tf.size(c) > 1)
+    chunks = ids.batch(seq_length + 1).filter(_not_empty)
     if shuffle_buffer > 1:
         chunks = chunks.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
     batches = chunks.padded_batch(

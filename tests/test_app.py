@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
+from streamlit.runtime.scriptrunner.script_cache import ScriptCache
+from streamlit.testing.v1 import AppTest, app_test, local_script_runner
 
-from fedtext import plots, sharing
+from fedtext import plots, sharing, training
 from fedtext.config import FederatedConfig
 from fedtext.data import ClientInfo
 from fedtext.training import RoundResult
+from tests.test_faults import KillingProcess
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 CLIENTS = ["KING_LEAR_FOOL", "KING_LEAR_KING_LEAR"]  # small, so a round takes seconds
@@ -29,6 +32,11 @@ def page_env(tiny_model_dir, tmp_path_factory):
         patch.setenv("FEDTEXT_DATA", str(data_root))
         # fedtext.model read the variable when first imported, maybe before this test module.
         patch.setattr(fedtext.model, "BASE_MODEL_DIR", tiny_model_dir)
+        # A server parses app.py once (one ScriptCache); AppTest parses it on every run, and on
+        # CPython 3.11.7 a parse while TFF traces in another thread can fail (gh-106905).
+        shared_cache = ScriptCache()
+        for module in (app_test, local_script_runner):
+            patch.setattr(module, "ScriptCache", lambda: shared_cache)
         yield data_root
 
 
@@ -51,8 +59,19 @@ def train(at: AppTest, **settings) -> AppTest:
         else:
             at.number_input(key=key).set_value(value)
     at.button(key="train").click().run(timeout=240)
-    assert not at.exception, at.exception
-    return at
+    return wait_for_run(at)
+
+
+def wait_for_run(at: AppTest, timeout: float = 300) -> AppTest:
+    """Rerun the page, as the browser's polling would, until its run has ended."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert not at.exception, at.exception
+        if at.session_state["pending"] is None and at.button(key="stop").disabled:
+            return at
+        assert time.monotonic() < deadline, "the run did not end"
+        time.sleep(0.5)
+        at.run()
 
 
 def chart_traces(at: AppTest) -> dict[str, dict[str, list]]:
@@ -136,6 +155,28 @@ def test_training_that_diverges_says_so_and_keeps_the_base_model(page_env):
     assert "training diverged in round 1" in error.value
     assert "lower learning rate" in error.value
     assert any("Not trained yet" in i.value for i in at.info)
+
+
+def test_a_run_whose_worker_died_says_so_and_resumes_from_its_last_round(page_env, monkeypatch):
+    real_build = training.build_process
+    killing = {}
+
+    def build_killing(*args):  # the real round, with the TFF worker killed while it runs
+        return killing.setdefault("process", KillingProcess(real_build(*args)))
+
+    monkeypatch.setattr(training, "build_process", build_killing)
+    at = train(open_page(), rounds=2)
+    [error] = at.error
+    assert "round 1 failed in the TFF worker" in error.value
+    assert killing["process"].kills >= 1
+
+    monkeypatch.setattr(training, "build_process", real_build)
+    at.button(key="resume").click().run()
+    wait_for_run(at)
+    [done] = at.success
+    assert done.value.startswith("Trained 2 rounds in")
+    assert chart_traces(at)["Accuracy"]["held-out speeches"] == [0, 1, 2]
+    assert len(at.code) == 2  # the fine-tuned model writes now
 
 
 def test_a_link_opens_its_setup_and_names_what_it_ignored(page_env):

@@ -70,3 +70,31 @@ def test_worker_killed_mid_round_then_training_goes_on(client_data, tiny_model_d
     resumed = list(trainer.rounds())
     assert [r.round_num for r in resumed] == [2, 3]
     assert runtime.install().pid is not None  # a new worker serves the resumed rounds
+
+
+def test_a_queued_run_whose_worker_died_resumes(client_data, tiny_model_dir, tmp_path, monkeypatch):
+    from fedtext.jobs import JobState, TrainingQueue
+    from fedtext.runs import RunStore
+    from tests.test_jobs import wait_for
+
+    train, test = client_data
+    queue = TrainingQueue(train, test, tiny_model_dir, store=RunStore(tmp_path),
+                          heartbeat_timeout=0.0)
+    real_build = training.build_process
+    killing = {}
+    monkeypatch.setattr(training, "build_process",
+                        lambda *args: killing.setdefault("p", KillingProcess(real_build(*args))))
+    config = FederatedConfig(client_ids=("KING_LEAR_FOOL",), rounds=2, batches_per_client=1)
+    # No polls at all (timeout 0): the open page alone keeps the job alive.
+    job = queue.submit(config, owner="erin", page_open=lambda: True)
+    wait_for(job)
+    assert job.state is JobState.FAILED and job.resumable
+    assert "round 1 failed in the TFF worker" in job.message
+
+    monkeypatch.setattr(training, "build_process", real_build)
+    assert queue.resume(job.job_id)
+    wait_for(job)
+    assert job.state is JobState.DONE, job.message
+    assert [r.round_num for r in job.history] == [0, 1, 2]
+    assert queue.store.load(job.job_id).history == job.history
+    assert not queue.resume(job.job_id)  # only a failed run resumes

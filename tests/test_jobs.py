@@ -16,10 +16,11 @@ def config(**overrides) -> FederatedConfig:
 
 
 def wait_for(job, timeout=120):
+    """Until the queue is done with the job: finished, and its run stored."""
     deadline = time.monotonic() + timeout
-    while not job.finished and time.monotonic() < deadline:
+    while job.ended is None and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert job.finished, f"job still {job.state} after {timeout} s"
+    assert job.finished and job.ended is not None, f"job still {job.state} after {timeout} s"
 
 
 @pytest.fixture
