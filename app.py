@@ -397,7 +397,8 @@ def describe(run: RunView) -> tuple[str, str]:
         return "warning", (f"Ended after round {len(history) - 1} of {total}{why}; "
                            f"the model so far is kept{gain}")
     seconds = sum(r.seconds for r in history)
-    return "success", f"Trained {total} round{'s' * (total != 1)} in {seconds:.0f} s{gain}"
+    kept = f" ({run.message})" if run.message else ""  # e.g. the disk was full
+    return "success", f"Trained {total} round{'s' * (total != 1)} in {seconds:.0f} s{gain}{kept}"
 
 
 def progress_text(job: Job, queue: TrainingQueue) -> tuple[float, str]:
@@ -431,7 +432,7 @@ def follow_run(base_dir: str, data_root: str, rounds_shown: int) -> None:
     queue = federation.queue
     job = queue.get(st.session_state.run_id) if queue else None
     if job is None or job.finished:
-        wait_until_saved(job, queue)
+        wait_until_saved(job)
         st.rerun()
     queue.touch(job.job_id)
     if len(job.history) != rounds_shown:
@@ -439,15 +440,11 @@ def follow_run(base_dir: str, data_root: str, rounds_shown: int) -> None:
     status.progress(*progress_text(job, queue))
 
 
-def wait_until_saved(job: Job | None, queue: TrainingQueue | None) -> None:
-    """The queue stores a run right after it finishes; the page reloads it from there."""
-    if job is None or queue is None or queue.store is None or len(job.history) <= 1:
-        return
-    saved = queue.store.path(job.job_id) / "run.json"
+def wait_until_saved(job: Job | None) -> None:
+    """The queue stores a run right after it finishes (then sets `ended`); the page reloads it
+    from there."""
     deadline = time.monotonic() + 30
-    while job.ended is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    while not saved.exists() and time.monotonic() < deadline:
+    while job is not None and job.ended is None and time.monotonic() < deadline:
         time.sleep(0.1)
 
 

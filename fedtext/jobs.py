@@ -208,9 +208,13 @@ class TrainingQueue:
         if not job.resumable:
             self._trainers.pop(job.job_id, None)
         if self.store is not None and trainer is not None and len(job.history) > 1:
-            self.store.save(
-                job.job_id, job.config, job.history, job.weights, trainer.model_config, job.message
-            )
+            try:
+                self.store.save(
+                    job.job_id, job.config, job.history, job.weights, trainer.model_config,
+                    job.message,
+                )
+            except OSError as error:  # a full or read-only disk must not stop the queue
+                job.message = f"{job.message}; not kept on disk: {error}".lstrip("; ")
         job.ended = time.monotonic()
 
     def _forget_old_jobs(self) -> None:

@@ -98,3 +98,21 @@ def test_run_store_prunes_by_size_and_rejects_odd_ids(tmp_path, tiny_model_dir):
     assert store.prune(max_total_mb=0.0) == ids
     with pytest.raises(KeyError):
         store.load(ids[0])
+
+
+def test_a_run_that_cannot_be_stored_ends_with_the_reason_and_the_queue_goes_on(
+    queue, monkeypatch
+):
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(queue.store, "save", full_disk)
+    first = queue.submit(config(rounds=1), owner="frank", page_open=lambda: True)
+    wait_for(first)
+    assert first.state is JobState.DONE
+    assert "not kept on disk" in first.message and "No space left" in first.message
+    monkeypatch.undo()
+    second = queue.submit(config(rounds=1), owner="grace", page_open=lambda: True)
+    wait_for(second)
+    assert second.state is JobState.DONE
+    assert queue.store.load(second.job_id).history == second.history
