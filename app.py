@@ -9,34 +9,32 @@ from __future__ import annotations
 
 import logging
 import secrets
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import pandas as pd
 import streamlit as st
+
+# Nothing imported here loads TensorFlow (8 s on a small machine): the engine's thread does, while
+# the first page draws.
+from fedtext import data, plots, runs, runtime, sharing
+from fedtext.cli import TUTORIAL_CLIENTS
+from fedtext.config import SERVER_OPTIMIZERS, ConfigError, FederatedConfig, ModelConfig
+from fedtext.jobs import Job, JobState, QueueFull, TrainingQueue
+from fedtext.prompt import TUTORIAL_PROMPT, PromptError
+from fedtext.runs import RoundResult, history_csv
+from fedtext.weights import BASE_MODEL_DIR, WeightsError
+
+if TYPE_CHECKING:
+    from fedtext.generation import TextGenerator
 
 st.set_page_config(page_title="fedtext: federated learning on Shakespeare", page_icon="🎭",
                    layout="wide")
 st.markdown("#### :material/theater_comedy: fedtext · a Dickens model learns Shakespeare "
             "by Federated Averaging")
-
-# A cold start takes seconds (TensorFlow, the plays, the model): say what is loading. Messages go
-# into this one placeholder, and spinners are off, so the page's layout is the same every run.
-_loading = st.empty()
-if "tensorflow" not in sys.modules:
-    _loading.info("Starting TensorFlow (only after a server restart)…",
-                  icon=":material/hourglass_top:")
-
-import pandas as pd  # noqa: E402
-
-from fedtext import data, model, plots, runs, sharing  # noqa: E402
-from fedtext.cli import TUTORIAL_CLIENTS  # noqa: E402
-from fedtext.config import SERVER_OPTIMIZERS, ConfigError, FederatedConfig, ModelConfig  # noqa: E402
-from fedtext.generation import TUTORIAL_PROMPT, PromptError, TextGenerator  # noqa: E402
-from fedtext.jobs import Job, JobState, QueueFull, TrainingQueue  # noqa: E402
-from fedtext.training import BUILD_LOCK, RoundResult, build_process, history_csv  # noqa: E402
 
 PREVIEW_SPEECHES = 3
 MAX_EARLIER = 3  # earlier runs kept on the charts for comparison
@@ -52,39 +50,47 @@ def load_clients() -> dict[str, data.ClientInfo]:
     return {c.client_id: c for c in data.load_clients(data.database_path())}
 
 
-def build_generator(weights: list, config: ModelConfig) -> TextGenerator:
-    """A generator with its sampling loop traced now, under the engine's build lock."""
-    with BUILD_LOCK:
-        generator = TextGenerator(weights, config)
-        generator.generate("a", 1)
-    return generator
+class Engine:
+    """The TensorFlow side of the page, loaded once per server in a background thread so that
+    the rest of the page draws meanwhile: the base model's generator first, then TFF, the
+    clients' data and the compiled round, then the training queue that every visitor shares."""
 
-
-@st.cache_resource(show_spinner=False)
-def load_base(base_dir: str) -> tuple[TextGenerator, int]:
-    """The base model's generator and its parameter count."""
-    keras_model, config = model.load_model(base_dir)
-    return build_generator(keras_model.get_weights(), config), keras_model.count_params()
-
-
-class Federation:
-    """TFF, the clients' data and the compiled rounds, prepared in a background thread so the page
-    is usable meanwhile; then the training queue that every visitor shares."""
-
-    def __init__(self, base_dir: Path, model_config: ModelConfig, data_root: Path):
-        self.step = "loading TensorFlow Federated and the clients' data"
-        self.error = ""
+    def __init__(self, base_dir: Path, data_root: Path):
+        self.step = "starting TensorFlow"
+        self.error = ""  # why the engine could not start, for the page to show
+        self.base: TextGenerator | None = None
         self.queue: TrainingQueue | None = None
-        self.ready = threading.Event()
-        threading.Thread(target=self._prepare, args=(base_dir, model_config, data_root),
-                         name="fedtext-prepare", daemon=True).start()
+        self.base_ready = threading.Event()  # set once `base` or `error` is
+        self.ready = threading.Event()  # set once `queue` or `error` is
+        threading.Thread(target=self._prepare, args=(base_dir, data_root), name="fedtext-engine",
+                         daemon=True).start()
 
-    def _prepare(self, base_dir: Path, model_config: ModelConfig, data_root: Path) -> None:
+    def _prepare(self, base_dir: Path, data_root: Path) -> None:
         try:
+            runtime.import_tensorflow()  # seconds
+            from fedtext.generation import load_generator
+
+            self.step = "loading the Dickens base model"
+            self.base = load_generator(base_dir)
+        except WeightsError as error:
+            self.error = (f"The base model cannot be loaded: {error}. Set FEDTEXT_BASE_MODEL to a "
+                          "model directory, or pre-train one: `python -m fedtext pretrain "
+                          "BOOKS.txt --output DIR`.")
+        except Exception as error:  # shown on the page; restarting the server is the remedy
+            self.error = f"TensorFlow could not start: {type(error).__name__}: {error}"
+        finally:
+            self.base_ready.set()
+        if self.error:
+            self.ready.set()
+            return
+        try:
+            from fedtext.training import build_process
+
+            self.step = "loading TensorFlow Federated and the clients' data"
             train, test = data.load_client_data()
             default, *others = SERVER_OPTIMIZERS
             self.step = f"compiling the federated round ({default} on the server)"
-            build_process(model_config, default)
+            build_process(self.base.config, default)
             self.queue = TrainingQueue(train, test, base_dir, store=runs.RunStore(data_root),
                                        limits=sharing.LIMITS)
         except Exception as error:  # shown on the page; restarting the server is the remedy
@@ -94,15 +100,14 @@ class Federation:
             self.ready.set()
         for kind in others:  # now, rather than in the first job that asks for one
             try:
-                build_process(model_config, kind)
+                build_process(self.base.config, kind)
             except Exception:  # a job that asks for it tries again and fails with the reason
                 logging.getLogger(__name__).exception("building the %s round failed", kind)
 
 
 @st.cache_resource(show_spinner=False)
-def start_federation(base_dir: str, data_root: str) -> Federation:
-    generator, _ = load_base(base_dir)
-    return Federation(Path(base_dir), generator.config, Path(data_root))
+def start_engine(base_dir: str, data_root: str) -> Engine:
+    return Engine(Path(base_dir), Path(data_root))
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
@@ -119,7 +124,9 @@ def load_preview(client_id: str) -> list[str]:
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def load_tuned(run_key: str, _weights: list, _config: ModelConfig) -> TextGenerator:
-    return build_generator(_weights, _config)
+    from fedtext.generation import ready_generator  # the engine has imported it already
+
+    return ready_generator(_weights, _config)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -186,7 +193,7 @@ def current_run(base_dir: str, data_root: str) -> RunView | None:
     run_id = st.session_state.run_id
     if not run_id:
         return None
-    queue = start_federation(base_dir, data_root).queue
+    queue = start_engine(base_dir, data_root).queue
     job = queue.get(run_id) if queue else None
     if job is not None and not job.finished:
         return RunView(run_id, job.config, list(job.history), job=job)
@@ -202,7 +209,7 @@ def current_run(base_dir: str, data_root: str) -> RunView | None:
                            resumable)
         st.warning("The run in this link is not stored here (runs are kept for "
                    f"{runs.MAX_AGE_DAYS:.0f} days): train a new one.")
-    except model.WeightsError as error:
+    except WeightsError as error:
         st.warning(f"The run in this link cannot be read: {error}")
     st.session_state.run_id = ""
     return None
@@ -214,7 +221,7 @@ def choose(ids: list[str]) -> None:
 
 def resume_run(base_dir: str, data_root: str, run_id: str) -> None:
     """Queue a run whose TFF worker died again; it goes on from its last finished round."""
-    if not start_federation(base_dir, data_root).queue.resume(run_id):
+    if not start_engine(base_dir, data_root).queue.resume(run_id):
         st.session_state.notice = "This run cannot be resumed any more: train it again."
 
 
@@ -422,14 +429,13 @@ def follow_run(base_dir: str, data_root: str, rounds_shown: int) -> None:
     every FOLLOW_EVERY_S (each poll is the run's heartbeat), so it is kept cheap; when a round
     lands or the run ends it reruns the page, which redraws the charts and the texts."""
     status = st.empty()
-    federation = start_federation(base_dir, data_root)
+    engine = start_engine(base_dir, data_root)
     if st.session_state.pending is not None:
-        if not federation.ready.is_set():
-            status.progress(0.0, text=f"Preparing the server (first start only): "
-                                      f"{federation.step}…")
+        if not engine.ready.is_set():
+            status.progress(0.0, text=f"Preparing the server (first start only): {engine.step}…")
             return
-        submit_pending(federation)
-    queue = federation.queue
+        submit_pending(engine)
+    queue = engine.queue
     job = queue.get(st.session_state.run_id) if queue else None
     if job is None or job.finished:
         wait_until_saved(job)
@@ -448,14 +454,14 @@ def wait_until_saved(job: Job | None) -> None:
         time.sleep(0.1)
 
 
-def submit_pending(federation: Federation) -> None:
+def submit_pending(engine: Engine) -> None:
     """Queue the visitor's waiting run, then rerun the page with it (or with why it could not)."""
     config, st.session_state.pending = st.session_state.pending, None
-    if federation.error:
-        st.session_state.notice = federation.error
+    if engine.error:
+        st.session_state.notice = engine.error
     else:
         try:
-            job = federation.queue.submit(config, st.session_state.owner, page_open())
+            job = engine.queue.submit(config, st.session_state.owner, page_open())
             st.session_state.run_id = job.job_id
         except (ConfigError, QueueFull) as error:
             st.session_state.notice = f"Cannot start training: {error}"
@@ -468,28 +474,43 @@ def page_open():
         from streamlit.runtime import Runtime
         from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-        runtime, session_id = Runtime.instance(), get_script_run_ctx().session_id
+        server, session_id = Runtime.instance(), get_script_run_ctx().session_id
     except Exception:
         return None
-    if type(runtime) is not Runtime:  # AppTest's stand-in: the page's polls alone keep it alive
+    if type(server) is not Runtime:  # AppTest's stand-in: the page's polls alone keep it alive
         return None
-    return lambda: runtime.is_active_session(session_id)
+    return lambda: server.is_active_session(session_id)
 
 
-def compare_panel(run: RunView | None, base_dir: str, base_generator: TextGenerator,
-                  base_params: int) -> None:
+def compare_panel(run: RunView | None, base_dir: str, engine: Engine) -> None:
     """The two models side by side. A fragment: a new prompt or seed reruns only this."""
     prompt, length, temperature, gen_seed = compare_ui()
     prompt_notice = st.empty()
     base_col, tuned_col = st.columns(2)
-    base_col.markdown(f"**Dickens base model** <small>({base_params:,} parameters)</small>",
-                      unsafe_allow_html=True)
+    base_header = base_col.empty()
     base_box = base_col.container(key="base_text")
     tuned_header = tuned_col.empty()
     tuned_box = tuned_col.container(key="tuned_text")
     trained = run is not None and run.trained
+    if not engine.base_ready.is_set():
+        # Only the first visitors after a server start wait here, with everything above drawn.
+        # Waiting in this run, rather than polling from a fragment, keeps the widgets' values:
+        # a poll that lands while a browser is still drawing the page sends their defaults.
+        base_header.markdown("**Dickens base model**")
+        waiting = base_box.empty()
+        waiting.info(f"Loading ({engine.step}): once per server start.",
+                     icon=":material/hourglass_top:")
+        engine.base_ready.wait()
+        waiting.empty()
+    base = engine.base
+    if base is None:
+        base_header.markdown("**Dickens base model**")
+        base_box.error(engine.error)
+        return
+    base_header.markdown(f"**Dickens base model** <small>({base.parameter_count:,} "
+                         "parameters)</small>", unsafe_allow_html=True)
     try:
-        base_box.code(generate(f"base:{base_dir}", base_generator, prompt, length, temperature,
+        base_box.code(generate(f"base:{base_dir}", base, prompt, length, temperature,
                                gen_seed), language=None, wrap_lines=True)
         if trained:
             rounds_done = len(run.history) - 1
@@ -497,7 +518,7 @@ def compare_panel(run: RunView | None, base_dir: str, base_generator: TextGenera
                                   f"{'s' * (rounds_done != 1)} of Federated Averaging)</small>",
                                   unsafe_allow_html=True)
             run_key = f"{run.run_id}:{len(run.history)}"
-            tuned = load_tuned(run_key, run.weights, base_generator.config)
+            tuned = load_tuned(run_key, run.weights, base.config)
             tuned_box.code(generate(run_key, tuned, prompt, length, temperature, gen_seed),
                            language=None, wrap_lines=True)
     except PromptError as error:
@@ -512,18 +533,16 @@ def compare_panel(run: RunView | None, base_dir: str, base_generator: TextGenera
 
 # ---------------------------------------------------------------- the page, top to bottom
 
-base_dir, data_root = str(model.BASE_MODEL_DIR), str(runs.data_dir())
+base_dir, data_root = str(BASE_MODEL_DIR), str(runs.data_dir())
+loading = st.empty()  # the first start after an install builds the plays' database: seconds
 try:
-    _loading.info("Reading Shakespeare's plays…", icon=":material/hourglass_top:")
+    loading.info("Reading Shakespeare's plays…", icon=":material/hourglass_top:")
     clients = load_clients()
-    _loading.info("Loading the Dickens base model…", icon=":material/hourglass_top:")
-    base_generator, base_params = load_base(base_dir)
-except (data.DataError, model.WeightsError) as error:
-    _loading.error(f"The page cannot start: {error}. Set FEDTEXT_BASE_MODEL to a model "
-                   "directory, or pre-train one: `python -m fedtext pretrain BOOKS.txt "
-                   "--output DIR`.")
+except data.DataError as error:
+    loading.error(f"The page cannot start: {error}.")
     st.stop()
-_loading.empty()
+loading.empty()
+engine = start_engine(base_dir, data_root)  # TensorFlow loads while the page draws
 init_session(clients)
 notices = st.container()  # messages about the link; one element whatever they are
 with notices:
@@ -586,7 +605,7 @@ if train:
         st.session_state.pending, st.session_state.problems = config, []
         st.session_state.run_id, run, live = "", None, False
 if stop and live:
-    start_federation(base_dir, data_root).queue.stop(run.run_id)
+    engine.queue.stop(run.run_id)
 if st.session_state.notice:
     progress.error(st.session_state.notice)
     st.session_state.notice = ""
@@ -607,7 +626,7 @@ with results_col:
         getattr(progress, kind)(text)
 
 st.markdown("**4 · Compare**: the same prompt and seed through both models")
-st.fragment(compare_panel)(run, base_dir, base_generator, base_params)
+st.fragment(compare_panel)(run, base_dir, engine)
 trained = run is not None and run.trained
 
 st.markdown("**5 · Keep**: results and the setup")
@@ -638,7 +657,6 @@ if st.session_state.run_id:
 if params != st.query_params.to_dict():
     st.query_params.from_dict(params)
 
-start_federation(base_dir, data_root)  # TFF gets ready while the visitor looks around
 if live or st.session_state.pending is not None:
     with follow_box:
         st.fragment(follow_run, run_every=FOLLOW_EVERY_S)(base_dir, data_root, len(history))

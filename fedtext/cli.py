@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _base_dir(path: Path | None) -> Path:
-    from fedtext.model import BASE_MODEL_DIR
+    from fedtext.weights import BASE_MODEL_DIR
 
     return path or BASE_MODEL_DIR
 
@@ -211,7 +211,8 @@ def _run_rounds(trainer) -> str | None:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from fedtext import data
     from fedtext.model import save_weights
-    from fedtext.training import FederatedTrainer, history_csv
+    from fedtext.runs import history_csv
+    from fedtext.training import FederatedTrainer
 
     config = _federated_config(args)
     train, test = data.load_client_data()
@@ -233,17 +234,18 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from fedtext.generation import TUTORIAL_PROMPT, TextGenerator, check_request
-    from fedtext.model import load_model
+    from fedtext.prompt import TUTORIAL_PROMPT, check_request
 
     prompt = TUTORIAL_PROMPT if args.prompt is None else args.prompt
-    check_request(prompt, args.length, args.temperature)  # fail before loading anything
-    model, config = load_model(_base_dir(args.model))
-    print(
-        TextGenerator(model.get_weights(), config).generate(
-            prompt, args.length, args.temperature, args.seed
-        )
-    )
+    check_request(prompt, args.length, args.temperature)  # fail before TensorFlow loads
+
+    from fedtext import runtime
+
+    runtime.import_tensorflow()
+    from fedtext.generation import load_generator
+
+    generator = load_generator(_base_dir(args.model))
+    print(generator.generate(prompt, args.length, args.temperature, args.seed))
     return 0
 
 
@@ -272,8 +274,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_tutorial(args: argparse.Namespace) -> int:
     from fedtext import data
     from fedtext.evaluation import evaluate_random, evaluate_texts
-    from fedtext.generation import TUTORIAL_PROMPT, TextGenerator, check_request
+    from fedtext.generation import TextGenerator
     from fedtext.model import compile_for_evaluation, load_model
+    from fedtext.prompt import TUTORIAL_PROMPT, check_request
     from fedtext.training import FederatedTrainer
 
     config = _federated_config(args)
@@ -336,8 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fedtext.config import ConfigError
     from fedtext.corpus import CorpusError
     from fedtext.data import DataError
-    from fedtext.generation import PromptError
-    from fedtext.model import WeightsError
+    from fedtext.prompt import PromptError
+    from fedtext.weights import WeightsError
 
     args = build_parser().parse_args(argv)
     runtime.stop_on_sigterm()

@@ -2,45 +2,17 @@
 
 from __future__ import annotations
 
-import math
 import threading
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from fedtext.config import ModelConfig
-from fedtext.vocab import PAD_ID, decode, describe_chars, encode, normalise
-
-TUTORIAL_PROMPT = "What of TensorFlow Federated, you ask? "
-MAX_LENGTH = 2000  # characters per request; a page visitor cannot ask for more
-MAX_PROMPT = 1000
-
-
-class PromptError(ValueError):
-    """A prompt or sampling setting that cannot be used, with a one-line reason."""
-
-
-def check_request(prompt: str, length: int, temperature: float) -> str:
-    """The normalised prompt, or PromptError saying what is wrong."""
-    if not isinstance(prompt, str) or not prompt:
-        raise PromptError("the prompt is empty: type at least one character")
-    if len(prompt) > MAX_PROMPT:
-        raise PromptError(f"the prompt is {len(prompt)} characters long; at most {MAX_PROMPT}")
-    result = normalise(prompt)
-    if result.dropped:
-        unknown = describe_chars(sorted(result.dropped))
-        raise PromptError(f"the prompt has characters the model does not know: {unknown}")
-    if not result.text:
-        raise PromptError("the prompt has no characters the model knows")
-    if not isinstance(length, int) or isinstance(length, bool) or not 1 <= length <= MAX_LENGTH:
-        raise PromptError(f"length must be a whole number from 1 to {MAX_LENGTH}, got {length!r}")
-    if (
-        not isinstance(temperature, (int, float))
-        or not math.isfinite(temperature)
-        or not (0.01 <= temperature <= 5)
-    ):
-        raise PromptError(f"temperature must lie between 0.01 and 5, got {temperature!r}")
-    return result.text
+from fedtext.model import BUILD_LOCK
+from fedtext.prompt import PromptError, check_request
+from fedtext.vocab import PAD_ID, decode, encode
+from fedtext.weights import CONFIG_FILE, WeightsError, load_config, load_weights_arrays
 
 
 class TextGenerator:
@@ -58,6 +30,7 @@ class TextGenerator:
         logits = tf.keras.layers.Dense(config.vocab_size)(x)
         self._stepper = tf.keras.Model([ids, state_in], [logits, state])
         self._stepper.set_weights(weights)
+        self.parameter_count = self._stepper.count_params()
         self._pad_mask = tf.one_hot(PAD_ID, config.vocab_size, on_value=-1e9, off_value=0.0)
         self._lock = threading.Lock()  # guards the first trace only
         self._sample = tf.function(
@@ -105,5 +78,19 @@ class TextGenerator:
         return text + decode(ids.numpy())
 
 
-def generator_for(model: tf.keras.Model, config: ModelConfig = ModelConfig()) -> TextGenerator:
-    return TextGenerator(model.get_weights(), config)
+def ready_generator(weights: list[np.ndarray], config: ModelConfig) -> TextGenerator:
+    """A generator whose sampling loop is traced now, under the engine's build lock."""
+    with BUILD_LOCK:
+        generator = TextGenerator(weights, config)
+        generator.generate("a", 1)
+    return generator
+
+
+def load_generator(directory: str | Path) -> TextGenerator:
+    """A ready generator for the model stored in `directory` (WeightsError if it cannot be read)."""
+    config, arrays = load_config(directory), load_weights_arrays(directory)
+    try:
+        return ready_generator(arrays, config)
+    except ValueError:  # Keras' set_weights: arrays that do not fit the layers
+        message = f"weights in {directory} do not fit the model in {CONFIG_FILE}"
+        raise WeightsError(message) from None

@@ -10,13 +10,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedtext.config import FederatedConfig, ServerLimits
-from fedtext.model import BASE_MODEL_DIR
-from fedtext.runs import RunStore, new_run_id
-from fedtext.training import FederatedTrainer, RoundResult, TrainingDiverged
+from fedtext.runs import RoundResult, RunStore, new_run_id
+from fedtext.weights import BASE_MODEL_DIR
+
+if TYPE_CHECKING:
+    from fedtext.training import FederatedTrainer
 
 FORGET_AFTER_S = 600.0  # a finished job leaves memory after this; its saved copy stays on disk
 HEARTBEAT_TIMEOUT_S = 30.0  # a page polls every second or so; silence this long means it closed
@@ -177,7 +180,9 @@ class TrainingQueue:
             self._run(job)
 
     def _run(self, job: Job) -> None:
+        # Imported here, not at the top: a page imports this module before TensorFlow loads.
         from fedtext.runtime import WorkerError
+        from fedtext.training import FederatedTrainer, TrainingDiverged
 
         trainer = self._trainers.get(job.job_id)
         try:

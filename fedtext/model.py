@@ -1,27 +1,29 @@
-"""The tutorial's character model (embedding, GRU, dense), masked metrics, and weight files."""
+"""The tutorial's character model (embedding, GRU, dense), its masked metrics, and rebuilding a
+stored one; weight files themselves are in `weights`."""
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import asdict
+import threading
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 
 from fedtext.config import ModelConfig
 from fedtext.vocab import PAD_ID
+from fedtext.weights import (
+    BASE_MODEL_DIR,
+    CONFIG_FILE,
+    WeightsError,
+    load_config,
+    load_weights_arrays,
+    save_arrays,
+)
 
-ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
-# The shipped Dickens model; FEDTEXT_BASE_MODEL points elsewhere (tests use a tiny one).
-BASE_MODEL_DIR = Path(os.environ.get("FEDTEXT_BASE_MODEL", ASSETS_DIR / "dickens"))
-WEIGHTS_FILE = "weights.npz"
-CONFIG_FILE = "model.json"
-
-
-class WeightsError(ValueError):
-    """A weights file that is missing, unreadable or does not fit its model."""
+# Held while Keras models are built, used eagerly or traced, in any thread: TFF's tracing swaps
+# Keras' model classes process-wide (an eager model's evaluate fails meanwhile), and on CPython
+# 3.11.7 two threads converting code with AutoGraph at once can fail in `ast` (gh-106905).
+# Generators take it too.
+BUILD_LOCK = threading.RLock()
 
 
 def build_model(config: ModelConfig = ModelConfig()) -> tf.keras.Model:
@@ -90,37 +92,7 @@ def compile_for_evaluation(model: tf.keras.Model) -> tf.keras.Model:
 
 
 def save_weights(model: tf.keras.Model, config: ModelConfig, directory: str | Path) -> Path:
-    """Store weights as float16 (half the size, 8 MB for the full model) beside the config."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    arrays = {f"w{i:02d}": w.astype(np.float16) for i, w in enumerate(model.get_weights())}
-    tmp = directory / (WEIGHTS_FILE + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(directory / WEIGHTS_FILE)
-    (directory / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2) + "\n")
-    return directory / WEIGHTS_FILE
-
-
-def load_config(directory: str | Path) -> ModelConfig:
-    path = Path(directory) / CONFIG_FILE
-    try:
-        return ModelConfig(**json.loads(path.read_text()))
-    except FileNotFoundError:
-        raise WeightsError(f"no model config at {path}") from None
-    except (OSError, ValueError, TypeError) as error:
-        raise WeightsError(f"unreadable model config {path}: {error}") from None
-
-
-def load_weights_arrays(directory: str | Path) -> list[np.ndarray]:
-    """The float32 weight arrays stored in `directory`, in layer order."""
-    path = Path(directory) / WEIGHTS_FILE
-    try:
-        with np.load(path) as stored:
-            return [stored[k].astype(np.float32) for k in sorted(stored.files)]
-    except FileNotFoundError:
-        raise WeightsError(f"no weights file at {path}") from None
-    except Exception as error:  # a truncated or foreign file raises many kinds of error
-        raise WeightsError(f"unreadable weights file {path}: {type(error).__name__}") from None
+    return save_arrays(model.get_weights(), config, directory)
 
 
 def load_model(directory: str | Path = BASE_MODEL_DIR) -> tuple[tf.keras.Model, ModelConfig]:

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from fedtext.data import ClientInfo
-from fedtext.training import RoundResult
+from fedtext.runs import RoundResult
 from fedtext.vocab import CHARS
 
 RANDOM_ACCURACY = 1 / len(CHARS)  # a uniform guess over the 86 characters

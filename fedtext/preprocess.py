@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from fedtext.vocab import PAD_ID, build_lookup_table, chunk_and_batch
+from fedtext.vocab import CHARS, PAD_ID
 
 _TABLE: tf.lookup.StaticHashTable | None = None
 
@@ -21,7 +21,7 @@ def to_ids(snippets: tf.data.Dataset) -> tf.data.Dataset:
     """One id per character; each speech ends with a newline so speeches do not run together."""
     table = _table()
 
-    @tf.autograph.experimental.do_not_convert  # no control flow: see vocab.split_input_target
+    @tf.autograph.experimental.do_not_convert  # no control flow: see split_input_target
     def speech_ids(element):
         chars = tf.strings.unicode_split(element["snippets"] + "\n", "UTF-8")
         return table.lookup(chars)
@@ -55,3 +55,44 @@ def stack_batches(
     if not xs:
         return np.zeros((0, 0), np.int64), np.zeros((0, 0), np.int64)
     return np.concatenate(xs), np.concatenate(ys)
+
+
+def build_lookup_table() -> tf.lookup.StaticHashTable:
+    """Character -> id table for tf.data; unknown characters get PAD_ID and are then removed."""
+    keys = tf.constant(list(CHARS))
+    values = tf.constant(list(range(1, len(CHARS) + 1)), dtype=tf.int64)
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(keys, values), default_value=PAD_ID
+    )
+
+
+# tf.data functions here have no Python control flow, so AutoGraph is skipped: converting one
+# parses its source with `ast`, which on Python 3.11.7 can fail while another thread (a
+# Streamlit rerun) parses too, and costs time on every round's pipeline.
+@tf.autograph.experimental.do_not_convert
+def split_input_target(chunk: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The tutorial's split: predict each next character."""
+    return chunk[..., :-1], chunk[..., 1:]
+
+
+@tf.autograph.experimental.do_not_convert
+def _not_empty(chunk: tf.Tensor) -> tf.Tensor:
+    return tf.size(chunk) > 1
+
+
+def chunk_and_batch(
+    ids: tf.data.Dataset, seq_length: int, batch_size: int, shuffle_buffer: int, seed: int | None
+) -> tf.data.Dataset:
+    """Scalar ids -> (input, target) batches of seq_length, padding the last chunk and batch.
+
+    The tutorial dropped every remainder, so a client with less than one full batch
+    (8 x 101 characters) took no part; padding with PAD_ID keeps all text, and the
+    masked loss and accuracy ignore the padding.
+    """
+    chunks = ids.batch(seq_length + 1).filter(_not_empty)
+    if shuffle_buffer > 1:
+        chunks = chunks.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
+    batches = chunks.padded_batch(
+        batch_size, padded_shapes=[seq_length + 1], padding_values=tf.constant(PAD_ID, tf.int64)
+    )
+    return batches.map(split_input_target, num_parallel_calls=tf.data.AUTOTUNE)

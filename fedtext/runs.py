@@ -1,5 +1,6 @@
-"""Finished runs on disk: metrics and fine-tuned weights under unguessable ids, pruned by age
-and total size so a long-lived server's disk cannot fill up."""
+"""Runs: what each round did, and finished runs on disk (metrics and fine-tuned weights under
+unguessable ids, pruned by age and total size so a long-lived server's disk cannot fill up).
+No TensorFlow here: the page reads runs while TensorFlow still loads."""
 
 from __future__ import annotations
 
@@ -9,14 +10,14 @@ import re
 import secrets
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fedtext.config import FederatedConfig, ModelConfig
-from fedtext.model import WeightsError, load_config, load_weights_arrays
-from fedtext.training import RoundResult, history_csv
+from fedtext.weights import WeightsError, load_config, load_weights_arrays, save_arrays
 
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]{20,40}")
 MAX_AGE_DAYS = 7.0  # a classroom's runs outlive the lesson, not the term
@@ -36,6 +37,32 @@ def new_run_id() -> str:
 
 def is_run_id(text: str) -> bool:
     return bool(_RUN_ID.fullmatch(text or ""))
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """What one round did; round 0 is the base model before any training."""
+
+    round_num: int
+    eval_loss: float  # cross-entropy per character on the chosen clients' held-out speeches
+    eval_accuracy: float
+    train_loss: float | None = None  # averaged over every character the clients trained on
+    train_accuracy: float | None = None
+    num_examples: int = 0  # sequences of seq_length characters trained on this round
+    seconds: float = 0.0  # wall time of the round, evaluation included
+    client_ids: tuple[str, ...] = ()  # the clients that took part this round
+
+
+def history_csv(history: Sequence[RoundResult]) -> str:
+    """Per-round metrics as CSV text (round 0 is the base model)."""
+    lines = ["round,eval_loss,eval_accuracy,train_loss,train_accuracy,num_examples,seconds,clients"]
+    for r in history:
+        fmt = lambda v: "" if v is None else f"{v:.6f}"  # noqa: E731
+        lines.append(
+            f"{r.round_num},{r.eval_loss:.6f},{r.eval_accuracy:.6f},{fmt(r.train_loss)},"
+            f"{fmt(r.train_accuracy)},{r.num_examples},{r.seconds:.3f},{' '.join(r.client_ids)}"
+        )
+    return "\n".join(lines) + "\n"
 
 
 @dataclass(frozen=True)
@@ -69,14 +96,10 @@ class RunStore:
         model_config: ModelConfig,
         message: str = "",
     ) -> Path:
-        from fedtext.model import build_model, save_weights
-
         final = self.path(run_id)
         tmp = self.root / f".{run_id}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        model = build_model(model_config)
-        model.set_weights(weights)
-        save_weights(model, model_config, tmp)
+        save_arrays(weights, model_config, tmp)
         (tmp / "metrics.csv").write_text(history_csv(history))
         record = {
             "config": asdict(config),

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import functools
 import math
-import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ import tensorflow as tf
 
 from fedtext.config import FederatedConfig, ModelConfig
 from fedtext.model import (
-    BASE_MODEL_DIR,
+    BUILD_LOCK,
     MaskedAccuracy,
     MaskedLoss,
     MaskedMeanLoss,
@@ -23,8 +21,9 @@ from fedtext.model import (
     compile_for_evaluation,
     load_model,
 )
-from fedtext.preprocess import preprocess, stack_batches, to_ids
-from fedtext.vocab import chunk_and_batch
+from fedtext.preprocess import chunk_and_batch, preprocess, stack_batches, to_ids
+from fedtext.runs import RoundResult
+from fedtext.weights import BASE_MODEL_DIR
 
 _INPUT_SPEC = (
     tf.TensorSpec(shape=[None, None], dtype=tf.int64),
@@ -37,20 +36,6 @@ DIVERGED_LOSS = 10.0
 
 class TrainingDiverged(RuntimeError):
     """Training produced a NaN or exploding loss; the last good weights were kept."""
-
-
-@dataclass(frozen=True)
-class RoundResult:
-    """What one round did; round 0 is the base model before any training."""
-
-    round_num: int
-    eval_loss: float  # cross-entropy per character on the chosen clients' held-out speeches
-    eval_accuracy: float
-    train_loss: float | None = None  # averaged over every character the clients trained on
-    train_accuracy: float | None = None
-    num_examples: int = 0  # sequences of seq_length characters trained on this round
-    seconds: float = 0.0  # wall time of the round, evaluation included
-    client_ids: tuple[str, ...] = ()  # the clients that took part this round
 
 
 def _model_fn(model_config: ModelConfig):
@@ -69,12 +54,6 @@ def tff_from_keras(keras_model: tf.keras.Model):
         loss=MaskedLoss(),
         metrics=[MaskedMeanLoss(name="char_loss"), MaskedAccuracy()],
     )
-
-
-# Held while Keras models are built or functions traced, in any thread: TFF's tracing swaps
-# Keras' model classes process-wide, and on CPython 3.11.7 two threads converting code with
-# AutoGraph at once can fail in `ast` (gh-106905). Pages take it to build their generators.
-BUILD_LOCK = threading.RLock()
 
 
 def build_process(model_config: ModelConfig, server_optimizer: str):
@@ -105,10 +84,10 @@ def _build_process(model_config: ModelConfig, server_optimizer: str):
         client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=0.1),
         server_optimizer_fn=server,
     )
-    # Keras models built while TFF traces (graph mode) rebase the Sequential and Functional
-    # classes onto Keras' v1 Model for the whole process, which breaks eager models' evaluate
-    # and fit. Building one eager model rebases them back.
-    tf.keras.Sequential()
+    # Keras models, layers and metrics built while TFF traces (graph mode) rebase their classes
+    # onto Keras' v1 bases for the whole process, which breaks every eager model of those
+    # classes (evaluate, fit, calls). Building the same classes eagerly rebases them back.
+    compile_for_evaluation(build_model(model_config))
     return process
 
 
@@ -176,9 +155,13 @@ class FederatedTrainer:
         return self._eval_set
 
     def evaluate(self, weights: Sequence[np.ndarray] | None = None) -> tuple[float, float]:
-        if weights is not None:
-            self.eval_model.set_weights(list(weights))
-        results = self.eval_model.evaluate(self.evaluation_set(), verbose=0, return_dict=True)
+        batches = self.evaluation_set()
+        # Under the lock: while another thread builds a TFF round, this model's class is
+        # Keras' v1 Model, whose evaluate has no return_dict.
+        with BUILD_LOCK:
+            if weights is not None:
+                self.eval_model.set_weights(list(weights))
+            results = self.eval_model.evaluate(batches, verbose=0, return_dict=True)
         return float(results["loss"]), float(results["accuracy"])
 
     def _text_ids(self, client_id: str) -> np.ndarray:
@@ -315,15 +298,3 @@ class FederatedTrainer:
 
 def _healthy(loss: float) -> bool:
     return math.isfinite(loss) and loss < DIVERGED_LOSS
-
-
-def history_csv(history: Sequence[RoundResult]) -> str:
-    """Per-round metrics as CSV text (round 0 is the base model)."""
-    lines = ["round,eval_loss,eval_accuracy,train_loss,train_accuracy,num_examples,seconds,clients"]
-    for r in history:
-        fmt = lambda v: "" if v is None else f"{v:.6f}"  # noqa: E731
-        lines.append(
-            f"{r.round_num},{r.eval_loss:.6f},{r.eval_accuracy:.6f},{fmt(r.train_loss)},"
-            f"{fmt(r.train_accuracy)},{r.num_examples},{r.seconds:.3f},{' '.join(r.client_ids)}"
-        )
-    return "\n".join(lines) + "\n"

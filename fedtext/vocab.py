@@ -1,4 +1,5 @@
-"""The tutorial's 86-character vocabulary, text normalisation and the id pipeline."""
+"""The tutorial's 86-character vocabulary and text normalisation, in plain Python and NumPy
+(the page imports this before TensorFlow has loaded)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
-import tensorflow as tf
 
 # TFF's "Federated Learning for Text Generation" vocabulary, in its order.
 CHARS = "dhlptx@DHLPTX $(,048cgkoswCGKOSW[_#'/37;?bfjnrvzBFJNRVZ\"&*.26:\naeimquyAEIMQUY]!%)-159\r"
@@ -104,44 +104,3 @@ def encode(text: str) -> np.ndarray:
 def decode(ids) -> str:
     """Text of a sequence of ids; padding ids vanish."""
     return "".join(_ID_TO_CHAR[np.asarray(ids, dtype=np.int64)])
-
-
-def build_lookup_table() -> tf.lookup.StaticHashTable:
-    """Character -> id table for tf.data; unknown characters get PAD_ID and are then removed."""
-    keys = tf.constant(list(CHARS))
-    values = tf.constant(list(range(1, len(CHARS) + 1)), dtype=tf.int64)
-    return tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(keys, values), default_value=PAD_ID
-    )
-
-
-# tf.data functions here have no Python control flow, so AutoGraph is skipped: converting one
-# parses its source with `ast`, which on Python 3.11.7 can fail while another thread (a
-# Streamlit rerun) parses too, and costs time on every round's pipeline.
-@tf.autograph.experimental.do_not_convert
-def split_input_target(chunk: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """The tutorial's split: predict each next character."""
-    return chunk[..., :-1], chunk[..., 1:]
-
-
-@tf.autograph.experimental.do_not_convert
-def _not_empty(chunk: tf.Tensor) -> tf.Tensor:
-    return tf.size(chunk) > 1
-
-
-def chunk_and_batch(
-    ids: tf.data.Dataset, seq_length: int, batch_size: int, shuffle_buffer: int, seed: int | None
-) -> tf.data.Dataset:
-    """Scalar ids -> (input, target) batches of seq_length, padding the last chunk and batch.
-
-    The tutorial dropped every remainder, so a client with less than one full batch
-    (8 x 101 characters) took no part; padding with PAD_ID keeps all text, and the
-    masked loss and accuracy ignore the padding.
-    """
-    chunks = ids.batch(seq_length + 1).filter(_not_empty)
-    if shuffle_buffer > 1:
-        chunks = chunks.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
-    batches = chunks.padded_batch(
-        batch_size, padded_shapes=[seq_length + 1], padding_values=tf.constant(PAD_ID, tf.int64)
-    )
-    return batches.map(split_input_target, num_parallel_calls=tf.data.AUTOTUNE)

@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest, app_test, local_script_runner
 from fedtext import plots, sharing, training
 from fedtext.config import FederatedConfig
 from fedtext.data import ClientInfo
-from fedtext.training import RoundResult
+from fedtext.runs import RoundResult
 from tests.test_faults import KillingProcess
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
@@ -24,14 +24,14 @@ CLIENTS = ["KING_LEAR_FOOL", "KING_LEAR_KING_LEAR"]  # small, so a round takes s
 @pytest.fixture(scope="module")
 def page_env(tiny_model_dir, tmp_path_factory):
     """The tiny base model and a fresh runs directory, for the page run in this process."""
-    import fedtext.model
+    import fedtext.weights
 
     data_root = tmp_path_factory.mktemp("page-data")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FEDTEXT_BASE_MODEL", str(tiny_model_dir))
         patch.setenv("FEDTEXT_DATA", str(data_root))
-        # fedtext.model read the variable when first imported, maybe before this test module.
-        patch.setattr(fedtext.model, "BASE_MODEL_DIR", tiny_model_dir)
+        # fedtext.weights read the variable when first imported, maybe before this test module.
+        patch.setattr(fedtext.weights, "BASE_MODEL_DIR", tiny_model_dir)
         # A server parses app.py once (one ScriptCache); AppTest parses it on every run, and on
         # CPython 3.11.7 a parse while TFF traces in another thread can fail (gh-106905).
         shared_cache = ScriptCache()
@@ -40,10 +40,17 @@ def page_env(tiny_model_dir, tmp_path_factory):
         yield data_root
 
 
-def open_page(query: dict[str, str] | None = None) -> AppTest:
+def open_page(query: dict[str, str] | None = None, timeout: float = 120) -> AppTest:
+    """The page once its engine has loaded the base model, rerun as the browser's polling would."""
     at = AppTest.from_file(str(APP), default_timeout=120)
     at.query_params.update(query or {})
     at.run()
+    deadline = time.monotonic() + timeout
+    while any(i.value.startswith("Loading (") for i in at.info):
+        assert not at.exception, at.exception
+        assert time.monotonic() < deadline, "the base model did not load"
+        time.sleep(0.2)
+        at.run()
     assert not at.exception, at.exception
     return at
 
@@ -90,6 +97,7 @@ def test_a_one_round_training_shows_metrics_both_generations_and_keeps_the_run(p
     assert len(at.code) == 1  # the base model writes; the fine-tuned column says why not
 
     at = train(at, client_learning_rate=0.3)  # a step big enough to change the samples
+    assert len(at.success) == 1, [m.value for m in (*at.error, *at.warning, *at.info)]
     [done] = at.success
     assert done.value.startswith("Trained 1 round in")
     assert "held-out accuracy" in done.value
@@ -177,6 +185,29 @@ def test_a_run_whose_worker_died_says_so_and_resumes_from_its_last_round(page_en
     assert done.value.startswith("Trained 2 rounds in")
     assert chart_traces(at)["Accuracy"]["held-out speeches"] == [0, 1, 2]
     assert len(at.code) == 2  # the fine-tuned model writes now
+
+
+def test_an_unreadable_base_model_is_named_and_the_page_still_draws(page_env, tmp_path,
+                                                                    monkeypatch):
+    import fedtext.weights
+
+    broken = tmp_path / "broken-model"
+    shutil.copytree(fedtext.weights.BASE_MODEL_DIR, broken)
+    (broken / "weights.npz").write_bytes(b"not a zip file")
+    monkeypatch.setattr(fedtext.weights, "BASE_MODEL_DIR", broken)
+    at = open_page()
+    [error] = at.error
+    assert error.value.startswith("The base model cannot be loaded: unreadable weights file")
+    assert "\n" not in error.value and "Traceback" not in error.value
+    assert not at.code  # no text from a model that is not there
+    assert at.multiselect(key="client_ids").value  # the clients' side works as ever
+    at.button(key="train").click().run()
+    deadline = time.monotonic() + 60
+    while not any("cannot be loaded" in e.value for e in at.error[1:]):
+        assert time.monotonic() < deadline, [e.value for e in at.error]
+        time.sleep(0.5)
+        at.run()
+    assert not at.exception
 
 
 def test_a_link_opens_its_setup_and_names_what_it_ignored(page_env):

@@ -79,10 +79,14 @@ def test_a_second_run_shows_the_first_as_previous(quick_run, tmp_path):
 
 
 def test_page_figures_are_skipped_with_a_reason_without_app_py(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "ROOT", tmp_path)
+    from fedtext.bench import page
+
+    monkeypatch.setattr(page, "ROOT", tmp_path)  # run_page looks for app.py under page.ROOT
     results = bench.Results(bench.Settings(base_dir=tmp_path))
     bench.run_page(results.settings, results)
-    assert [row.value for row in results.rows] == [None, None, None]
+    assert [row.key for row in results.rows] == [
+        "page.usable_s", "page.base_text_s", "memory.page_idle_mb", "memory.page_train_mb"]
+    assert all(row.value is None for row in results.rows)
     assert all("app.py does not exist" in row.note for row in results.rows)
 
 

@@ -97,6 +97,14 @@ def test_client_data_has_the_element_structure_of_tffs_shakespeare(client_data):
     assert first and "\n\n" not in first
 
 
+def test_plain_speeches_are_tffs_examples_in_order(client_data, database):
+    train, test = client_data
+    for split, client_data_split in (("train", train), ("test", test)):
+        dataset = client_data_split.create_tf_dataset_for_client("KING_LEAR_FOOL")
+        examples = [e["snippets"].numpy().decode() for e in dataset]
+        assert data.load_speeches("KING_LEAR_FOOL", split, database) == examples
+
+
 def test_unknown_ids_are_refused_with_suggestions():
     known = ["KING_LEAR_KING_LEAR", "KING_LEAR_FOOL", "HAMLET_HAMLET"]
     assert data.check_client_ids(["KING_LEAR_FOOL", "KING_LEAR_FOOL "], known) == (

@@ -4,8 +4,9 @@ import threading
 
 import pytest
 
-from fedtext.generation import PromptError, TextGenerator
+from fedtext.generation import TextGenerator
 from fedtext.model import load_model
+from fedtext.prompt import PromptError
 
 
 @pytest.fixture(scope="module")

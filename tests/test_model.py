@@ -8,12 +8,12 @@ from fedtext.config import ModelConfig
 from fedtext.model import (
     MaskedAccuracy,
     MaskedLoss,
-    WeightsError,
     build_model,
     load_model,
     save_weights,
 )
 from fedtext.vocab import PAD_ID, encode
+from fedtext.weights import WeightsError
 
 
 def test_full_size_model_has_the_tutorials_parameter_count():
@@ -65,7 +65,7 @@ def test_broken_weight_files_give_clear_errors(tmp_path):
 
 
 def test_shipped_base_model_is_small_enough_for_a_space():
-    from fedtext.model import ASSETS_DIR
+    from fedtext.weights import ASSETS_DIR
 
     weights = ASSETS_DIR / "dickens" / "weights.npz"
     assert weights.exists(), "assets/dickens/weights.npz is missing"

@@ -1,12 +1,15 @@
 """Real TFF Federated Averaging rounds on a small model and the real Shakespeare clients."""
 
+import dataclasses
 import itertools
+import threading
 
 import numpy as np
 import pytest
 
 from fedtext.config import ConfigError, FederatedConfig
-from fedtext.training import FederatedTrainer, TrainingDiverged, history_csv
+from fedtext.runs import history_csv
+from fedtext.training import FederatedTrainer, TrainingDiverged
 
 CLIENTS = ("KING_LEAR_KING_LEAR", "KING_LEAR_FOOL", "KING_LEAR_KENT")
 
@@ -44,6 +47,31 @@ def test_rounds_start_from_the_base_model_and_learn(trained, tiny_model_dir):
         not np.allclose(a, b) for a, b in zip(base.get_weights(), trainer.weights, strict=True)
     ]
     assert all(changed)
+
+
+def test_evaluation_is_right_during_and_after_another_thread_builds_a_round(
+    trained, client_data, tiny_model_dir
+):
+    """The page evaluates runs while its engine compiles the other rounds. TFF's tracing rebases
+    Keras' model, layer and metric classes onto their v1 bases meanwhile: an unguarded evaluate
+    fails (no return_dict), and so does a model built before and first evaluated after."""
+    from fedtext.training import build_process
+
+    trainer, results = trained
+    expected = trainer.evaluate(trainer.weights)
+    train, test = client_data
+    fresh = FederatedTrainer(small_config(), train, test, tiny_model_dir)  # not evaluated yet
+    other_model = dataclasses.replace(trainer.model_config, embedding_dim=5)  # not built yet
+    builder = threading.Thread(target=build_process, args=(other_model, "momentum"))
+    builder.start()
+    during = []
+    while builder.is_alive():
+        during.append(trainer.evaluate(trainer.weights))
+    builder.join()
+    assert during and all(r == pytest.approx(expected, rel=1e-5) for r in during)
+    assert fresh.evaluate() == pytest.approx(
+        (results[0].eval_loss, results[0].eval_accuracy), rel=1e-5
+    )
 
 
 def test_history_is_written_as_csv(trained):

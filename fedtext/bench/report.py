@@ -1,0 +1,177 @@
+"""The outputs: results.json, results.md, learning.html and the README's table, each
+figure beside the last run's."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from fedtext.bench.results import ROOT, Results
+
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def learning_figure(learning: dict[str, list[dict]]):
+    """Held-out accuracy against minutes of training, and loss against rounds."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=("held-out accuracy per minute of training", "held-out loss per round"),
+    )
+    for name, history in learning.items():
+        fig.add_trace(
+            go.Scatter(
+                x=[h["elapsed_s"] / 60 for h in history],
+                y=[h["eval_accuracy"] for h in history],
+                mode="lines+markers",
+                name=f"{name}: accuracy",
+                legendgroup=name,
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[h["round"] for h in history],
+                y=[h["eval_loss"] for h in history],
+                mode="lines+markers",
+                name=f"{name}: loss",
+                legendgroup=name,
+            ),
+            row=1,
+            col=2,
+        )
+    fig.update_xaxes(title_text="minutes", row=1, col=1)
+    fig.update_xaxes(title_text="round", row=1, col=2)
+    fig.update_layout(title="fedtext: learning per round (seeded, the tutorial's clients)")
+    return fig
+
+
+def fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if unit == "x":
+        return f"{value:.2f}x"
+    text = f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return f"{text} {unit}".strip()
+
+
+def summary_table(results: Results, meta: dict) -> str:
+    others = meta["foreign_cores_mean"]
+    load = (
+        "nothing else running"
+        if others <= 0.2
+        else f"other processes using {others:.1f} of the cores on average, so noisier timings"
+    )
+    lines = [
+        f"Measured {meta['time_utc']} UTC at commit {meta['commit']} on {meta['cpus']} CPUs, "
+        f"{load}{', quick mode' if meta['quick'] else ''}.",
+        "",
+        "| | measure | value | previous | target | note |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in results.rows:
+        mark = {True: "met", False: "**missed**", None: ""}[row.ok]
+        target = f"<= {fmt(row.target_max, row.unit)} {mark}" if row.target_max else ""
+        lines.append(
+            f"| {row.section} | {row.measure} | {fmt(row.value, row.unit)} | "
+            f"{fmt(row.previous, row.unit)} | {target} | {row.note} |"
+        )
+    lines += [f"\n{note}" for note in results.notes]
+    return "\n".join(lines) + "\n"
+
+
+def scaling_table(results: Results) -> str:
+    lines = [
+        "| clients | batches | TFF round | Keras floor | ratio | of which data | per batch |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in results.scaling:
+        lines.append(
+            f"| {p['clients']} | {p['batches']} | {p['round_s']:.2f} s | "
+            f"{p['floor_s']:.2f} s | {p['ratio']:.2f} | {p['data_s']:.2f} s | "
+            f"{p['round_s'] / (p['clients'] * p['batches']):.3f} s |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def learning_table(results: Results) -> str:
+    names = list(results.learning)
+    lines = [
+        "| round | " + " | ".join(f"{n}: accuracy | loss | minutes" for n in names) + " |",
+        "|---" * (1 + 3 * len(names)) + "|",
+    ]
+    for i in range(max(len(h) for h in results.learning.values())):
+        cells = []
+        for h in results.learning.values():
+            cells += (
+                [
+                    f"{h[i]['eval_accuracy']:.4f}",
+                    f"{h[i]['eval_loss']:.4f}",
+                    f"{h[i]['elapsed_s'] / 60:.2f}",
+                ]
+                if i < len(h)
+                else ["", "", ""]
+            )
+        lines.append(f"| {i} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def previous_values(out: Path) -> dict[str, float | None]:
+    """The figures of the run before this one, by key."""
+    try:
+        old = json.loads((out / "results.json").read_text())
+        return {r["key"]: r["value"] for r in old.get("rows", [])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # no earlier run, or an unreadable one: nothing to compare with
+
+
+def write_outputs(
+    results: Results, meta: dict, previous: dict, final: bool = True, update_readme: bool = False
+) -> None:
+    """results.json and results.md (after every section, so a stopped run keeps its figures),
+    then learning.html and, if asked, the README's table."""
+    out = results.settings.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    for row in results.rows:
+        row.previous = previous.get(row.key)
+    document = {
+        "meta": meta,
+        "settings": {
+            k: str(v) if isinstance(v, Path) else v for k, v in asdict(results.settings).items()
+        },
+        "rows": [{**asdict(r), "ok": r.ok} for r in results.rows],
+        "scaling": results.scaling,
+        "learning": results.learning,
+        "notes": results.notes if final else [*results.notes, "Partial: the run goes on."],
+    }
+    (out / "results.json").write_text(json.dumps(document, indent=1) + "\n")
+    parts = [summary_table(results, meta)]
+    if results.scaling:
+        parts.append(
+            "Round time as clients and batches grow (evaluation off):\n\n" + scaling_table(results)
+        )
+    readme_part = "\n".join(parts)
+    if results.learning:
+        parts.append(
+            "Held-out accuracy and loss per round (chart: learning.html):\n\n"
+            + learning_table(results)
+        )
+    (out / "results.md").write_text("# fedtext benchmark\n\n" + "\n".join(parts))
+    if not final:
+        return
+    if results.learning:
+        learning_figure(results.learning).write_html(out / "learning.html", include_plotlyjs="cdn")
+    if update_readme:
+        readme = ROOT / "README.md"
+        text = readme.read_text()
+        if README_START in text and README_END in text:
+            head, rest = text.split(README_START, 1)
+            tail = rest.split(README_END, 1)[1]
+            readme.write_text(f"{head}{README_START}\n{readme_part}{README_END}{tail}")
+    print("\n" + "\n".join(parts))
+    print(f"wrote {out}/results.json, results.md" + (", learning.html" if results.learning else ""))
