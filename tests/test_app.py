@@ -40,17 +40,11 @@ def page_env(tiny_model_dir, tmp_path_factory):
         yield data_root
 
 
-def open_page(query: dict[str, str] | None = None, timeout: float = 120) -> AppTest:
-    """The page once its engine has loaded the base model, rerun as the browser's polling would."""
+def open_page(query: dict[str, str] | None = None) -> AppTest:
+    """The page after its first run, which waits for the engine's base model."""
     at = AppTest.from_file(str(APP), default_timeout=120)
     at.query_params.update(query or {})
     at.run()
-    deadline = time.monotonic() + timeout
-    while any(i.value.startswith("Loading (") for i in at.info):
-        assert not at.exception, at.exception
-        assert time.monotonic() < deadline, "the base model did not load"
-        time.sleep(0.2)
-        at.run()
     assert not at.exception, at.exception
     return at
 
