@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework.random_seed import DEFAULT_GRAPH_SEED
 
 from fedtext.vocab import CHARS, PAD_ID
 
@@ -96,3 +99,43 @@ def chunk_and_batch(
         batch_size, padded_shapes=[seq_length + 1], padding_values=tf.constant(PAD_ID, tf.int64)
     )
     return batches.map(split_input_target, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def first_rows(
+    ids: np.ndarray,
+    seq_length: int,
+    batch_size: int,
+    shuffle_buffer: int,
+    seed: int,
+    limit: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of `chunk_and_batch(ids, ...)`'s first `limit` batches, as `stack_batches`
+    gives them, from a function traced once per setting.
+
+    Built eagerly, the pipeline traces its map and filter functions again for every client
+    of every round, which costs more than running it. The shuffle's seeds are those of an
+    eager pipeline in a process with no global seed, whatever the global seed is: a run's
+    batches depend on its settings alone.
+    """
+    if len(ids) < 2:  # no chunk holds an input and a target
+        return np.zeros((0, 0), np.int64), np.zeros((0, 0), np.int64)
+    rows = _first_rows_fn(seq_length, batch_size, shuffle_buffer, limit)
+    x, y = rows(tf.constant(ids, tf.int64), tf.constant(seed, tf.int64))
+    return x.numpy(), y.numpy()
+
+
+@functools.lru_cache(maxsize=16)
+def _first_rows_fn(seq_length: int, batch_size: int, shuffle_buffer: int, limit: int):
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.int64), tf.TensorSpec([], tf.int64)],
+        autograph=False,
+    )
+    def rows(ids, seed):
+        # Sets the seed of this function's graph only, as eager code without a global seed.
+        tf.random.set_seed(DEFAULT_GRAPH_SEED)
+        batches = chunk_and_batch(
+            tf.data.Dataset.from_tensor_slices(ids), seq_length, batch_size, shuffle_buffer, seed
+        ).take(limit)
+        return batches.unbatch().batch(limit * batch_size).get_single_element()
+
+    return rows

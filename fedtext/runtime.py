@@ -155,16 +155,16 @@ def install(log_path: Path | None = None) -> WorkerService:
             sync_execution_context,
         )
         from tensorflow_federated.python.core.impl.executor_stacks import python_executor_stacks
-        from tensorflow_federated.python.core.impl.executors import remote_executor
         from tensorflow_federated.python.core.impl.types import placements
 
         from fedtext.data import cache_dir
+        from fedtext.remote import RemoteExecutor
 
         service = WorkerService(log_path or cache_dir() / "tff-worker.log")
 
         def executor_stack(cardinalities):
             cardinalities.setdefault(placements.CLIENTS, 0)
-            executor = remote_executor.RemoteExecutor(service.get_stub())
+            executor = RemoteExecutor(service.get_stub())
             executor.set_cardinalities(cardinalities)
             return executor
 

@@ -89,33 +89,3 @@ def test_page_figures_are_skipped_with_a_reason_without_app_py(tmp_path, monkeyp
     assert all(row.value is None for row in results.rows)
     assert all("app.py does not exist" in row.note for row in results.rows)
 
-
-@pytest.mark.parametrize("shuffle_buffer", [0, 100])
-def test_trainer_batches_equal_the_tutorial_pipeline(client_data, tiny_model_dir, shuffle_buffer):
-    """Reading each client's ids once per trainer leaves every round's batches as they were."""
-    import numpy as np
-
-    from fedtext.config import FederatedConfig
-    from fedtext.preprocess import preprocess, stack_batches
-    from fedtext.training import FederatedTrainer, _round_seed
-
-    train, test = client_data
-    clients = ("KING_LEAR_KING_LEAR", "KING_LEAR_FOOL")
-    config = FederatedConfig(client_ids=clients, shuffle_buffer=shuffle_buffer, seed=3)
-    trainer = FederatedTrainer(config, train, test, tiny_model_dir)
-    # Round 1 only: later rounds read on through the text (tests/test_training.py).
-    datasets = trainer.client_datasets(1, clients)
-    for cid, dataset in zip(clients, datasets, strict=True):
-        expected = stack_batches(
-            preprocess(
-                train.create_tf_dataset_for_client(cid),
-                config.batch_size,
-                config.seq_length,
-                shuffle_buffer,
-                _round_seed(3, 1, cid),
-            ),
-            limit=config.batches_per_client,
-        )
-        got = stack_batches(dataset)
-        assert all(np.array_equal(a, b) for a, b in zip(expected, got, strict=True))
-        assert len(got[0]) == config.batches_per_client * config.batch_size

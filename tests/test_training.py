@@ -74,6 +74,25 @@ def test_evaluation_is_right_during_and_after_another_thread_builds_a_round(
     )
 
 
+def test_the_worker_gets_the_bytes_tffs_serializer_would_send(trained):
+    """The round's server state is serialized in place (fedtext.remote), to the same bytes."""
+    from tensorflow_federated.python.core.impl.executors import value_serialization
+
+    from fedtext.remote import serialize_in_place
+    from fedtext.training import build_process
+
+    trainer, _ = trained
+    process = build_process(trainer.model_config, trainer.config.server_optimizer)
+    state_type = process.next.type_signature.parameter[0]
+    assert "global_model_weights" in str(state_type) and "@SERVER" in str(state_type)
+    expected, _ = value_serialization.serialize_value(trainer._state, state_type)
+    got = serialize_in_place(trainer._state, state_type)
+    assert got.SerializeToString(deterministic=True) == expected.SerializeToString(
+        deterministic=True
+    )
+    assert got.ByteSize() > 4 * sum(w.size for w in trainer.weights)
+
+
 def test_history_is_written_as_csv(trained):
     trainer, results = trained
     lines = history_csv(trainer.history).splitlines()
@@ -110,6 +129,54 @@ def test_each_round_draws_fresh_batches(client_data, tiny_model_dir):
     second = next(iter(trainer.client_datasets(2, ["KING_LEAR_KING_LEAR"])[0]))[0].numpy()
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, second)
+
+
+@pytest.mark.parametrize("shuffle_buffer", [0, 100])
+def test_trainer_batches_equal_the_tutorial_pipeline(client_data, tiny_model_dir, shuffle_buffer):
+    """A round's batches are the tutorial's eager pipeline over the text from where the last
+    round ended: the same rows, however the trainer builds them."""
+    import tensorflow as tf
+    from tensorflow.python.eager import context
+
+    from fedtext.preprocess import chunk_and_batch, preprocess, stack_batches
+    from fedtext.training import _round_seed
+
+    train, test = client_data
+    clients = ("KING_LEAR_KING_LEAR", "KING_LEAR_FOOL", "HAMLET_HAMLET")  # Hamlet's text is long
+    config = FederatedConfig(client_ids=clients, shuffle_buffer=shuffle_buffer, seed=3)
+    trainer = FederatedTrainer(config, train, test, tiny_model_dir)
+    per_round = config.batches_per_client * config.batch_size * (config.seq_length + 1)
+    got = {r: trainer.client_datasets(r, clients) for r in (1, 3)}
+    global_seed = context.global_seed()
+    tf.random.set_seed(None)  # the trainer's shuffles do not depend on a global seed
+    try:
+        for cid, dataset in zip(clients, got[1], strict=True):
+            expected = preprocess(
+                train.create_tf_dataset_for_client(cid),
+                config.batch_size,
+                config.seq_length,
+                shuffle_buffer,
+                _round_seed(3, 1, cid),
+            )
+            rows = stack_batches(dataset)
+            expected_rows = stack_batches(expected, limit=config.batches_per_client)
+            assert all(np.array_equal(a, b) for a, b in zip(expected_rows, rows, strict=True))
+            assert len(rows[0]) == config.batches_per_client * config.batch_size
+        for cid, dataset in zip(clients, got[3], strict=True):
+            ids = trainer._text_ids(cid)
+            expected = chunk_and_batch(
+                tf.data.Dataset.from_tensor_slices(np.roll(ids, -2 * per_round % len(ids))),
+                config.seq_length,
+                config.batch_size,
+                shuffle_buffer,
+                _round_seed(3, 3, cid),
+            )
+            expected_rows = stack_batches(expected, limit=config.batches_per_client)
+            rows = stack_batches(dataset)
+            assert all(np.array_equal(a, b) for a, b in zip(expected_rows, rows, strict=True))
+    finally:
+        tf.random.set_seed(global_seed)
+    assert len(trainer._text_ids("HAMLET_HAMLET")) > 2 * (shuffle_buffer + 41) * 101
 
 
 def test_rounds_read_on_through_a_large_clients_text(client_data, tiny_model_dir):

@@ -115,6 +115,9 @@ def time_rounds(ctx: dict, settings: Settings, n_clients: int, batches: int, rep
         "round_s": tff,
         "floor_s": base,
         "ratio": tff / base,
+        # Each TFF round and the floor round after it saw the same machine: a check on the
+        # ratio of medians when the machine's speed drifts during the run.
+        "paired_ratio": median([t / f for t, f in zip(tff_s, floor_s, strict=True)]),
         "data_s": median(data_seconds[WARMUP_ROUNDS:]),
         "first_round_s": first,
         "round_s_all": tff_s,
@@ -149,7 +152,8 @@ def run_overhead_and_scaling(ctx: dict, settings: Settings, results: Results) ->
                     "x",
                     1.15,
                     note=f"TFF {p['round_s']:.2f} s, floor {p['floor_s']:.2f} s, "
-                    f"data {p['data_s']:.2f} s; median of {p['repeats']}",
+                    f"data {p['data_s']:.2f} s; median of {p['repeats']}; median of "
+                    f"round-by-round ratios {p['paired_ratio']:.2f}",
                 ),
                 Row(
                     f"overhead.round_s.{k}x5",
@@ -169,8 +173,8 @@ def run_overhead_and_scaling(ctx: dict, settings: Settings, results: Results) ->
                 "s",
             )
         )
+    results.scaling = [p for (k, b), p in sorted(points.items())]
     if "scaling" in settings.sections:
-        results.scaling = [p for (k, b), p in sorted(points.items())]
         for sweep, fixed, vary in (
             ("clients", 5, settings.clients_sweep),
             ("batches", 2, settings.batches_sweep),
