@@ -1,6 +1,7 @@
 """The TFF worker dies in the middle of a round: the round fails with a message, the worker is
 started again, and training goes on from the last finished round."""
 
+import contextlib
 import os
 import signal
 import threading
@@ -31,8 +32,11 @@ class KillingProcess:
             while not done.is_set():
                 pid = runtime.install().pid
                 if pid is not None:
-                    os.kill(pid, signal.SIGKILL)
-                    self.kills += 1
+                    # The pid read may already be reaped (the runtime restarting a killed
+                    # worker); the killer must outlive that and kill the next one too.
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                        self.kills += 1
                 done.wait(0.02)
 
         killer = threading.Thread(target=kill_workers)
