@@ -39,6 +39,7 @@ st.markdown("#### :material/theater_comedy: fedtext · a Dickens model learns Sh
 PREVIEW_SPEECHES = 3
 MAX_EARLIER = 3  # earlier runs kept on the charts for comparison
 FOLLOW_EVERY_S = 1.0  # how often a page polls its live run (also the run's heartbeat)
+FIRST_DRAW_WAIT_S = 5.0  # the longest the engine waits for the first page to finish drawing
 
 
 # ---------------------------------------------------------------- loaded once per server
@@ -62,6 +63,7 @@ class Engine:
         self.queue: TrainingQueue | None = None
         self.base_ready = threading.Event()  # set once `base` or `error` is
         self.ready = threading.Event()  # set once `queue` or `error` is
+        self.page_drawn = threading.Event()  # set by the first page run that showed base text
         threading.Thread(target=self._prepare, args=(base_dir, data_root), name="fedtext-engine",
                          daemon=True).start()
 
@@ -83,6 +85,9 @@ class Engine:
         if self.error:
             self.ready.set()
             return
+        # TFF's imports hold the GIL for seconds: let the waiting first visitors' page finish
+        # drawing (a fraction of a second) before they start.
+        self.page_drawn.wait(timeout=FIRST_DRAW_WAIT_S)
         try:
             from fedtext.training import build_process
 
@@ -660,3 +665,6 @@ if params != st.query_params.to_dict():
 if live or st.session_state.pending is not None:
     with follow_box:
         st.fragment(follow_run, run_every=FOLLOW_EVERY_S)(base_dir, data_root, len(history))
+
+if engine.base is not None:
+    engine.page_drawn.set()
