@@ -496,27 +496,29 @@ def compare_panel(run: RunView | None, base_dir: str, engine: Engine) -> None:
     base_box = base_col.container(key="base_text")
     tuned_header = tuned_col.empty()
     tuned_box = tuned_col.container(key="tuned_text")
+    # One slot for the loading note, the error and the text: a second element in the box would
+    # outlive this run as a stale copy of the text while the next run draws.
+    base_slot = base_box.empty()
     trained = run is not None and run.trained
     if not engine.base_ready.is_set():
         # Only the first visitors after a server start wait here, with everything above drawn.
         # Waiting in this run, rather than polling from a fragment, keeps the widgets' values:
         # a poll that lands while a browser is still drawing the page sends their defaults.
         base_header.markdown("**Dickens base model**")
-        waiting = base_box.empty()
-        waiting.info(f"Loading ({engine.step}): once per server start.",
-                     icon=":material/hourglass_top:")
+        base_slot.info(f"Loading ({engine.step}): once per server start.",
+                       icon=":material/hourglass_top:")
         engine.base_ready.wait()
-        waiting.empty()
+        base_slot.empty()
     base = engine.base
     if base is None:
         base_header.markdown("**Dickens base model**")
-        base_box.error(engine.error)
+        base_slot.error(engine.error)
         return
     base_header.markdown(f"**Dickens base model** <small>({base.parameter_count:,} "
                          "parameters)</small>", unsafe_allow_html=True)
     try:
-        base_box.code(generate(f"base:{base_dir}", base, prompt, length, temperature,
-                               gen_seed), language=None, wrap_lines=True)
+        base_slot.code(generate(f"base:{base_dir}", base, prompt, length, temperature,
+                                gen_seed), language=None, wrap_lines=True)
         if trained:
             rounds_done = len(run.history) - 1
             tuned_header.markdown(f"**Fine-tuned on Shakespeare** <small>({rounds_done} round"
