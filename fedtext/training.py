@@ -216,13 +216,8 @@ class FederatedTrainer:
         for cid in client_ids:
             ids = self._text_ids(cid)
             start = (round_num - 1) * per_round % max(len(ids), 1)
-            window = (
-                np.roll(ids, -start)
-                if len(ids) <= reach
-                else ids.take(np.arange(start, start + reach), mode="wrap")
-            )
             x, y = first_rows(
-                window,
+                np.roll(ids, -start)[:reach],
                 c.seq_length,
                 c.batch_size,
                 c.shuffle_buffer,

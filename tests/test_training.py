@@ -176,7 +176,9 @@ def test_trainer_batches_equal_the_tutorial_pipeline(client_data, tiny_model_dir
             assert all(np.array_equal(a, b) for a, b in zip(expected_rows, rows, strict=True))
     finally:
         tf.random.set_seed(global_seed)
-    assert len(trainer._text_ids("HAMLET_HAMLET")) > 2 * (shuffle_buffer + 41) * 101
+    rows = config.batches_per_client * config.batch_size
+    reach = (shuffle_buffer + rows + 1) * (config.seq_length + 1)  # what a round's batches read
+    assert len(trainer._text_ids("HAMLET_HAMLET")) > 2 * reach
 
 
 def test_rounds_read_on_through_a_large_clients_text(client_data, tiny_model_dir):
