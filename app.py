@@ -7,6 +7,7 @@ draws widgets, reads their values and shows results.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import threading
@@ -20,13 +21,19 @@ import streamlit as st
 
 # Nothing imported here loads TensorFlow (8 s on a small machine): the engine's thread does, while
 # the first page draws.
-from fedtext import data, plots, runs, runtime, sharing
-from fedtext.cli import TUTORIAL_CLIENTS
-from fedtext.config import SERVER_OPTIMIZERS, ConfigError, FederatedConfig, ModelConfig
+from fedtext import data, plots, runs, runtime, sharing, style
+from fedtext.config import (
+    CLIENT_OPTIMIZERS,
+    SERVER_OPTIMIZERS,
+    TUTORIAL_CLIENTS,
+    ConfigError,
+    FederatedConfig,
+    ModelConfig,
+)
 from fedtext.jobs import Job, JobState, QueueFull, TrainingQueue
 from fedtext.prompt import TUTORIAL_PROMPT, PromptError
 from fedtext.runs import RoundResult, history_csv
-from fedtext.weights import BASE_MODEL_DIR, WeightsError
+from fedtext.weights import WeightsError, base_model_dir
 
 if TYPE_CHECKING:
     from fedtext.generation import TextGenerator
@@ -93,9 +100,9 @@ class Engine:
 
             self.step = "loading TensorFlow Federated and the clients' data"
             train, test = data.load_client_data()
-            default, *others = SERVER_OPTIMIZERS
-            self.step = f"compiling the federated round ({default} on the server)"
-            build_process(self.base.config, default)
+            default, *others = sharing.PREBUILT_PROCESSES
+            self.step = "compiling the federated round"
+            build_process(self.base.config, *default)
             self.queue = TrainingQueue(train, test, base_dir, store=runs.RunStore(data_root),
                                        limits=sharing.LIMITS)
         except Exception as error:  # shown on the page; restarting the server is the remedy
@@ -103,11 +110,11 @@ class Engine:
             return
         finally:
             self.ready.set()
-        for kind in others:  # now, rather than in the first job that asks for one
+        for kinds in others:  # now, rather than in the first job that asks for them
             try:
-                build_process(self.base.config, kind)
+                build_process(self.base.config, *kinds)
             except Exception:  # a job that asks for it tries again and fails with the reason
-                logging.getLogger(__name__).exception("building the %s round failed", kind)
+                logging.getLogger(__name__).exception("building the %s round failed", kinds)
 
 
 @st.cache_resource(show_spinner=False)
@@ -153,7 +160,7 @@ def init_session(clients: dict[str, data.ClientInfo]) -> None:
     st.session_state.update(
         owner=secrets.token_urlsafe(12), problems=problems, earlier=[], pending=None, notice="",
         run_id=st.query_params.get(sharing.RUN_PARAM, ""),
-        prompt=TUTORIAL_PROMPT, length=200, temperature=1.0, gen_seed=0,
+        prompt=TUTORIAL_PROMPT, length=200, temperature=1.0, gen_seed=0, preset="defaults",
     )
 
 
@@ -169,6 +176,7 @@ class RunView:
     failed: bool = False
     resumable: bool = False  # failed because TFF's worker died: it can go on from its last round
     job: Job | None = None  # while it is queued or running
+    baseline: list[RoundResult] = dataclasses.field(default_factory=list)  # centralised
 
     @property
     def live(self) -> bool:
@@ -176,7 +184,8 @@ class RunView:
 
     @property
     def trained(self) -> bool:
-        return not self.live and self.weights is not None and len(self.history) > 1
+        rounds_done = not self.live or self.job.in_baseline
+        return rounds_done and self.weights is not None and len(self.history) > 1
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -201,13 +210,14 @@ def current_run(base_dir: str, data_root: str) -> RunView | None:
     queue = start_engine(base_dir, data_root).queue
     job = queue.get(run_id) if queue else None
     if job is not None and not job.finished:
-        return RunView(run_id, job.config, list(job.history), job=job)
+        return RunView(run_id, job.config, list(job.history), job.weights, job=job,
+                       baseline=list(job.baseline))
     failed = job is not None and job.state is JobState.FAILED
     resumable = job is not None and job.resumable
     try:
         saved = load_saved(data_root, run_id, saved_stamp(data_root, run_id))
         return RunView(run_id, saved.config, saved.history, saved.weights, saved.message, failed,
-                       resumable)
+                       resumable, baseline=saved.baseline)
     except KeyError:
         if job is not None:  # ended before a round finished: nothing worth storing
             return RunView(run_id, job.config, list(job.history), job.weights, job.message, failed,
@@ -222,6 +232,28 @@ def current_run(base_dir: str, data_root: str) -> RunView | None:
 
 def choose(ids: list[str]) -> None:
     st.session_state.client_ids = ids
+
+
+def run_baseline(base_dir: str, data_root: str, run_id: str) -> None:
+    """Queue the centralised baseline of this visitor's finished run."""
+    try:
+        stored = load_saved(data_root, run_id, saved_stamp(data_root, run_id))
+    except (KeyError, WeightsError):
+        stored = None
+    why = start_engine(base_dir, data_root).queue.run_baseline(run_id, st.session_state.owner,
+                                                               stored)
+    if why:
+        st.session_state.notice = f"Cannot run the baseline: {why}"
+
+
+def baseline_ui(run: RunView) -> None:
+    """Federated against centralised at equal CPU time, and what the gap buys."""
+    st.plotly_chart(plots.baseline_figure(run.history, run.baseline), width="stretch",
+                    key="baseline-chart", config={"displayModeBar": False})
+    st.caption(f"{runs.compare(run.history, run.baseline).summary()}. Pooling every character's "
+               "lines in one place learns faster for the same compute: each step sees a mix of "
+               "all of them, and nothing is averaged away. Federated Averaging pays that price "
+               "so that no line ever leaves its owner: only weight updates travel.")
 
 
 def resume_run(base_dir: str, data_root: str, run_id: str) -> None:
@@ -241,8 +273,9 @@ def explain_ui(setup: dict, shares: dict[str, float]) -> None:
         (":material/cloud_download: 1. The server sends the model",
          f"Its current weights go to {k} of the chosen characters."),
         (":material/edit_note: 2. Each character trains on its own lines",
-         f"Up to {setup['batches_per_client']} batches of 8 lines of 100 characters, SGD at "
-         f"{setup['client_learning_rate']:g}; the lines never leave the character."),
+         f"{setup['batches_per_client']} steps on batches of {setup['batch_size']} lines of 100 "
+         f"characters, {setup['client_optimizer']} at {setup['client_learning_rate']:g}; the "
+         "lines never leave the character."),
         (":material/cloud_upload: 3. Only weight updates come back",
          "The server sees how each model changed, not the text that changed it."),
         (":material/balance: 4. The server averages them, weighted by data",
@@ -326,9 +359,27 @@ def preview_ui(chosen: list[data.ClientInfo]) -> None:
             st.text(speech)
 
 
+PRESET_LABELS = {"defaults": "fedtext's defaults", "tutorial": "TFF's tutorial",
+                 "fedavg": "FedAvg (Reddi et al.)", "fedavgm": "FedAvgM (Reddi et al.)",
+                 "fedadam": "FedAdam (Reddi et al.)"}
+
+
+def apply_preset() -> None:
+    """Set the widgets to the chosen preset; the tutorial's brings its two clients too."""
+    setup = sharing.preset_setup(st.session_state.preset)
+    if st.session_state.preset != "tutorial":
+        setup.pop("client_ids")
+    st.session_state.update(setup)
+
+
 def settings_ui() -> dict:
     """The training settings, each with its bounds and a one-line help."""
     bounds = sharing.BOUNDS
+    st.selectbox("Start from", list(PRESET_LABELS), format_func=PRESET_LABELS.get, key="preset",
+                 on_change=apply_preset,
+                 help="Named settings: the measured defaults, TFF's tutorial as published (its "
+                      "client rate of 0.5 wrecks this model), or Reddi et al. 2021's Shakespeare "
+                      "settings, made for an LSTM trained from scratch")
     left, right = st.columns(2)
     values = {
         "rounds": left.number_input(
@@ -340,16 +391,23 @@ def settings_ui() -> dict:
             help="Sample this many of the chosen characters each round (0: all of them), "
                  "as phone keyboards do with millions of users"),
         "batches_per_client": left.number_input(
-            "Batches per client", bounds["batches_per_client"].low,
+            "Local steps", bounds["batches_per_client"].low,
             bounds["batches_per_client"].high, key="batches_per_client",
-            help="Local steps per round, each on 8 sequences of 100 characters "
-                 "(the tutorial took 5)"),
-        "seed": right.number_input(
-            "Seed", bounds["seed"].low, bounds["seed"].high, key="seed",
-            help="Fixes the sampling of clients and the shuffling of their lines"),
+            help="Batches each client trains on per round (the tutorial took 5)"),
+        "batch_size": right.select_slider(
+            "Batch size", sharing.BATCH_SIZES, key="batch_size",
+            help="Sequences of 100 characters per local step (the tutorial's: 8)"),
+        "client_optimizer": left.radio(
+            "Client optimizer", CLIENT_OPTIMIZERS, key="client_optimizer", horizontal=True,
+            help="Each client's local training; it starts afresh every round"),
+        "clip_norm": right.select_slider(
+            "Gradient clipping", sharing.CLIP_NORMS, key="clip_norm",
+            format_func=lambda v: "off" if v == 0 else f"{v:g}",
+            help="Each local gradient is scaled down to at most this norm, so one bad batch "
+                 "cannot wreck the model"),
         "client_learning_rate": st.select_slider(
             "Client learning rate", sharing.RATES, key="client_learning_rate",
-            help="Step size of each character's local SGD; too high and training diverges"),
+            help="Step size of each character's local training; too high and it diverges"),
         "server_optimizer": st.radio(
             "Server optimizer", SERVER_OPTIMIZERS, key="server_optimizer", horizontal=True,
             help="How the server applies the averaged update: sgd at rate 1 is plain Federated "
@@ -358,6 +416,9 @@ def settings_ui() -> dict:
             "Server learning rate", sharing.RATES, key="server_learning_rate",
             help="Scales the averaged update: 1 with sgd replaces the model by the average; "
                  "adam wants about 0.01"),
+        "seed": st.number_input(
+            "Seed", bounds["seed"].low, bounds["seed"].high, key="seed",
+            help="Fixes the sampling of clients and the shuffling of their lines"),
     }
     return values
 
@@ -377,6 +438,21 @@ def compare_ui() -> tuple[str, int, float, int]:
     again_col.button("Again", icon=":material/casino:", on_click=_next_seed, width="stretch",
                      help="Another sample: the next seed")
     return prompt, int(length), float(temperature), int(seed)
+
+
+def style_ui(box, text: str) -> None:
+    """The style meter under a generated text: the independent judge's score, and with the
+    toggle on, each character coloured by how it sways the judge."""
+    try:
+        score = style.shakespeare_score(text)
+    except style.StyleError as error:
+        box.caption(f"Style meter unavailable: {error}")
+        return
+    box.progress(score, text=f"Style meter: {score:.0%} Shakespeare, {1 - score:.0%} Dickens "
+                             f"· {style.style_verdict(score)}")
+    if st.session_state.get("colour_style"):
+        box.html(style.highlight_html(text, style.char_contributions(text),
+                                      legend=("Dickens", "Shakespeare")))
 
 
 def _next_seed() -> None:
@@ -424,6 +500,11 @@ def progress_text(job: Job, queue: TrainingQueue) -> tuple[float, str]:
     if job.state is JobState.QUEUED:
         ahead = queue.position(job.job_id)
         return 0.0, f"Waiting for the server: {ahead} run(s) ahead, {left}"
+    if job.in_baseline:
+        budget = sum(r.cpu_seconds for r in history[1:]) or 1.0
+        spent = sum(r.cpu_seconds for r in job.baseline[1:])
+        return min(1.0, spent / budget), (f"Centralised baseline: {spent:.0f} of {budget:.0f} "
+                                          f"CPU seconds · {left}")
     if not history:
         return 0.0, f"Round 0: evaluating the base model · {left}"
     return done / total, f"Round {done + 1} of {total} running · {left}"
@@ -491,6 +572,10 @@ def compare_panel(run: RunView | None, base_dir: str, engine: Engine) -> None:
     """The two models side by side. A fragment: a new prompt or seed reruns only this."""
     prompt, length, temperature, gen_seed = compare_ui()
     prompt_notice = st.empty()
+    st.toggle("Colour by style", key="colour_style",
+              help="The style meter is a character n-gram judge trained on Dickens' novels "
+                   "against Shakespeare's training lines, independent of both models: red "
+                   "characters sway it towards Dickens, blue towards Shakespeare")
     base_col, tuned_col = st.columns(2)
     base_header = base_col.empty()
     base_box = base_col.container(key="base_text")
@@ -517,8 +602,9 @@ def compare_panel(run: RunView | None, base_dir: str, engine: Engine) -> None:
     base_header.markdown(f"**Dickens base model** <small>({base.parameter_count:,} "
                          "parameters)</small>", unsafe_allow_html=True)
     try:
-        base_slot.code(generate(f"base:{base_dir}", base, prompt, length, temperature,
-                                gen_seed), language=None, wrap_lines=True)
+        base_text = generate(f"base:{base_dir}", base, prompt, length, temperature, gen_seed)
+        base_slot.code(base_text, language=None, wrap_lines=True)
+        style_ui(base_box, base_text)
         if trained:
             rounds_done = len(run.history) - 1
             tuned_header.markdown(f"**Fine-tuned on Shakespeare** <small>({rounds_done} round"
@@ -526,8 +612,9 @@ def compare_panel(run: RunView | None, base_dir: str, engine: Engine) -> None:
                                   unsafe_allow_html=True)
             run_key = f"{run.run_id}:{len(run.history)}"
             tuned = load_tuned(run_key, run.weights, base.config)
-            tuned_box.code(generate(run_key, tuned, prompt, length, temperature, gen_seed),
-                           language=None, wrap_lines=True)
+            tuned_text = generate(run_key, tuned, prompt, length, temperature, gen_seed)
+            tuned_box.code(tuned_text, language=None, wrap_lines=True)
+            style_ui(tuned_box, tuned_text)
     except PromptError as error:
         prompt_notice.warning(f"Cannot generate: {error}", icon=":material/edit_off:")
     if not trained:
@@ -540,7 +627,7 @@ def compare_panel(run: RunView | None, base_dir: str, engine: Engine) -> None:
 
 # ---------------------------------------------------------------- the page, top to bottom
 
-base_dir, data_root = str(BASE_MODEL_DIR), str(runs.data_dir())
+base_dir, data_root = str(base_model_dir()), str(runs.data_dir())
 loading = st.empty()  # the first start after an install builds the plays' database: seconds
 try:
     loading.info("Reading Shakespeare's plays…", icon=":material/hourglass_top:")
@@ -581,7 +668,8 @@ with clients_col:
     client_ids = clients_ui(clients)
     chosen = [clients[cid] for cid in client_ids]
     setup = {"client_ids": client_ids, **settings}
-    shares = sharing.averaging_shares(chosen, settings["batches_per_client"])
+    shares = sharing.averaging_shares(chosen, settings["batches_per_client"],
+                                      settings["batch_size"])
     if not chosen:
         st.warning("No client chosen: pick at least one character, or a quick pick above.")
     else:
@@ -631,6 +719,13 @@ with results_col:
     if run is not None and not live:
         kind, text = describe(run)
         getattr(progress, kind)(text)
+    if run is not None and run.trained and not run.baseline:
+        st.button("Centralised baseline", icon=":material/compare_arrows:", key="baseline",
+                  on_click=run_baseline, args=(base_dir, data_root, run.run_id),
+                  help="Train the same base model on these characters' lines pooled in one "
+                       "place, for the CPU time the federated rounds took")
+    if run is not None and len(run.baseline) > 1:
+        baseline_ui(run)
 
 st.markdown("**4 · Compare**: the same prompt and seed through both models")
 st.fragment(compare_panel)(run, base_dir, engine)

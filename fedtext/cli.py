@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from fedtext.config import SERVER_OPTIMIZERS, FederatedConfig, PretrainConfig
+from fedtext.config import (
+    CLIENT_OPTIMIZERS,
+    DEFAULT_CLIENTS,
+    PRESETS,
+    SERVER_OPTIMIZERS,
+    TUTORIAL_EVAL_CLIENT,
+    FederatedConfig,
+    PretrainConfig,
+)
 
-TUTORIAL_EVAL_CLIENT = "KING_LEAR_KING_LEAR"  # the tutorial's THE_TRAGEDY_OF_KING_LEAR_KING
-# The tutorial trained on two clients of All's Well and Much Ado; TFF's ids there
-# (..._CELIA, ..._OTHELLO) are artefacts of its parser, so we take each play's lead.
-TUTORIAL_CLIENTS = ("ALL_S_WELL_THAT_ENDS_WELL_HELENA", "MUCH_ADO_ABOUT_NOTHING_BENEDICK")
+ALL_CLIENTS = "all"  # --clients all: the whole federation
 
 
 def _float(text: str) -> float:
@@ -25,48 +31,70 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
-def _add_federated_args(parser: argparse.ArgumentParser, rounds: int) -> None:
-    defaults = FederatedConfig(client_ids=("x",))
+def _add_federated_args(parser: argparse.ArgumentParser, preset: str | None) -> None:
+    """Every FederatedConfig setting as an option; unset ones come from the preset, if any,
+    then from FederatedConfig's defaults."""
+    parser.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default=preset,
+        help="start from named settings (tutorial: TFF's tutorial as published; fedavg, "
+        "fedavgm, fedadam: Reddi et al. 2021's Shakespeare settings)",
+    )
     parser.add_argument(
         "--clients",
         nargs="+",
-        default=list(TUTORIAL_CLIENTS),
         metavar="ID",
-        help="client ids (see 'fedtext data'); default: the tutorial's two",
+        help=f"client ids (see 'fedtext data'), or '{ALL_CLIENTS}' for the whole federation; "
+        "default: the preset's, else the page's default clients",
     )
-    parser.add_argument("--rounds", type=int, default=rounds)
-    parser.add_argument("--client-lr", type=_float, default=defaults.client_learning_rate)
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--client-optimizer", choices=CLIENT_OPTIMIZERS)
+    parser.add_argument("--client-lr", type=_float, dest="client_learning_rate")
     parser.add_argument(
-        "--server-optimizer", choices=SERVER_OPTIMIZERS, default=defaults.server_optimizer
+        "--clip-norm", type=_float, help="clip each local gradient to this global norm (0: off)"
     )
-    parser.add_argument("--server-lr", type=_float, default=defaults.server_learning_rate)
+    parser.add_argument("--server-optimizer", choices=SERVER_OPTIMIZERS)
+    parser.add_argument("--server-lr", type=_float, dest="server_learning_rate")
     parser.add_argument(
-        "--batches",
-        type=int,
-        default=defaults.batches_per_client,
-        help="batches per client per round",
+        "--batch-size", type=int, help="sequences per local step (the tutorial's: 8)"
     )
     parser.add_argument(
-        "--clients-per-round",
-        type=int,
-        default=0,
-        help="sample this many clients each round (0: all)",
+        "--batches", type=int, dest="batches_per_client", help="local steps per client per round"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--clients-per-round", type=int, help="sample this many clients each round (0: all)"
+    )
+    parser.add_argument("--seed", type=int)
     parser.add_argument("--base", type=Path, default=None, help="base model directory")
 
 
-def _federated_config(args: argparse.Namespace) -> FederatedConfig:
-    return FederatedConfig(
-        client_ids=tuple(args.clients),
-        rounds=args.rounds,
-        client_learning_rate=args.client_lr,
-        server_optimizer=args.server_optimizer,
-        server_learning_rate=args.server_lr,
-        batches_per_client=args.batches,
-        clients_per_round=args.clients_per_round,
-        seed=args.seed,
+_CONFIG_ARGS = (
+    "rounds",
+    "client_optimizer",
+    "client_learning_rate",
+    "clip_norm",
+    "server_optimizer",
+    "server_learning_rate",
+    "batch_size",
+    "batches_per_client",
+    "clients_per_round",
+    "eval_every",
+    "seed",
+)
+
+
+def _federated_config(args: argparse.Namespace, all_ids=None) -> FederatedConfig:
+    settings = dict(PRESETS[args.preset]) if args.preset else {}
+    if args.clients == [ALL_CLIENTS]:
+        settings["client_ids"] = tuple(all_ids() if all_ids else ())
+    elif args.clients:
+        settings["client_ids"] = tuple(args.clients)
+    settings.setdefault("client_ids", DEFAULT_CLIENTS)
+    settings.update(
+        {k: getattr(args, k) for k in _CONFIG_ARGS if getattr(args, k, None) is not None}
     )
+    return FederatedConfig(**settings)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     tutorial = sub.add_parser("tutorial", help="the TFF tutorial's flow, end to end")
-    _add_federated_args(tutorial, rounds=5)
+    _add_federated_args(tutorial, preset="tutorial")
     tutorial.add_argument("--length", type=int, default=200)
 
     data = sub.add_parser("data", help="list the Shakespeare clients and their sizes")
@@ -101,8 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--seed", type=int, default=0)
 
     finetune = sub.add_parser("finetune", help="federated fine-tuning; saves weights and CSV")
-    _add_federated_args(finetune, rounds=10)
+    _add_federated_args(finetune, preset=None)
     finetune.add_argument("--output", type=Path, required=True)
+    finetune.add_argument("--eval-every", type=int, help="evaluate every N rounds (and the last)")
+    finetune.add_argument(
+        "--baseline",
+        action="store_true",
+        help="then train centrally on the same clients' pooled text for the same CPU time",
+    )
 
     evaluate = sub.add_parser("evaluate", help="a model's accuracy on characters' lines")
     evaluate.add_argument("clients", nargs="*", default=[TUTORIAL_EVAL_CLIENT], metavar="ID")
@@ -119,9 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _base_dir(path: Path | None) -> Path:
-    from fedtext.weights import BASE_MODEL_DIR
+    from fedtext.weights import base_model_dir
 
-    return path or BASE_MODEL_DIR
+    return path or base_model_dir()
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -179,19 +213,20 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_round(result) -> None:
+def _print_round(result, unit: str = "round") -> None:
+    held_out = (
+        "held-out not evaluated"
+        if math.isnan(result.eval_loss)
+        else f"held-out loss {result.eval_loss:.3f} accuracy {result.eval_accuracy:.3f}"
+    )
     if result.round_num == 0:
-        print(
-            f"round  0 (base model): held-out loss {result.eval_loss:.3f} "
-            f"accuracy {result.eval_accuracy:.3f}",
-            flush=True,
-        )
+        print(f"{unit} {0:2d} (base model): {held_out}", flush=True)
         return
+    train = "" if result.train_accuracy is None else f"accuracy {result.train_accuracy:.3f} "
     print(
-        f"round {result.round_num:2d}: train loss {result.train_loss:.3f} "
-        f"accuracy {result.train_accuracy:.3f} on {result.num_examples} sequences | "
-        f"held-out loss {result.eval_loss:.3f} accuracy {result.eval_accuracy:.3f} "
-        f"| {result.seconds:.1f} s",
+        f"{unit} {result.round_num:2d}: train loss {result.train_loss:.3f} {train}"
+        f"on {result.num_examples} sequences | {held_out} "
+        f"| {result.seconds:.1f} s, {result.cpu_seconds:.1f} CPU s",
         flush=True,
     )
 
@@ -208,18 +243,36 @@ def _run_rounds(trainer) -> str | None:
     return None
 
 
+def _check_writable(directory: Path) -> None:
+    """Refuse an output directory that cannot be written before hours of training, not after;
+    creates nothing."""
+    from fedtext.config import ConfigError
+
+    existing = directory.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"cannot write the output directory {directory}: {existing} is not a writable directory"
+        )
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
     from fedtext import data
     from fedtext.model import save_weights
     from fedtext.runs import history_csv
     from fedtext.training import FederatedTrainer
 
-    config = _federated_config(args)
     train, test = data.load_client_data()
+    config = _federated_config(args, lambda: train.client_ids)
+    _check_writable(args.output)
     trainer = FederatedTrainer(config, train, test, _base_dir(args.base))
     print(
-        f"Federated Averaging: {config.rounds} rounds, {len(trainer.client_ids)} clients, "
-        f"{config.cohort_size} per round",
+        f"Federated Averaging: {config.rounds} rounds, {len(trainer.client_ids):,} clients, "
+        f"{config.cohort_size} per round; client {config.client_optimizer} at "
+        f"{config.client_learning_rate:g} on batches of {config.batch_size} (clip "
+        f"{config.clip_norm or 'off'}), server {config.server_optimizer} at "
+        f"{config.server_learning_rate:g}",
         flush=True,
     )
     diverged = _run_rounds(trainer)
@@ -230,7 +283,27 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if diverged:
         print(f"fedtext: {diverged}", file=sys.stderr)
         return 1
+    if args.baseline:
+        _run_baseline(config, trainer, train, test, args)
     return 0
+
+
+def _run_baseline(config: FederatedConfig, trainer, train, test, args) -> None:
+    """The centralised baseline for the CPU time the federated rounds took."""
+    from fedtext.centralised import CentralisedTrainer
+    from fedtext.runs import compare, history_csv
+    from fedtext.training import TrainingDiverged
+
+    budget = sum(r.cpu_seconds for r in trainer.history[1:])
+    print(f"\nCentralised baseline: the same clients' text pooled, {budget:.0f} CPU s", flush=True)
+    central = CentralisedTrainer(config, train, test, _base_dir(args.base))
+    try:
+        for result in central.checkpoints(budget):
+            _print_round(result, unit="point")
+    except TrainingDiverged as error:
+        print(f"fedtext: {error}", file=sys.stderr)
+    (args.output / "baseline.csv").write_text(history_csv(central.history))
+    print(compare(trainer.history, central.history).summary())
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -288,7 +361,7 @@ def cmd_tutorial(args: argparse.Namespace) -> int:
     print("\nGenerated by the base model:\n")
     print(
         TextGenerator(model.get_weights(), model_config).generate(
-            TUTORIAL_PROMPT, args.length, seed=args.seed
+            TUTORIAL_PROMPT, args.length, seed=config.seed
         ),
         flush=True,
     )
@@ -298,7 +371,7 @@ def cmd_tutorial(args: argparse.Namespace) -> int:
         TUTORIAL_EVAL_CLIENT, "test", path
     )
     _, lear_accuracy = evaluate_texts(model, lear)
-    _, random_accuracy = evaluate_random(model, seed=args.seed)
+    _, random_accuracy = evaluate_random(model, seed=config.seed)
     print(
         f"\nEvaluating on an example Shakespeare character ({TUTORIAL_EVAL_CLIENT}): "
         f"{lear_accuracy:.6f}"
@@ -315,10 +388,17 @@ def cmd_tutorial(args: argparse.Namespace) -> int:
     diverged = _run_rounds(trainer)
     if diverged:
         print(f"fedtext: {diverged}", file=sys.stderr)
+        if args.preset == "tutorial":
+            print(
+                "This is the tutorial's own outcome: its client learning rate of 0.5 wrecks a "
+                "trained model (the tutorial's accuracy fell from 0.401 to 0.171). fedtext's "
+                "defaults clip each step and use a smaller rate: run 'fedtext finetune'.",
+                file=sys.stderr,
+            )
     print("\nGenerated by the fine-tuned model (same prompt and seed):\n")
     print(
         TextGenerator(trainer.weights, model_config).generate(
-            TUTORIAL_PROMPT, args.length, seed=args.seed
+            TUTORIAL_PROMPT, args.length, seed=config.seed
         )
     )
     return 1 if diverged else 0

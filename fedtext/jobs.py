@@ -16,7 +16,7 @@ import numpy as np
 
 from fedtext.config import FederatedConfig, ServerLimits
 from fedtext.runs import RoundResult, RunStore, new_run_id
-from fedtext.weights import BASE_MODEL_DIR
+from fedtext.weights import base_model_dir, load_config
 
 if TYPE_CHECKING:
     from fedtext.training import FederatedTrainer
@@ -43,6 +43,9 @@ class Job:
     config: FederatedConfig
     state: JobState = JobState.QUEUED
     history: list[RoundResult] = field(default_factory=list)
+    # The centralised baseline, trained on request after the rounds for the CPU time they took.
+    baseline: list[RoundResult] = field(default_factory=list)
+    in_baseline: bool = False  # queued or running the baseline rather than rounds
     weights: list[np.ndarray] | None = None  # after the last finished round
     message: str = ""
     submitted: float = field(default_factory=time.monotonic)
@@ -59,6 +62,15 @@ class Job:
         return self.state in (JobState.DONE, JobState.STOPPED, JobState.FAILED)
 
 
+def _rounds_left(job: Job) -> float:
+    """Rounds still to run; a baseline takes about as long as the rounds it is measured by."""
+    if job.in_baseline:
+        done = sum(r.cpu_seconds for r in job.baseline[1:])
+        total = sum(r.cpu_seconds for r in job.history[1:]) or 1.0
+        return max(0.0, (1 - done / total) * (len(job.history) - 1))
+    return max(0, job.config.rounds + 1 - len(job.history))
+
+
 class QueueFull(RuntimeError):
     """The visitor already has a job, or the server's queue is full."""
 
@@ -70,7 +82,7 @@ class TrainingQueue:
         self,
         train_data,
         test_data,
-        base_dir: Path = BASE_MODEL_DIR,
+        base_dir: Path | None = None,
         store: RunStore | None = None,
         limits: ServerLimits = ServerLimits(),
         heartbeat_timeout: float = HEARTBEAT_TIMEOUT_S,
@@ -150,7 +162,7 @@ class TrainingQueue:
                 ahead += [self._jobs[i] for i in self._waiting if i != job_id][
                     : self.position(job_id)
                 ]
-            rounds = sum(max(0, j.config.rounds + 1 - len(j.history)) for j in (*ahead, job))
+            rounds = sum(_rounds_left(j) for j in (*ahead, job))
         return rounds * self.seconds_per_round()
 
     def resume(self, job_id: str) -> bool:
@@ -166,6 +178,35 @@ class TrainingQueue:
             self._lock.notify_all()
             return True
 
+    def run_baseline(self, job_id: str, owner: str, stored=None) -> str:
+        """Queue the centralised baseline of a finished run (in memory, or `stored` on disk);
+        '' when queued, else why not."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None and stored is not None:
+                job = Job(
+                    job_id,
+                    owner,
+                    stored.config,
+                    JobState.DONE,
+                    list(stored.history),
+                    stored.weights,
+                    stored.message,
+                    ended=time.monotonic(),
+                )
+                self._jobs[job_id] = job
+            if job is None or not job.finished or len(job.history) < 2:
+                return "the run has not finished a round yet"
+            if job.baseline:
+                return "this run has its baseline already"
+            if len(self._waiting) >= self.limits.max_queue:
+                return f"the server's queue is full ({len(self._waiting)} waiting)"
+            job.state, job.in_baseline, job.stop_requested = JobState.QUEUED, True, False
+            job.ended, job.last_seen, job.owner = None, time.monotonic(), owner
+            self._waiting.append(job_id)
+            self._lock.notify_all()
+            return ""
+
     def _serve(self) -> None:
         while True:
             with self._lock:
@@ -177,7 +218,10 @@ class TrainingQueue:
                     job.ended = time.monotonic()
                     continue
                 job.state = JobState.RUNNING
-            self._run(job)
+            if job.in_baseline:
+                self._run_baseline(job)
+            else:
+                self._run(job)
 
     def _run(self, job: Job) -> None:
         # Imported here, not at the top: a page imports this module before TensorFlow loads.
@@ -212,14 +256,44 @@ class TrainingQueue:
             job.message = f"training failed: {type(error).__name__}: {error}"
         if not job.resumable:
             self._trainers.pop(job.job_id, None)
-        if self.store is not None and trainer is not None and len(job.history) > 1:
-            try:
-                self.store.save(
-                    job.job_id, job.config, job.history, job.weights, trainer.model_config,
-                    job.message,
-                )
-            except OSError as error:  # a full or read-only disk must not stop the queue
-                job.message = f"{job.message}; not kept on disk: {error}".lstrip("; ")
+        if trainer is not None:
+            self._store(job, trainer.model_config)
+        job.ended = time.monotonic()
+
+    def _store(self, job: Job, model_config) -> None:
+        if self.store is None or len(job.history) < 2:
+            return
+        try:
+            self.store.save(
+                job.job_id,
+                job.config,
+                job.history,
+                job.weights,
+                model_config,
+                job.message,
+                job.baseline,
+            )
+        except OSError as error:  # a full or read-only disk must not stop the queue
+            job.message = f"{job.message}; not kept on disk: {error}".lstrip("; ")
+
+    def _run_baseline(self, job: Job) -> None:
+        from fedtext.centralised import CentralisedTrainer
+
+        budget = sum(r.cpu_seconds for r in job.history[1:])
+        message = ""
+        try:
+            trainer = CentralisedTrainer(job.config, self.train_data, self.test_data, self.base_dir)
+            for _ in trainer.checkpoints(budget):
+                with self._lock:
+                    job.baseline = list(trainer.history)
+                if job.stop_requested or self._abandoned(job):
+                    message = "baseline stopped early"
+                    break
+        except Exception as error:  # the run itself is fine: only its baseline is missing
+            message = f"baseline failed: {type(error).__name__}: {error}"
+        job.state, job.in_baseline = JobState.DONE, False
+        job.message = message or job.message
+        self._store(job, load_config(self.base_dir or base_model_dir()))
         job.ended = time.monotonic()
 
     def _forget_old_jobs(self) -> None:

@@ -11,9 +11,9 @@ import tensorflow as tf
 from fedtext.config import ModelConfig
 from fedtext.vocab import PAD_ID
 from fedtext.weights import (
-    BASE_MODEL_DIR,
     CONFIG_FILE,
     WeightsError,
+    base_model_dir,
     load_config,
     load_weights_arrays,
     save_arrays,
@@ -95,8 +95,9 @@ def save_weights(model: tf.keras.Model, config: ModelConfig, directory: str | Pa
     return save_arrays(model.get_weights(), config, directory)
 
 
-def load_model(directory: str | Path = BASE_MODEL_DIR) -> tuple[tf.keras.Model, ModelConfig]:
-    """Rebuild the model saved in `directory` and load its weights."""
+def load_model(directory: str | Path | None = None) -> tuple[tf.keras.Model, ModelConfig]:
+    """Rebuild the model saved in `directory` (default: the base model) and load its weights."""
+    directory = directory or base_model_dir()
     config = load_config(directory)
     model = build_model(config)
     arrays = load_weights_arrays(directory)

@@ -160,3 +160,24 @@ def _labels(clients: Sequence[ClientInfo]) -> list[str]:
     short = [c.character.title()[:16] for c in clients]
     return [s if short.count(s) == 1 else f"{s} ({c.play[:12]})"
             for s, c in zip(short, clients, strict=True)]
+
+
+def baseline_figure(
+    history: Sequence[RoundResult], baseline: Sequence[RoundResult]
+) -> go.Figure:
+    """Held-out accuracy by CPU time: the federated rounds and the centralised baseline trained
+    on the same clients' pooled text."""
+    fig = go.Figure()
+    for name, points, color in (
+        ("federated (lines stay with each character)", history, _BLUE),
+        ("centralised (all lines pooled in one place)", baseline, _ORANGE),
+    ):
+        evaluated = [(sum(r.cpu_seconds for r in points[1 : i + 1]), r.eval_accuracy)
+                     for i, r in enumerate(points) if not math.isnan(r.eval_accuracy)]
+        fig.add_trace(go.Scatter(
+            x=[x for x, _ in evaluated], y=[y for _, y in evaluated], name=name,
+            mode="lines+markers", line={"color": color, "width": 3}, marker={"size": 6},
+        ))
+    fig.update_xaxes(title_text="CPU seconds (training and evaluation)")
+    fig.update_yaxes(title_text=_LABELS["accuracy"], tickformat=".1%")
+    return _layout(fig, "Federated versus centralised, at equal compute")

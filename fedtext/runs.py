@@ -5,13 +5,14 @@ No TensorFlow here: the page reads runs while TensorFlow still loads."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import secrets
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,17 +51,56 @@ class RoundResult:
     train_accuracy: float | None = None
     num_examples: int = 0  # sequences of seq_length characters trained on this round
     seconds: float = 0.0  # wall time of the round, evaluation included
+    cpu_seconds: float = 0.0  # CPU time of the round: this process and the TFF worker together
     client_ids: tuple[str, ...] = ()  # the clients that took part this round
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Federated against centralised learning at equal CPU time."""
+
+    cpu_seconds: float  # what the federated rounds took
+    federated_gain: float  # held-out accuracy over the base model, in points
+    centralised_gain: float  # the same, centralised, at the same CPU time
+
+    @property
+    def ratio(self) -> float:
+        """Federated gain / centralised gain: 1 would be learning as if the text were pooled."""
+        return self.federated_gain / self.centralised_gain if self.centralised_gain > 0 else 0.0
+
+    def summary(self) -> str:
+        return (
+            f"at {self.cpu_seconds:.0f} CPU s: federated {self.federated_gain:+.1f} points, "
+            f"centralised {self.centralised_gain:+.1f} points (ratio {self.ratio:.2f})"
+        )
+
+
+def compare(federated: Sequence[RoundResult], centralised: Sequence[RoundResult]) -> Comparison:
+    """Gains of the last evaluated round and of centralised training at the same CPU time
+    (interpolated between its points)."""
+    evaluated = [r for r in federated if not math.isnan(r.eval_accuracy)]
+    budget = sum(r.cpu_seconds for r in federated[1:])
+    spent = np.cumsum([0.0, *(r.cpu_seconds for r in centralised[1:])])
+    accuracy = np.interp(budget, spent, [r.eval_accuracy for r in centralised])
+    return Comparison(
+        budget,
+        100 * (evaluated[-1].eval_accuracy - federated[0].eval_accuracy),
+        100 * (float(accuracy) - centralised[0].eval_accuracy),
+    )
 
 
 def history_csv(history: Sequence[RoundResult]) -> str:
     """Per-round metrics as CSV text (round 0 is the base model)."""
-    lines = ["round,eval_loss,eval_accuracy,train_loss,train_accuracy,num_examples,seconds,clients"]
+    lines = [
+        "round,eval_loss,eval_accuracy,train_loss,train_accuracy,num_examples,seconds,"
+        "cpu_seconds,clients"
+    ]
     for r in history:
         fmt = lambda v: "" if v is None else f"{v:.6f}"  # noqa: E731
         lines.append(
             f"{r.round_num},{r.eval_loss:.6f},{r.eval_accuracy:.6f},{fmt(r.train_loss)},"
-            f"{fmt(r.train_accuracy)},{r.num_examples},{r.seconds:.3f},{' '.join(r.client_ids)}"
+            f"{fmt(r.train_accuracy)},{r.num_examples},{r.seconds:.3f},{r.cpu_seconds:.3f},"
+            f"{' '.join(r.client_ids)}"
         )
     return "\n".join(lines) + "\n"
 
@@ -74,6 +114,7 @@ class SavedRun:
     model_config: ModelConfig
     created: float
     message: str = ""  # why the run ended early, if it did
+    baseline: list[RoundResult] = field(default_factory=list)  # centralised, if it was run
 
 
 class RunStore:
@@ -95,6 +136,7 @@ class RunStore:
         weights: list[np.ndarray],
         model_config: ModelConfig,
         message: str = "",
+        baseline: Sequence[RoundResult] = (),
     ) -> Path:
         final = self.path(run_id)
         tmp = self.root / f".{run_id}.tmp"
@@ -106,6 +148,7 @@ class RunStore:
             "history": [asdict(r) for r in history],
             "created": time.time(),
             "message": message,
+            "baseline": [asdict(r) for r in baseline],
         }
         (tmp / "run.json").write_text(json.dumps(record))
         shutil.rmtree(final, ignore_errors=True)
@@ -123,10 +166,10 @@ class RunStore:
             config = FederatedConfig(
                 **{**record["config"], "client_ids": tuple(record["config"]["client_ids"])}
             )
-            history = [
-                RoundResult(**{**r, "client_ids": tuple(r["client_ids"])})
-                for r in record["history"]
-            ]
+            history, baseline = (
+                [RoundResult(**{**r, "client_ids": tuple(r["client_ids"])}) for r in points]
+                for points in (record["history"], record.get("baseline", []))
+            )
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise WeightsError(f"run {run_id} is damaged ({type(error).__name__})") from None
         return SavedRun(
@@ -137,6 +180,7 @@ class RunStore:
             load_config(directory),
             record.get("created", 0.0),
             record.get("message", ""),
+            baseline,
         )
 
     def prune(

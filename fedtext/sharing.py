@@ -11,14 +11,23 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedtext.cli import TUTORIAL_CLIENTS
-from fedtext.config import SERVER_OPTIMIZERS, FederatedConfig, ServerLimits
+from fedtext.config import (
+    CLIENT_OPTIMIZERS,
+    DEFAULT_CLIENTS,
+    PRESETS,
+    SERVER_OPTIMIZERS,
+    FederatedConfig,
+    ServerLimits,
+)
 from fedtext.data import ClientInfo
 
 LIMITS = ServerLimits()
-_DEFAULT = FederatedConfig(client_ids=TUTORIAL_CLIENTS)
+_DEFAULT = FederatedConfig(client_ids=DEFAULT_CLIENTS)
 # Learning rates offered on a log scale, as TensorFlow Playground does: a visitor picks a step.
-RATES = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+# 0.5 is the tutorial's client rate.
+RATES = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 0.5, 1.0, 3.0)
+CLIP_NORMS = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)  # 0: off
+BATCH_SIZES = (8, 16, 32, 64)  # 8 is the tutorial's
 
 
 @dataclass(frozen=True)
@@ -31,31 +40,31 @@ class Bound:
 
 
 BOUNDS = {
-    # 8 rounds of the tutorial's two clients take about 2 minutes on 2 cores with the Dickens model.
-    "rounds": Bound(1, LIMITS.max_rounds, 8),
+    "rounds": Bound(1, LIMITS.max_rounds, _DEFAULT.rounds),
     "batches_per_client": Bound(1, LIMITS.max_batches_per_client, _DEFAULT.batches_per_client),
-    "clients_per_round": Bound(0, LIMITS.max_clients, 0),  # 0: every chosen client, every round
-    "seed": Bound(0, 9999, 0),
+    "clients_per_round": Bound(0, LIMITS.max_clients, _DEFAULT.clients_per_round),
+    "seed": Bound(0, 9999, _DEFAULT.seed),
 }
-
-DEFAULT_SETUP: dict[str, object] = {
-    "client_ids": list(TUTORIAL_CLIENTS),
-    "rounds": BOUNDS["rounds"].default,
-    "client_learning_rate": _DEFAULT.client_learning_rate,
-    "server_optimizer": _DEFAULT.server_optimizer,
-    "server_learning_rate": _DEFAULT.server_learning_rate,
-    "batches_per_client": BOUNDS["batches_per_client"].default,
-    "clients_per_round": BOUNDS["clients_per_round"].default,
-    "seed": BOUNDS["seed"].default,
+# Settings picked from a list: a link's value snaps to the nearest one offered.
+CHOICES: dict[str, tuple] = {
+    "client_optimizer": CLIENT_OPTIMIZERS,
+    "server_optimizer": SERVER_OPTIMIZERS,
+    "client_learning_rate": RATES,
+    "server_learning_rate": RATES,
+    "clip_norm": CLIP_NORMS,
+    "batch_size": BATCH_SIZES,
 }
 
 # Short names in the link, one per FederatedConfig field the page sets.
 PARAMS = {
     "client_ids": "clients",
     "rounds": "rounds",
+    "client_optimizer": "client",
     "client_learning_rate": "client_lr",
+    "clip_norm": "clip",
     "server_optimizer": "server",
     "server_learning_rate": "server_lr",
+    "batch_size": "batch",
     "batches_per_client": "batches",
     "clients_per_round": "per_round",
     "seed": "seed",
@@ -63,9 +72,37 @@ PARAMS = {
 RUN_PARAM = "run"
 
 
+def preset_setup(name: str) -> dict[str, object]:
+    """The page's setup for a preset ('defaults' or one of PRESETS), snapped to what the page
+    offers; a preset without clients keeps the defaults'."""
+    config = FederatedConfig(**{"client_ids": DEFAULT_CLIENTS, **PRESETS.get(name, {})})
+    setup = {field: getattr(config, field) for field in PARAMS}
+    setup["client_ids"] = list(config.client_ids)
+    for field, options in CHOICES.items():
+        setup[field] = nearest(options, setup[field])
+    return setup
+
+
+def nearest(options: tuple, value):
+    """The option equal to `value`, else the closest number (on a log scale for rates)."""
+    if value in options or isinstance(value, str):
+        return value
+    if options is RATES:
+        return nearest_rate(value)
+    return min(options, key=lambda option: abs(option - value))
+
+
 def nearest_rate(value: float) -> float:
     """The offered rate closest to `value` on a log scale."""
     return min(RATES, key=lambda rate: abs(math.log(rate) - math.log(value)))
+
+
+DEFAULT_SETUP: dict[str, object] = preset_setup("defaults")
+# (client, server) optimizer kinds a page server compiles at start, the defaults' first.
+PREBUILT_PROCESSES = tuple(dict.fromkeys(
+    (setup["client_optimizer"], setup["server_optimizer"])
+    for setup in map(preset_setup, ("defaults", *PRESETS))
+))
 
 
 def setup_to_params(setup: Mapping[str, object]) -> dict[str, str]:
@@ -98,24 +135,25 @@ def setup_from_params(
                 problems.append(f"the link names unknown clients, left out: "
                                 f"{', '.join(unknown[:3])}{more}")
             setup[field] = [i for i in ids if i in known_ids][: LIMITS.max_clients]
-        elif field == "server_optimizer":
-            if text in SERVER_OPTIMIZERS:
-                setup[field] = text
-            else:
-                problems.append(f"the link's server optimizer {text!r} is not one of "
-                                f"{', '.join(SERVER_OPTIMIZERS)}")
         elif field in BOUNDS:
             bound = BOUNDS[field]
             try:
                 setup[field] = min(max(int(text), bound.low), bound.high)
             except ValueError:
                 problems.append(f"the link's {name}={text[:20]!r} is not a whole number")
+        elif isinstance(DEFAULT_SETUP[field], str):
+            if text in CHOICES[field]:
+                setup[field] = text
+            else:
+                problems.append(f"the link's {name}={text[:20]!r} is not one of "
+                                f"{', '.join(CHOICES[field])}")
         else:
             try:
                 value = float(text)
-                if not math.isfinite(value) or value <= 0:
+                zero_allowed = 0 in CHOICES[field]  # clipping's "off"
+                if not math.isfinite(value) or value < 0 or (value == 0 and not zero_allowed):
                     raise ValueError
-                setup[field] = nearest_rate(value)
+                setup[field] = nearest(CHOICES[field], value)
             except ValueError:
                 problems.append(f"the link's {name}={text[:20]!r} is not a positive number")
     return setup, problems
@@ -137,8 +175,7 @@ def pick_play(clients: Sequence[ClientInfo], play: str) -> list[str]:
     return pick_biggest([c for c in clients if c.play == play], LIMITS.max_clients)
 
 
-def sequences_per_round(client: ClientInfo, batches_per_client: int,
-                        batch_size: int = _DEFAULT.batch_size,
+def sequences_per_round(client: ClientInfo, batches_per_client: int, batch_size: int,
                         seq_length: int = _DEFAULT.seq_length) -> int:
     """Sequences a client trains on per round: its text cut like the engine's pipeline, capped.
 
@@ -151,10 +188,12 @@ def sequences_per_round(client: ClientInfo, batches_per_client: int,
     return min(chunks, batches_per_client * batch_size)
 
 
-def averaging_shares(clients: Sequence[ClientInfo], batches_per_client: int) -> dict[str, float]:
+def averaging_shares(clients: Sequence[ClientInfo], batches_per_client: int,
+                     batch_size: int) -> dict[str, float]:
     """Each client's share of the weighted average when all take part: TFF weights an update by
     the number of examples (sequences) it was trained on."""
-    counts = {c.client_id: sequences_per_round(c, batches_per_client) for c in clients}
+    counts = {c.client_id: sequences_per_round(c, batches_per_client, batch_size)
+              for c in clients}
     total = sum(counts.values()) or 1
     return {cid: n / total for cid, n in counts.items()}
 

@@ -23,7 +23,7 @@ from fedtext.model import (
 )
 from fedtext.preprocess import first_rows, preprocess, stack_batches, to_ids
 from fedtext.runs import RoundResult
-from fedtext.weights import BASE_MODEL_DIR
+from fedtext.weights import base_model_dir
 
 _INPUT_SPEC = (
     tf.TensorSpec(shape=[None, None], dtype=tf.int64),
@@ -72,33 +72,28 @@ def tff_from_keras(keras_model: tf.keras.Model):
     )
 
 
-def build_process(model_config: ModelConfig, server_optimizer: str):
-    """TFF's weighted Federated Averaging; learning rates are set per run through hparams.
+def build_process(model_config: ModelConfig, client_optimizer: str, server_optimizer: str):
+    """TFF's weighted Federated Averaging; learning rates and clipping are set per run.
 
-    Built once per (model, server optimizer kind): tracing costs seconds, and the learning
-    rates live in the optimizer state, so changing them needs no rebuild.
+    Built once per (model, optimizer kinds): tracing costs seconds, and the rates and the clip
+    norm live in the optimizers' hyper-parameters, so changing them needs no rebuild.
     """
     with BUILD_LOCK:
-        return _build_process(model_config, server_optimizer)
+        return _build_process(model_config, client_optimizer, server_optimizer)
 
 
 @functools.lru_cache(maxsize=8)
-def _build_process(model_config: ModelConfig, server_optimizer: str):
+def _build_process(model_config: ModelConfig, client_optimizer: str, server_optimizer: str):
     import tensorflow_federated as tff
 
     from fedtext import runtime
+    from fedtext.optimizers import build_client_optimizer, build_server_optimizer
 
     runtime.install()
-    server = {
-        "sgd": lambda: tff.learning.optimizers.build_sgdm(learning_rate=1.0),
-        "momentum": lambda: tff.learning.optimizers.build_sgdm(learning_rate=1.0, momentum=0.9),
-        # epsilon 1e-3 as in Reddi et al.'s FedAdam; Keras' 1e-7 makes the first steps huge.
-        "adam": lambda: tff.learning.optimizers.build_adam(learning_rate=0.01, epsilon=1e-3),
-    }[server_optimizer]()
     process = tff.learning.algorithms.build_weighted_fed_avg(
         _model_fn(model_config),
-        client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=0.1),
-        server_optimizer_fn=server,
+        client_optimizer_fn=build_client_optimizer(client_optimizer),
+        server_optimizer_fn=build_server_optimizer(server_optimizer),
         # The default, DATASET_REDUCE, builds the client's training function anew inside the
         # worker on every client call; the iterator loop is built once per worker session
         # (2 clients x 5 batches: 3.96 s -> 3.70 s a round, interleaved; README, Benchmarks).
@@ -111,10 +106,13 @@ def _build_process(model_config: ModelConfig, server_optimizer: str):
     return process
 
 
-def _set_learning_rates(process, state, client_lr: float, server_lr: float):
+def _set_hparams(process, state, config: FederatedConfig):
+    from fedtext.optimizers import CLIP_NORM_KEY, clip_value
+
     hparams = process.get_hparams(state)
-    hparams["client_work"]["learning_rate"] = np.float32(client_lr)
-    hparams["finalizer"]["learning_rate"] = np.float32(server_lr)
+    hparams["client_work"]["learning_rate"] = np.float32(config.client_learning_rate)
+    hparams["client_work"][CLIP_NORM_KEY] = np.float32(clip_value(config.clip_norm))
+    hparams["finalizer"]["learning_rate"] = np.float32(config.server_learning_rate)
     return process.set_hparams(state, hparams)
 
 
@@ -124,19 +122,16 @@ def _round_seed(seed: int, round_num: int, client_id: str) -> int:
     )
 
 
-class FederatedTrainer:
-    """Runs rounds of Federated Averaging from a base model; keeps the last good weights.
-
-    Iterate `rounds()` to train: it yields round 0 (the base model) and then each round as
-    it ends. Stopping the iteration early keeps what was trained so far in `weights`.
-    """
+class ModelOnClients:
+    """A model from a base and the chosen clients' text: what federated and centralised training
+    share (reading each client's text once, and the held-out evaluation every round)."""
 
     def __init__(
         self,
         config: FederatedConfig,
         train_data,
         test_data,
-        base_dir: str | Path = BASE_MODEL_DIR,
+        base_dir: str | Path | None = None,
     ):
         from fedtext.data import check_client_ids
 
@@ -144,26 +139,24 @@ class FederatedTrainer:
         self.client_ids = check_client_ids(config.client_ids, train_data.client_ids)
         self.train_data, self.test_data = train_data, test_data
         with BUILD_LOCK:
-            self.eval_model, self.model_config = load_model(base_dir)
+            self.eval_model, self.model_config = load_model(base_dir or base_model_dir())
             compile_for_evaluation(self.eval_model)
         self.weights: list[np.ndarray] = self.eval_model.get_weights()
         self.history: list[RoundResult] = []
-        self._state = None  # TFF server state after the last finished round
         self._eval_set: tf.data.Dataset | None = None
         self._train_ids: dict[str, np.ndarray] = {}  # client id -> its training text as ids
 
     def evaluation_set(self) -> tf.data.Dataset:
         """The chosen clients' held-out speeches, batched once for every round's evaluation."""
         if self._eval_set is None:
+            c = self.config
+            if len(self.client_ids) == len(self.test_data.client_ids):
+                # The whole federation in one pipeline: one per client took minutes.
+                speeches = [self.test_data.create_tf_dataset_from_all_clients()]
+            else:
+                speeches = map(self.test_data.create_tf_dataset_for_client, self.client_ids)
             parts = [
-                stack_batches(
-                    preprocess(
-                        self.test_data.create_tf_dataset_for_client(cid),
-                        self.config.eval_batch_size,
-                        self.config.seq_length,
-                    )
-                )
-                for cid in self.client_ids
+                stack_batches(preprocess(s, c.eval_batch_size, c.seq_length)) for s in speeches
             ]
             x = np.concatenate([p[0] for p in parts if len(p[0])])
             y = np.concatenate([p[1] for p in parts if len(p[1])])
@@ -184,7 +177,7 @@ class FederatedTrainer:
             results = self.eval_model.evaluate(batches, verbose=0, return_dict=True)
         return float(results["loss"]), float(results["accuracy"])
 
-    def _text_ids(self, client_id: str) -> np.ndarray:
+    def text_ids(self, client_id: str) -> np.ndarray:
         """A client's training text as character ids, read once per trainer.
 
         Mapping text to ids character by character cost more than the rest of a round, so it
@@ -196,6 +189,32 @@ class FederatedTrainer:
             parts = chars.batch(1 << 16).as_numpy_iterator()
             ids = self._train_ids[client_id] = np.concatenate([np.zeros(0, np.int64), *parts])
         return ids
+
+    def pooled_ids(self) -> np.ndarray:
+        """Every chosen client's training text, one after another, as ids."""
+        if len(self.client_ids) < len(self.train_data.client_ids):
+            return np.concatenate([self.text_ids(cid) for cid in self.client_ids])
+        # The whole federation in one pipeline: one per client took minutes.
+        chars = to_ids(self.train_data.create_tf_dataset_from_all_clients())
+        return np.concatenate([np.zeros(0, np.int64), *chars.batch(1 << 16).as_numpy_iterator()])
+
+    def _evaluate_base(self) -> RoundResult:
+        start = time.perf_counter()
+        loss, accuracy = self.evaluate(self.weights)
+        self.history = [RoundResult(0, loss, accuracy, seconds=time.perf_counter() - start)]
+        return self.history[-1]
+
+
+class FederatedTrainer(ModelOnClients):
+    """Runs rounds of Federated Averaging from a base model; keeps the last good weights.
+
+    Iterate `rounds()` to train: it yields round 0 (the base model) and then each round as
+    it ends. Stopping the iteration early keeps what was trained so far in `weights`.
+    """
+
+    def __init__(self, config: FederatedConfig, train_data, test_data, base_dir=None):
+        super().__init__(config, train_data, test_data, base_dir)
+        self._state = None  # TFF server state after the last finished round
 
     def client_datasets(self, round_num: int, client_ids: Sequence[str]) -> list[tf.data.Dataset]:
         """Each client's batches for one round, at most batches_per_client.
@@ -214,7 +233,7 @@ class FederatedTrainer:
         reach = (c.shuffle_buffer + rows + 1) * (c.seq_length + 1)
         datasets = []
         for cid in client_ids:
-            ids = self._text_ids(cid)
+            ids = self.text_ids(cid)
             start = (round_num - 1) * per_round % max(len(ids), 1)
             x, y = first_rows(
                 np.roll(ids, -start)[:reach],
@@ -245,11 +264,10 @@ class FederatedTrainer:
         finished round with the server state of that round.
         """
         if not self.history:
-            start = time.perf_counter()
-            loss, accuracy = self.evaluate(self.weights)
-            self.history = [RoundResult(0, loss, accuracy, seconds=time.perf_counter() - start)]
-            yield self.history[-1]
-        process = build_process(self.model_config, self.config.server_optimizer)
+            yield self._evaluate_base()
+        process = build_process(
+            self.model_config, self.config.client_optimizer, self.config.server_optimizer
+        )
         from fedtext import runtime
 
         runtime.install()  # sets TFF's context for this thread, if another thread built it
@@ -261,12 +279,7 @@ class FederatedTrainer:
     def _initial_state(self, process):
         import tensorflow_federated as tff
 
-        state = _set_learning_rates(
-            process,
-            process.initialize(),
-            self.config.client_learning_rate,
-            self.config.server_learning_rate,
-        )
+        state = _set_hparams(process, process.initialize(), self.config)
         n_trainable = len(self.eval_model.trainable_weights)
         return process.set_model_weights(
             state,
@@ -276,9 +289,9 @@ class FederatedTrainer:
         )
 
     def _run_round(self, process, round_num: int) -> RoundResult:
-        from fedtext.runtime import WorkerError
+        from fedtext.runtime import WorkerError, worker_cpu_seconds
 
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time() + worker_cpu_seconds()
         cohort = self.sample_clients(round_num)
         datasets = self.client_datasets(round_num, cohort)
         try:
@@ -296,9 +309,11 @@ class FederatedTrainer:
         weights = [np.asarray(w) for w in (*model_weights.trainable, *model_weights.non_trainable)]
         if not _healthy(train_loss) or not all(np.isfinite(w).all() for w in weights):
             self._diverged(round_num, f"train loss {train_loss:.3g}")
-        eval_loss, eval_accuracy = self.evaluate(weights)
-        if not _healthy(eval_loss):
-            self._diverged(round_num, f"held-out loss {eval_loss:.3g}")
+        eval_loss, eval_accuracy = math.nan, math.nan  # not evaluated this round
+        if self.config.evaluates(round_num):
+            eval_loss, eval_accuracy = self.evaluate(weights)
+            if not _healthy(eval_loss):
+                self._diverged(round_num, f"held-out loss {eval_loss:.3g}")
         self._state, self.weights = output.state, weights
         self.history.append(
             RoundResult(
@@ -309,6 +324,8 @@ class FederatedTrainer:
                 train_accuracy=float(train["accuracy"]),
                 num_examples=int(train["num_examples"]),
                 seconds=time.perf_counter() - start,
+                # A worker that restarted mid-round failed the round; this one started after.
+                cpu_seconds=max(0.0, time.process_time() + worker_cpu_seconds() - cpu_start),
                 client_ids=cohort,
             )
         )

@@ -13,10 +13,14 @@ import numpy as np
 from fedtext.config import ModelConfig
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
-# The shipped Dickens model; FEDTEXT_BASE_MODEL points elsewhere (tests use a tiny one).
-BASE_MODEL_DIR = Path(os.environ.get("FEDTEXT_BASE_MODEL", ASSETS_DIR / "dickens"))
+SHIPPED_MODEL_DIR = ASSETS_DIR / "dickens"
 WEIGHTS_FILE = "weights.npz"
 CONFIG_FILE = "model.json"
+
+
+def base_model_dir() -> Path:
+    """The Dickens base model: the shipped one, or $FEDTEXT_BASE_MODEL (tests use a tiny one)."""
+    return Path(os.environ.get("FEDTEXT_BASE_MODEL", SHIPPED_MODEL_DIR))
 
 
 class WeightsError(ValueError):

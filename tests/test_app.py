@@ -24,14 +24,10 @@ CLIENTS = ["KING_LEAR_FOOL", "KING_LEAR_KING_LEAR"]  # small, so a round takes s
 @pytest.fixture(scope="module")
 def page_env(tiny_model_dir, tmp_path_factory):
     """The tiny base model and a fresh runs directory, for the page run in this process."""
-    import fedtext.weights
-
     data_root = tmp_path_factory.mktemp("page-data")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FEDTEXT_BASE_MODEL", str(tiny_model_dir))
         patch.setenv("FEDTEXT_DATA", str(data_root))
-        # fedtext.weights read the variable when first imported, maybe before this test module.
-        patch.setattr(fedtext.weights, "BASE_MODEL_DIR", tiny_model_dir)
         # A server parses app.py once (one ScriptCache); AppTest parses it on every run, and on
         # CPython 3.11.7 a parse while TFF traces in another thread can fail (gh-106905).
         shared_cache = ScriptCache()
@@ -117,9 +113,34 @@ def test_a_one_round_training_shows_metrics_both_generations_and_keeps_the_run(p
     assert [s.value for s in again.success] == [done.value]
     assert [c.value for c in again.code] == [base, tuned]
 
+    # The style meter reads both texts, with the independent judge.
+    meters = [p.proto.text for p in at.get("progress")]
+    assert sum("Style meter:" in text for text in meters) == 2, meters
+
+    # The centralised baseline, for the CPU time the round took, lands beside it.
+    at.button(key="baseline").click().run()
+    at = wait_for_run(at)
+    lines = chart_traces(at)["Federated versus centralised, at equal compute"]
+    assert len(lines["centralised (all lines pooled in one place)"]) >= 2
+    assert any("(ratio" in c.value for c in at.caption)
+    assert json.loads((store / "run.json").read_text())["baseline"]
+
     # The next run keeps this one on the charts for comparison.
     at = train(at, seed=1)
     assert "run 1 (held-out)" in chart_traces(at)["Accuracy"]
+
+
+def test_the_tutorial_preset_sets_its_clients_and_settings_in_one_click(page_env):
+    at = open_page()
+    at.selectbox(key="preset").set_value("tutorial").run()
+    assert not at.exception
+    assert at.multiselect(key="client_ids").value == list(sharing.preset_setup("tutorial")[
+        "client_ids"])
+    assert at.select_slider(key="client_learning_rate").value == 0.5
+    assert at.select_slider(key="batch_size").value == 8
+    assert at.select_slider(key="clip_norm").value == 0.0
+    assert at.radio(key="server_optimizer").value == "sgd"
+    assert at.query_params["client_lr"] == ["0.5"]
 
 
 def test_no_client_chosen_gives_a_message(page_env):
@@ -183,12 +204,12 @@ def test_a_run_whose_worker_died_says_so_and_resumes_from_its_last_round(page_en
 
 def test_an_unreadable_base_model_is_named_and_the_page_still_draws(page_env, tmp_path,
                                                                     monkeypatch):
-    import fedtext.weights
+    from fedtext.weights import base_model_dir
 
     broken = tmp_path / "broken-model"
-    shutil.copytree(fedtext.weights.BASE_MODEL_DIR, broken)
+    shutil.copytree(base_model_dir(), broken)
     (broken / "weights.npz").write_bytes(b"not a zip file")
-    monkeypatch.setattr(fedtext.weights, "BASE_MODEL_DIR", broken)
+    monkeypatch.setenv("FEDTEXT_BASE_MODEL", str(broken))
     at = open_page()
     [error] = at.error
     assert error.value.startswith("The base model cannot be loaded: unreadable weights file")
@@ -223,10 +244,11 @@ def test_a_link_opens_its_setup_and_names_what_it_ignored(page_env):
 
 def test_setup_round_trips_through_a_link():
     setup = {**sharing.DEFAULT_SETUP, "client_ids": ["A", "B"], "rounds": 3,
-             "server_optimizer": "momentum", "server_learning_rate": 0.3, "seed": 7}
+             "server_optimizer": "adam", "server_learning_rate": 0.01, "seed": 7,
+             "client_optimizer": "adam", "clip_norm": 0.0, "batch_size": 32}
     params = sharing.setup_to_params(setup)
-    assert params == {"clients": "A,B", "rounds": "3", "server": "momentum", "server_lr": "0.3",
-                      "seed": "7"}
+    assert params == {"clients": "A,B", "rounds": "3", "server": "adam", "server_lr": "0.01",
+                      "seed": "7", "client": "adam", "clip": "0", "batch": "32"}
     assert sharing.setup_from_params(params, {"A", "B"}) == (setup, [])
     assert sharing.setup_to_params(sharing.DEFAULT_SETUP) == {}  # the default link is bare
 
@@ -237,10 +259,11 @@ def client(cid: str, chars: int, speeches: int = 10) -> ClientInfo:
 
 def test_averaging_shares_follow_sequences_trained_capped_by_batches():
     small, big = client("small", 2 * 101 - 10), client("big", 100_000)
-    assert sharing.sequences_per_round(small, batches_per_client=1) == 2
-    assert sharing.sequences_per_round(big, batches_per_client=1) == 8  # one batch of 8
-    assert sharing.averaging_shares([small, big], 1) == {"small": 0.2, "big": 0.8}
-    assert sharing.averaging_shares([small, big], 5)["big"] == 40 / 42
+    assert sharing.sequences_per_round(small, batches_per_client=1, batch_size=8) == 2
+    assert sharing.sequences_per_round(big, batches_per_client=1, batch_size=8) == 8
+    assert sharing.averaging_shares([small, big], 1, 8) == {"small": 0.2, "big": 0.8}
+    assert sharing.averaging_shares([small, big], 5, 8)["big"] == 40 / 42
+    assert sharing.averaging_shares([small, big], 1, 64)["big"] == 64 / 66
 
 
 def test_averaging_shares_count_what_the_engine_trains_on(client_data, tiny_model_dir):
@@ -249,11 +272,12 @@ def test_averaging_shares_count_what_the_engine_trains_on(client_data, tiny_mode
 
     ids = ("KING_LEAR_FOOL", "HAMLET_HAMLET", "ALL_S_WELL_THAT_ENDS_WELL_BOTH")
     known = {c.client_id: c for c in load_clients()}
-    trainer = FederatedTrainer(FederatedConfig(client_ids=ids, batches_per_client=60),
-                               *client_data, tiny_model_dir)
+    trainer = FederatedTrainer(FederatedConfig(client_ids=ids, batches_per_client=60,
+                                               batch_size=16), *client_data, tiny_model_dir)
     for cid, batches in zip(ids, trainer.client_datasets(1, ids), strict=True):
         rows = sum(int(x.shape[0]) for x, _ in batches)
-        assert sharing.sequences_per_round(known[cid], batches_per_client=60) == rows
+        assert sharing.sequences_per_round(known[cid], batches_per_client=60,
+                                           batch_size=16) == rows
 
 
 def test_quick_picks():

@@ -49,13 +49,17 @@ def test_quick_mode_writes_json_markdown_and_chart(quick_run):
         "overhead.ratio.4x5",
         "generation.latency_s",
         "learning.tutorial.accuracy",
-        "learning.defaults.gain_per_min",
+        "learning.default_page.gain_points",
+        "learning.default_page.train_s",
+        "learning.centralised_ratio",
+        "throughput.ratio_to_floor",
     ):
         assert key in rows
     for row in rows.values():
         assert row["value"] is None or math.isfinite(row["value"])
         assert row["value"] is not None or row["note"], "a skipped figure says why"
-    assert [h["round"] for h in document["learning"]["defaults"]] == [0, 1, 2]
+    assert [h["round"] for h in document["learning"]["page defaults"]] == [0, 1, 2]
+    assert len(document["learning"]["centralised, same CPU time"]) >= 2
     assert document["meta"]["quick"] is True
     markdown = (out / "results.md").read_text()
     assert _is_table(markdown)
@@ -71,10 +75,16 @@ def test_a_second_run_shows_the_first_as_previous(quick_run, tmp_path):
     results = bench.Results(
         settings, rows=[bench.Row("overhead.ratio.2x5", "1 overhead", "ratio", 1.0, "x", 1.15)]
     )
-    bench.write_outputs(results, first["meta"], bench.previous_values(tmp_path))
-    row = json.loads((tmp_path / "results.json").read_text())["rows"][0]
+    bench.write_outputs(results, first["meta"], bench.previous_values(tmp_path), last=first)
+    second = json.loads((tmp_path / "results.json").read_text())
+    row = second["rows"][0]
     assert row["previous"] == pytest.approx(first["rows"][0]["value"])
     assert row["ok"] is True
+    # A run of fewer sections carries the others' last figures, saying where they come from.
+    carried = {r["key"] for r in second["carried"]}
+    assert carried == {r["key"] for r in first["rows"]} - {"overhead.ratio.2x5"}
+    assert all(first["meta"]["commit"] in r["measured"] for r in second["carried"])
+    assert "not re-measured" in (tmp_path / "results.md").read_text()
     assert _is_table((tmp_path / "results.md").read_text())
 
 

@@ -49,6 +49,24 @@ def test_finetune_end_to_end_saves_weights_and_metrics(tiny_model_dir, tmp_path,
     assert gen.returncode == 0 and gen.stdout.startswith("FOOL: ")
 
 
+def test_whole_federation_and_baseline_from_the_command_line(tiny_model_dir, tmp_path, database):
+    """--clients all trains every client (a sample a round) and evaluates on everyone's
+    held-out speeches; --baseline then trains centrally for the same CPU time."""
+    result = run_cli(
+        "finetune", "--base", str(tiny_model_dir), "--clients", "all", "--clients-per-round",
+        "3", "--rounds", "2", "--batches", "1", "--eval-every", "2", "--baseline",
+        "--output", str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "1,154 clients, 3 per round" in out
+    assert "round  1: train loss" in out and "held-out not evaluated" in out
+    assert "round  2: train loss" in out and "held-out loss" in out.split("round  2:")[1]
+    assert "Centralised baseline" in out and "(ratio" in out
+    baseline = (tmp_path / "baseline.csv").read_text().splitlines()
+    assert len(baseline) >= 3  # header, the base model, one point or more
+
+
 def test_tutorial_flow_runs_offline(tiny_model_dir, database):
     result = run_cli(
         "tutorial",
@@ -124,6 +142,10 @@ def test_sigterm_stops_the_worker_too(tiny_model_dir, tmp_path, database):
         (["finetune", "--client-lr", "nan", "--output", "x"], "client learning rate must be"),
         (["finetune", "--server-lr", "-2", "--output", "x"], "server learning rate must be"),
         (["finetune", "--rounds", "two", "--output", "x"], "invalid int value"),
+        (["finetune", "--clip-norm", "-1", "--output", "x"], "clip norm must be"),
+        (["finetune", "--batch-size", "0", "--output", "x"], "batch size must be"),
+        (["finetune", "--preset", "fedsgd", "--output", "x"], "invalid choice: 'fedsgd'"),
+        (["finetune", "--output", "README.md/run"], "cannot write the output directory"),
         (["generate", "--prompt", "caf\u00e9 \u2603"], "does not know: '\u2603'"),
         (["pretrain", "missing.txt", "--output", "x"], "corpus file not found"),
     ],

@@ -62,7 +62,9 @@ def test_worker_killed_mid_round_then_training_goes_on(client_data, tiny_model_d
     kept = [w.copy() for w in trainer.weights]
 
     real_build = training.build_process
-    killing = KillingProcess(real_build(trainer.model_config, config.server_optimizer))
+    killing = KillingProcess(
+        real_build(trainer.model_config, config.client_optimizer, config.server_optimizer)
+    )
     monkeypatch.setattr(training, "build_process", lambda *args: killing)
     with pytest.raises(WorkerError, match="round 2 failed in the TFF worker"):
         list(trainer.rounds())
@@ -82,12 +84,16 @@ def test_a_queued_run_whose_worker_died_resumes(client_data, tiny_model_dir, tmp
     from tests.test_jobs import wait_for
 
     train, test = client_data
-    queue = TrainingQueue(train, test, tiny_model_dir, store=RunStore(tmp_path),
-                          heartbeat_timeout=0.0)
+    queue = TrainingQueue(
+        train, test, tiny_model_dir, store=RunStore(tmp_path), heartbeat_timeout=0.0
+    )
     real_build = training.build_process
     killing = {}
-    monkeypatch.setattr(training, "build_process",
-                        lambda *args: killing.setdefault("p", KillingProcess(real_build(*args))))
+    monkeypatch.setattr(
+        training,
+        "build_process",
+        lambda *args: killing.setdefault("p", KillingProcess(real_build(*args))),
+    )
     config = FederatedConfig(client_ids=("KING_LEAR_FOOL",), rounds=2, batches_per_client=1)
     # No polls at all (timeout 0): the open page alone keeps the job alive.
     job = queue.submit(config, owner="erin", page_open=lambda: True)

@@ -15,8 +15,10 @@ CLIENTS = ("KING_LEAR_KING_LEAR", "KING_LEAR_FOOL", "KING_LEAR_KENT")
 
 
 def small_config(**overrides) -> FederatedConfig:
+    # Plain Federated Averaging with plain SGD: the tutorial's algorithm at a tiny model's rate.
     settings = dict(
-        client_ids=CLIENTS[:2], rounds=3, client_learning_rate=1.0, batches_per_client=2
+        client_ids=CLIENTS[:2], rounds=3, client_optimizer="sgd", client_learning_rate=1.0,
+        clip_norm=0.0, server_optimizer="sgd", server_learning_rate=1.0, batches_per_client=2,
     )
     settings.update(overrides)
     return FederatedConfig(**settings)
@@ -62,7 +64,7 @@ def test_evaluation_is_right_during_and_after_another_thread_builds_a_round(
     train, test = client_data
     fresh = FederatedTrainer(small_config(), train, test, tiny_model_dir)  # not evaluated yet
     other_model = dataclasses.replace(trainer.model_config, embedding_dim=5)  # not built yet
-    builder = threading.Thread(target=build_process, args=(other_model, "momentum"))
+    builder = threading.Thread(target=build_process, args=(other_model, "sgd", "momentum"))
     builder.start()
     during = []
     while builder.is_alive():
@@ -82,7 +84,9 @@ def test_the_worker_gets_the_bytes_tffs_serializer_would_send(trained):
     from fedtext.training import build_process
 
     trainer, _ = trained
-    process = build_process(trainer.model_config, trainer.config.server_optimizer)
+    process = build_process(
+        trainer.model_config, trainer.config.client_optimizer, trainer.config.server_optimizer
+    )
     state_type = process.next.type_signature.parameter[0]
     assert "global_model_weights" in str(state_type) and "@SERVER" in str(state_type)
     expected, _ = value_serialization.serialize_value(trainer._state, state_type)
@@ -163,7 +167,7 @@ def test_trainer_batches_equal_the_tutorial_pipeline(client_data, tiny_model_dir
             assert all(np.array_equal(a, b) for a, b in zip(expected_rows, rows, strict=True))
             assert len(rows[0]) == config.batches_per_client * config.batch_size
         for cid, dataset in zip(clients, got[3], strict=True):
-            ids = trainer._text_ids(cid)
+            ids = trainer.text_ids(cid)
             expected = chunk_and_batch(
                 tf.data.Dataset.from_tensor_slices(np.roll(ids, -2 * per_round % len(ids))),
                 config.seq_length,
@@ -178,7 +182,7 @@ def test_trainer_batches_equal_the_tutorial_pipeline(client_data, tiny_model_dir
         tf.random.set_seed(global_seed)
     rows = config.batches_per_client * config.batch_size
     reach = (shuffle_buffer + rows + 1) * (config.seq_length + 1)  # what a round's batches read
-    assert len(trainer._text_ids("HAMLET_HAMLET")) > 2 * reach
+    assert len(trainer.text_ids("HAMLET_HAMLET")) > 2 * reach
 
 
 def test_rounds_read_on_through_a_large_clients_text(client_data, tiny_model_dir):
@@ -190,7 +194,7 @@ def test_rounds_read_on_through_a_large_clients_text(client_data, tiny_model_dir
     trainer = FederatedTrainer(
         small_config(client_ids=("HAMLET_HAMLET",)), train, test, tiny_model_dir
     )
-    text = decode(trainer._text_ids("HAMLET_HAMLET"))
+    text = decode(trainer.text_ids("HAMLET_HAMLET"))
     tutorial_reach = (100 + 2 * 8) * 101  # buffer plus what two batches take
     assert len(text) > 4 * tutorial_reach
     furthest = 0

@@ -9,11 +9,12 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from fedtext.bench.engine import run_generation, run_learning, run_overhead_and_scaling
+from fedtext.bench.engine import run_generation, run_overhead_and_scaling
 from fedtext.bench.finetune import run_coldstart, run_memory
+from fedtext.bench.learning import run_learning
 from fedtext.bench.machine import ForeignLoad, machine_meta
 from fedtext.bench.page import run_page
-from fedtext.bench.report import previous_values, write_outputs
+from fedtext.bench.report import last_document, previous_values, write_outputs
 from fedtext.bench.results import OUT_DIR, ROOT, SECTIONS, Results, Settings
 
 
@@ -35,25 +36,26 @@ def run(settings: Settings, update_readme: bool = False) -> Results:
 
     results, ctx = Results(settings), {}
     previous = previous_values(settings.out_dir)
+    last = last_document(settings.out_dir)
     meta = machine_meta(settings)
     foreign = ForeignLoad()
     steps: list[tuple[set[str], Callable[[], None]]] = [
         ({"overhead", "scaling"}, lambda: run_overhead_and_scaling(ctx, settings, results)),
         ({"generation"}, lambda: run_generation(settings, results)),
-        ({"learning"}, lambda: run_learning(ctx, settings, results)),
+        ({"learning", "federation"}, lambda: run_learning(ctx, settings, results)),
         ({"coldstart"}, lambda: run_coldstart(settings, results)),
         ({"memory"}, lambda: run_memory(settings, results)),
         ({"page"}, lambda: run_page(settings, results)),
     ]
     try:
-        if {"overhead", "scaling", "learning"} & set(settings.sections):
+        if {"overhead", "scaling", "learning", "federation"} & set(settings.sections):
             ctx["train"], ctx["test"] = data.load_client_data()
         for sections, step in steps:
             if sections & set(settings.sections):
                 print(f"[{', '.join(sorted(sections))}]", flush=True)
                 step()
                 meta.update(foreign.summary(), load_avg_1m_end=os.getloadavg()[0])
-                write_outputs(results, meta, previous, final=False)
+                write_outputs(results, meta, previous, final=False, last=last)
     finally:
         runtime.shutdown()  # the in-process TFF worker; subprocesses stop their own
         foreign.stop()
@@ -64,7 +66,7 @@ def run(settings: Settings, update_readme: bool = False) -> Results:
             f"during this run: {meta['competing_jobs']}",
             flush=True,
         )
-    write_outputs(results, meta, previous, update_readme=update_readme)
+    write_outputs(results, meta, previous, update_readme=update_readme, last=last)
     return results
 
 
@@ -80,11 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="one repeat, short sweeps, 2 learning rounds: a smoke test",
+        help="one repeat, short sweeps, 2 learning rounds, a 4-round federation: a smoke test",
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per scaling point")
     parser.add_argument("--overhead-repeats", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=20, help="learning rounds")
     parser.add_argument(
         "--base",
         type=Path,
@@ -103,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from fedtext import runtime
-    from fedtext.weights import BASE_MODEL_DIR, WEIGHTS_FILE
+    from fedtext.weights import WEIGHTS_FILE, base_model_dir
 
     args = build_parser().parse_args(argv)
     runtime.stop_on_sigterm()  # a killed benchmark stops its TFF worker too
@@ -115,12 +116,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     base, random_weights = args.base, False
     if base is None:
-        base = BASE_MODEL_DIR
+        base = base_model_dir()
         if not (base / WEIGHTS_FILE).exists():
             base = random_base_model(ROOT / ".cache" / "bench-random-base")
             random_weights = True
             print(
-                f"bench: no model at {BASE_MODEL_DIR}; timing an untrained full-size model",
+                f"bench: no model at {base_model_dir()}; timing an untrained full-size model",
                 flush=True,
             )
     # Subprocesses (the command line, the page) must load the same base model.
@@ -133,7 +134,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         quick=quick,
         repeats=1 if quick else args.repeats,
         overhead_repeats=1 if quick else args.overhead_repeats,
-        learning_rounds=args.rounds,
         random_weights=random_weights,
     )
     run(settings, update_readme=args.update_readme)

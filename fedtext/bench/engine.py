@@ -1,5 +1,5 @@
 """The engine in this process: federation overhead against plain Keras, scaling with clients
-and batches, generation latency, and learning per round."""
+and batches, and generation latency."""
 
 from __future__ import annotations
 
@@ -68,10 +68,16 @@ def time_rounds(ctx: dict, settings: Settings, n_clients: int, batches: int, rep
     from fedtext.config import FederatedConfig
     from fedtext.training import FederatedTrainer
 
+    # The floor's own arithmetic: plain SGD, no clipping, plain averaging, the tutorial's batch.
     config = FederatedConfig(
         client_ids=largest_clients(n_clients),
         batches_per_client=batches,
         rounds=WARMUP_ROUNDS + repeats,
+        client_optimizer="sgd",
+        clip_norm=0.0,
+        server_optimizer="sgd",
+        server_learning_rate=1.0,
+        batch_size=8,
     )
     trainer = FederatedTrainer(config, ctx["train"], ctx["test"], settings.base_dir)
     # Evaluation off: the round is the trainer's own loop (sampling, data, TFF, weights) without it.
@@ -262,66 +268,3 @@ def run_generation(settings: Settings, results: Results) -> None:
             "char/s",
         ),
     )
-
-
-def learning_configs(rounds: int) -> dict:
-    from fedtext.cli import TUTORIAL_CLIENTS
-    from fedtext.config import FederatedConfig
-
-    return {
-        # The tutorial: SGD at 0.5 on each client, plain averaging on the server.
-        "tutorial": FederatedConfig(
-            client_ids=TUTORIAL_CLIENTS, rounds=rounds, client_learning_rate=0.5
-        ),
-        "defaults": FederatedConfig(client_ids=TUTORIAL_CLIENTS, rounds=rounds),
-    }
-
-
-def run_learning(ctx: dict, settings: Settings, results: Results) -> None:
-    from fedtext.training import FederatedTrainer, TrainingDiverged
-
-    rounds = 2 if settings.quick else settings.learning_rounds
-    for name, config in learning_configs(rounds).items():
-        trainer = FederatedTrainer(config, ctx["train"], ctx["test"], settings.base_dir)
-        history, elapsed, note = [], 0.0, ""
-        try:
-            for r in trainer.rounds():
-                elapsed += r.seconds if r.round_num else 0.0
-                history.append(
-                    {
-                        "round": r.round_num,
-                        "eval_loss": r.eval_loss,
-                        "eval_accuracy": r.eval_accuracy,
-                        "train_loss": r.train_loss,
-                        "seconds": r.seconds,
-                        "elapsed_s": elapsed,
-                    }
-                )
-        except TrainingDiverged as error:
-            note = str(error)
-        results.learning[name] = history
-        last = history[-1]
-        gain = (last["eval_accuracy"] - history[0]["eval_accuracy"]) / max(elapsed / 60, 1e-9)
-        label = f"{name} (lr {config.client_learning_rate})"
-        results.add(
-            Row(
-                f"learning.{name}.accuracy",
-                "6 learning",
-                f"held-out accuracy after {last['round']} rounds, {label}",
-                last["eval_accuracy"],
-                "",
-                note=note
-                or f"from {history[0]['eval_accuracy']:.3f}; loss {history[0]['eval_loss']:.3f}"
-                f" -> {last['eval_loss']:.3f}",
-            ),
-            Row(
-                f"learning.{name}.gain_per_min",
-                "6 learning",
-                f"accuracy gained per minute of training, {label}",
-                gain,
-                "/min",
-                note=f"{elapsed:.0f} s for {last['round']} rounds, evaluation included",
-            ),
-        )
-    if settings.random_weights:
-        results.notes.append("learning used an untrained base model: its figures mean nothing")

@@ -13,19 +13,20 @@ README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
 def learning_figure(learning: dict[str, list[dict]]):
-    """Held-out accuracy against minutes of training, and loss against rounds."""
+    """Held-out accuracy against CPU minutes of training, and loss against rounds."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     fig = make_subplots(
         rows=1,
         cols=2,
-        subplot_titles=("held-out accuracy per minute of training", "held-out loss per round"),
+        subplot_titles=("held-out accuracy by CPU minutes of training", "held-out loss per round"),
     )
     for name, history in learning.items():
+        history = evaluated(history)
         fig.add_trace(
             go.Scatter(
-                x=[h["elapsed_s"] / 60 for h in history],
+                x=[h["cpu_s"] / 60 for h in history],
                 y=[h["eval_accuracy"] for h in history],
                 mode="lines+markers",
                 name=f"{name}: accuracy",
@@ -45,10 +46,15 @@ def learning_figure(learning: dict[str, list[dict]]):
             row=1,
             col=2,
         )
-    fig.update_xaxes(title_text="minutes", row=1, col=1)
+    fig.update_xaxes(title_text="CPU minutes (this process and the TFF worker)", row=1, col=1)
     fig.update_xaxes(title_text="round", row=1, col=2)
-    fig.update_layout(title="fedtext: learning per round (seeded, the tutorial's clients)")
+    fig.update_layout(title="fedtext: learning (seeded)")
     return fig
+
+
+def evaluated(history: list[dict]) -> list[dict]:
+    """The points of a curve whose held-out accuracy was measured (NaN elsewhere)."""
+    return [h for h in history if h["eval_accuracy"] == h["eval_accuracy"]]
 
 
 def fmt(value: float | None, unit: str = "") -> str:
@@ -60,7 +66,7 @@ def fmt(value: float | None, unit: str = "") -> str:
     return f"{text} {unit}".strip()
 
 
-def summary_table(results: Results, meta: dict) -> str:
+def summary_table(results: Results, meta: dict, carried: list[dict] = ()) -> str:
     others = meta["foreign_cores_mean"]
     load = (
         "nothing else running"
@@ -81,6 +87,12 @@ def summary_table(results: Results, meta: dict) -> str:
             f"| {row.section} | {row.measure} | {fmt(row.value, row.unit)} | "
             f"{fmt(row.previous, row.unit)} | {target} | {row.note} |"
         )
+    for row in carried:
+        target = f"<= {fmt(row['target_max'], row['unit'])}" if row.get("target_max") else ""
+        lines.append(
+            f"| {row['section']} | {row['measure']} | {fmt(row['value'], row['unit'])} | | "
+            f"{target} | not re-measured: from {row['measured']}; {row['note']} |"
+        )
     lines += [f"\n{note}" for note in results.notes]
     return "\n".join(lines) + "\n"
 
@@ -99,20 +111,21 @@ def scaling_table(results: Results) -> str:
     return "\n".join(lines) + "\n"
 
 
-def learning_table(results: Results) -> str:
-    names = list(results.learning)
+def learning_table(learning: dict[str, list[dict]]) -> str:
+    """One row per evaluated point of each curve: accuracy, loss and CPU minutes."""
+    curves = {name: evaluated(h) for name, h in learning.items()}
     lines = [
-        "| round | " + " | ".join(f"{n}: accuracy | loss | minutes" for n in names) + " |",
-        "|---" * (1 + 3 * len(names)) + "|",
+        "| point | " + " | ".join(f"{n}: accuracy | loss | CPU min" for n in curves) + " |",
+        "|---" * (1 + 3 * len(curves)) + "|",
     ]
-    for i in range(max(len(h) for h in results.learning.values())):
+    for i in range(max(len(h) for h in curves.values())):
         cells = []
-        for h in results.learning.values():
+        for h in curves.values():
             cells += (
                 [
                     f"{h[i]['eval_accuracy']:.4f}",
                     f"{h[i]['eval_loss']:.4f}",
-                    f"{h[i]['elapsed_s'] / 60:.2f}",
+                    f"{h[i]['cpu_s'] / 60:.2f}",
                 ]
                 if i < len(h)
                 else ["", "", ""]
@@ -130,42 +143,77 @@ def previous_values(out: Path) -> dict[str, float | None]:
         return {}  # no earlier run, or an unreadable one: nothing to compare with
 
 
+def carried_rows(last: dict, measured: set[str]) -> list[dict]:
+    """The rows of the last run (`last`, its results.json) that this run did not measure, as
+    when it ran fewer sections, each marked with when and where it was measured."""
+    try:
+        origin = f"{last['meta']['time_utc']} UTC at {last['meta']['commit']}"
+        rows = [{**r, "measured": origin} for r in last.get("rows", [])]
+        return [r for r in [*rows, *last.get("carried", [])] if r["key"] not in measured]
+    except (KeyError, TypeError):
+        return []
+
+
+def carried_curves(last: dict, sections: tuple[str, ...]) -> dict[str, list[dict]]:
+    """The last run's learning curves of the sections this run left out."""
+    from fedtext.bench.learning import CURVES
+
+    keep = {name for section, names in CURVES.items() if section not in sections for name in names}
+    return {name: curve for name, curve in last.get("learning", {}).items() if name in keep}
+
+
+def last_document(out: Path) -> dict:
+    try:
+        return json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
 def write_outputs(
-    results: Results, meta: dict, previous: dict, final: bool = True, update_readme: bool = False
+    results: Results,
+    meta: dict,
+    previous: dict,
+    final: bool = True,
+    update_readme: bool = False,
+    last: dict | None = None,
 ) -> None:
     """results.json and results.md (after every section, so a stopped run keeps its figures),
-    then learning.html and, if asked, the README's table."""
+    then learning.html and, if asked, the README's table. Rows of `last` (the run before) that
+    this run did not measure are carried, marked with their origin."""
     out = results.settings.out_dir
     out.mkdir(parents=True, exist_ok=True)
     for row in results.rows:
         row.previous = previous.get(row.key)
+    carried = carried_rows(last or {}, {r.key for r in results.rows})
+    learning = {**carried_curves(last or {}, results.settings.sections), **results.learning}
     document = {
         "meta": meta,
         "settings": {
             k: str(v) if isinstance(v, Path) else v for k, v in asdict(results.settings).items()
         },
         "rows": [{**asdict(r), "ok": r.ok} for r in results.rows],
+        "carried": carried,
         "scaling": results.scaling,
-        "learning": results.learning,
+        "learning": learning,
         "notes": results.notes if final else [*results.notes, "Partial: the run goes on."],
     }
     (out / "results.json").write_text(json.dumps(document, indent=1) + "\n")
-    parts = [summary_table(results, meta)]
+    parts = [summary_table(results, meta, carried)]
     if results.scaling:
         parts.append(
             "Round time as clients and batches grow (evaluation off):\n\n" + scaling_table(results)
         )
     readme_part = "\n".join(parts)
-    if results.learning:
+    if learning:
         parts.append(
             "Held-out accuracy and loss per round (chart: learning.html):\n\n"
-            + learning_table(results)
+            + learning_table(learning)
         )
     (out / "results.md").write_text("# fedtext benchmark\n\n" + "\n".join(parts))
     if not final:
         return
-    if results.learning:
-        learning_figure(results.learning).write_html(out / "learning.html", include_plotlyjs="cdn")
+    if learning:
+        learning_figure(learning).write_html(out / "learning.html", include_plotlyjs="cdn")
     if update_readme:
         readme = ROOT / "README.md"
         text = readme.read_text()
@@ -174,4 +222,4 @@ def write_outputs(
             tail = rest.split(README_END, 1)[1]
             readme.write_text(f"{head}{README_START}\n{readme_part}{README_END}{tail}")
     print("\n" + "\n".join(parts))
-    print(f"wrote {out}/results.json, results.md" + (", learning.html" if results.learning else ""))
+    print(f"wrote {out}/results.json, results.md" + (", learning.html" if learning else ""))

@@ -9,7 +9,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 OUT_DIR = ROOT / "bench"
-SECTIONS = ("overhead", "scaling", "coldstart", "page", "generation", "memory", "learning")
+SECTIONS = (
+    "overhead",
+    "scaling",
+    "coldstart",
+    "page",
+    "generation",
+    "memory",
+    "learning",
+    "federation",
+)
 
 
 @dataclass
@@ -40,7 +49,7 @@ class Settings:
     quick: bool = False
     repeats: int = 3  # timed rounds per scaling point; medians over these
     overhead_repeats: int = 5  # more for the two headline ratios
-    learning_rounds: int = 20
+    federation_rounds: int = 400  # an upper bound: the CPU budget ends the run first
     random_weights: bool = False  # the base model is untrained: learning figures mean nothing
 
     @property

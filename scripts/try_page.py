@@ -1,0 +1,91 @@
+"""A visitor's default run in a real browser with the shipped model: open the page, press Train,
+wait for the run, and report what the page shows (times, accuracy, both texts, their style
+scores); optionally a screenshot.
+
+    .venv/bin/python scripts/try_page.py [--screenshot docs/screenshot.png] [--baseline]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--screenshot", type=Path, default=None)
+    parser.add_argument("--baseline", action="store_true", help="then run the baseline too")
+    parser.add_argument("--port", type=int, default=8599)
+    args = parser.parse_args()
+
+    from playwright.sync_api import expect, sync_playwright
+
+    data = tempfile.mkdtemp(prefix="fedtext-try-")
+    env = {**os.environ, "FEDTEXT_DATA": data}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true",
+         f"--server.port={args.port}"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={"width": 1440, "height": 2000})
+            started = time.perf_counter()
+            while True:
+                try:
+                    page.goto(f"http://localhost:{args.port}/", timeout=2000)
+                    break
+                except Exception:
+                    if time.perf_counter() - started > 120:
+                        raise
+                    time.sleep(0.3)
+            page.locator(".st-key-base_text pre").wait_for(timeout=180_000)
+            train = page.locator(".st-key-train").get_by_role("button", name="Train")
+            expect(train).to_be_enabled(timeout=180_000)
+            time.sleep(2)  # the engine compiles its other rounds meanwhile; as a visitor waits
+            clicked = time.perf_counter()
+            train.click()
+            page.locator(".st-key-tuned_text pre").wait_for(timeout=600_000)
+            done = page.get_by_text(re.compile(r"Trained \d+ rounds? in"))
+            expect(done).to_be_visible(timeout=60_000)
+            waited = time.perf_counter() - clicked
+            print(f"page usable, then Train clicked at {clicked - started:.1f} s")
+            print(f"click to fine-tuned text: {waited:.1f} s")
+            print(done.inner_text())
+            for name in ("base_text", "tuned_text"):
+                print(f"\n--- {name}:\n{page.locator(f'.st-key-{name} pre').inner_text()}")
+            for meter in page.get_by_text(re.compile("^Style meter:")).all():
+                print(meter.inner_text())
+            if args.baseline:
+                page.get_by_role("button", name="Centralised baseline").click()
+                caption = page.get_by_text(re.compile(r"\(ratio \d"))
+                caption.wait_for(timeout=600_000)
+                print(caption.inner_text())
+            if args.screenshot:
+                page.get_by_text("Colour by style").click()
+                time.sleep(3)
+                page.screenshot(path=str(args.screenshot), full_page=True)
+                print(f"screenshot: {args.screenshot}")
+            browser.close()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""Each learning setting takes effect in a real TFF round, and the centralised baseline runs."""
+
+import numpy as np
+import pytest
+
+from fedtext.config import PRESETS, FederatedConfig, preset_config
+from fedtext.training import FederatedTrainer
+
+CLIENTS = ("KING_LEAR_FOOL", "KING_LEAR_KENT")
+
+
+def config(**overrides) -> FederatedConfig:
+    settings = dict(
+        client_ids=CLIENTS,
+        rounds=2,
+        client_optimizer="sgd",
+        client_learning_rate=0.5,
+        clip_norm=0.0,
+        server_optimizer="sgd",
+        server_learning_rate=1.0,
+        batches_per_client=2,
+        batch_size=8,
+    )
+    return FederatedConfig(**{**settings, **overrides})
+
+
+def train(client_data, tiny_model_dir, **overrides) -> FederatedTrainer:
+    train_data, test_data = client_data
+    trainer = FederatedTrainer(config(**overrides), train_data, test_data, tiny_model_dir)
+    list(trainer.rounds())
+    return trainer
+
+
+def delta_norm(trainer: FederatedTrainer, base_dir) -> float:
+    """Global norm of the model's change from the base weights."""
+    from fedtext.weights import load_weights_arrays
+
+    base = load_weights_arrays(base_dir)
+    return float(
+        np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(trainer.weights, base, strict=True)))
+    )
+
+
+def weights_differ(a: FederatedTrainer, b: FederatedTrainer) -> bool:
+    return any(not np.allclose(x, y) for x, y in zip(a.weights, b.weights, strict=True))
+
+
+def test_batch_size_sets_the_rows_of_each_clients_batches(client_data, tiny_model_dir):
+    train_data, test_data = client_data
+    for size in (3, 16):
+        trainer = FederatedTrainer(config(batch_size=size), train_data, test_data, tiny_model_dir)
+        datasets = trainer.client_datasets(1, CLIENTS)
+        batches = [len(x) for dataset in datasets for x, _ in dataset.as_numpy_iterator()]
+        assert batches and max(batches) == size
+        assert len(batches) <= 2 * len(CLIENTS)  # batches_per_client per client
+
+
+def test_clipping_bounds_each_clients_update(client_data, tiny_model_dir):
+    """SGD moves each step by at most lr x clip, so one round of 2 steps moves the average by
+    at most 2 x lr x clip; without clipping the same rate moves it further."""
+    lr, clip, steps = 5.0, 0.01, 2
+    clipped = train(
+        client_data,
+        tiny_model_dir,
+        rounds=1,
+        client_learning_rate=lr,
+        clip_norm=clip,
+        batches_per_client=steps,
+    )
+    free = train(
+        client_data, tiny_model_dir, rounds=1, client_learning_rate=lr, batches_per_client=steps
+    )
+    bound = steps * lr * clip
+    assert delta_norm(clipped, tiny_model_dir) <= bound * (1 + 1e-3)
+    assert (
+        delta_norm(clipped, tiny_model_dir) > 0.5 * bound
+    )  # the clip binds: every step used all of it
+    assert delta_norm(free, tiny_model_dir) > 2 * bound
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"server_optimizer": "momentum"},
+        {"server_optimizer": "adam", "server_learning_rate": 0.01},
+        {"server_learning_rate": 0.5},
+        {"client_optimizer": "adam", "client_learning_rate": 0.01},
+        {"client_learning_rate": 0.1},
+    ],
+    ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()),
+)
+def test_each_optimizer_setting_changes_the_result(client_data, tiny_model_dir, changes):
+    plain = train(client_data, tiny_model_dir)
+    changed = train(client_data, tiny_model_dir, **changes)
+    assert weights_differ(plain, changed)
+    assert np.isfinite(changed.history[-1].eval_loss)
+
+
+def test_server_rate_one_half_moves_the_model_half_as_far_in_round_one(client_data, tiny_model_dir):
+    """Plain averaging applies the mean update times the server rate."""
+    full = train(client_data, tiny_model_dir, rounds=1)
+    half = train(client_data, tiny_model_dir, rounds=1, server_learning_rate=0.5)
+    assert delta_norm(half, tiny_model_dir) == pytest.approx(
+        0.5 * delta_norm(full, tiny_model_dir), rel=1e-3
+    )
+
+
+def test_the_tutorial_preset_is_the_tutorials_setting():
+    tutorial = preset_config("tutorial")
+    assert (
+        tutorial.client_optimizer,
+        tutorial.client_learning_rate,
+        tutorial.clip_norm,
+        tutorial.batch_size,
+        tutorial.batches_per_client,
+        tutorial.rounds,
+    ) == ("sgd", 0.5, 0.0, 8, 5, 5)
+    assert (tutorial.server_optimizer, tutorial.server_learning_rate) == ("sgd", 1.0)
+    assert set(PRESETS) >= {"tutorial", "fedavg", "fedavgm", "fedadam"}
+    reddi = preset_config("fedadam", client_ids=CLIENTS)
+    assert (reddi.server_optimizer, reddi.server_learning_rate) == ("adam", 0.01)
+
+
+def test_centralised_baseline_learns_on_the_pooled_text_within_its_budget(
+    client_data, tiny_model_dir
+):
+    from fedtext.centralised import CentralisedTrainer
+    from fedtext.runs import compare
+
+    train_data, test_data = client_data
+    federated = train(client_data, tiny_model_dir, rounds=2)
+    budget = sum(r.cpu_seconds for r in federated.history[1:])
+    assert budget > 0
+    central = CentralisedTrainer(
+        config(client_optimizer="adam", client_learning_rate=0.01, rounds=50),
+        train_data,
+        test_data,
+        tiny_model_dir,
+        steps_per_checkpoint=2,
+    )
+    points = list(central.checkpoints(budget))
+    assert points[0].round_num == 0 and len(points) >= 2
+    assert central.spent_cpu_seconds() >= budget or len(points) == 51
+    assert points[-1].eval_loss < points[0].eval_loss
+    comparison = compare(federated.history, central.history)
+    assert comparison.cpu_seconds == pytest.approx(budget)
+    assert "federated" in comparison.summary() and "centralised" in comparison.summary()
