@@ -1,5 +1,5 @@
 """The centralised baseline: the same base model trained on the chosen clients' pooled text in one
-place, with the clients' optimizer, for a given CPU time, evaluated as the federated rounds are.
+place, for a given CPU time, evaluated as the federated rounds are.
 
 It is what Federated Averaging would reach if the lines could leave their owners; the gap is the
 price of keeping them home.
@@ -13,18 +13,26 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow as tf
 
+from fedtext.config import CentralisedConfig, FederatedConfig
 from fedtext.model import BUILD_LOCK, MaskedLoss
 from fedtext.runs import RoundResult
 from fedtext.training import ModelOnClients, TrainingDiverged, _healthy
 
 
 class CentralisedTrainer(ModelOnClients):
-    """Keras training on the pooled text; `checkpoints()` yields an evaluated point every
-    `steps_per_checkpoint` steps (round_num counts checkpoints, seconds are CPU seconds)."""
+    """Keras training on the pooled text with `recipe`; `checkpoints()` yields an evaluated point
+    every `recipe.steps_per_point` steps (round_num counts the points)."""
 
-    def __init__(self, config, train_data, test_data, base_dir=None, steps_per_checkpoint=10):
+    def __init__(
+        self,
+        config: FederatedConfig,
+        train_data,
+        test_data,
+        base_dir=None,
+        recipe: CentralisedConfig = CentralisedConfig(),
+    ):
         super().__init__(config, train_data, test_data, base_dir)
-        self.steps_per_checkpoint = steps_per_checkpoint
+        self.recipe = recipe
         self._pool = self.pooled_ids()
         self._rng = np.random.default_rng(config.seed)
         self._step = None
@@ -34,12 +42,10 @@ class CentralisedTrainer(ModelOnClients):
         return sum(r.cpu_seconds for r in self.history[1:])
 
     def _build_step(self):
-        c = self.config
+        r = self.recipe
         model = self.eval_model
         kind = {"sgd": tf.keras.optimizers.SGD, "adam": tf.keras.optimizers.Adam}
-        optimizer = kind[c.client_optimizer](
-            c.client_learning_rate, global_clipnorm=c.clip_norm or None
-        )
+        optimizer = kind[r.optimizer](r.learning_rate, global_clipnorm=r.clip_norm or None)
         loss_fn = MaskedLoss()
 
         @tf.function(
@@ -55,15 +61,14 @@ class CentralisedTrainer(ModelOnClients):
         return step
 
     def _batch(self) -> tuple[np.ndarray, np.ndarray]:
-        """batch_size windows of the pool at random offsets: every client's text mixed."""
-        c = self.config
-        span = c.seq_length + 1
-        starts = self._rng.integers(0, max(len(self._pool) - span, 1), size=c.batch_size)
+        """A batch of windows of the pool at random offsets: every client's text mixed."""
+        span = self.config.seq_length + 1
+        starts = self._rng.integers(0, max(len(self._pool) - span, 1), size=self.recipe.batch_size)
         rows = np.stack([self._pool[s : s + span] for s in starts])
         return rows[:, :-1], rows[:, 1:]
 
     def checkpoints(self, cpu_budget_s: float | None = None) -> Iterator[RoundResult]:
-        """Point 0 (the base model), then a point every steps_per_checkpoint steps, until the
+        """Point 0 (the base model), then a point every `steps_per_point` steps, until the
         CPU time spent training reaches `cpu_budget_s` (or the config's rounds of points)."""
         if not self.history:
             yield self._evaluate_base()
@@ -74,7 +79,7 @@ class CentralisedTrainer(ModelOnClients):
         point = len(self.history)
         while point <= self.config.rounds:
             start, wall = time.process_time(), time.perf_counter()
-            losses = [float(self._step(*self._batch())) for _ in range(self.steps_per_checkpoint)]
+            losses = [float(self._step(*self._batch())) for _ in range(self.recipe.steps_per_point)]
             weights = self.eval_model.get_weights()
             train_loss = float(np.mean(losses))
             if not _healthy(train_loss):
@@ -88,7 +93,7 @@ class CentralisedTrainer(ModelOnClients):
                     eval_loss,
                     eval_accuracy,
                     train_loss=train_loss,
-                    num_examples=self.steps_per_checkpoint * self.config.batch_size,
+                    num_examples=self.recipe.steps_per_point * self.recipe.batch_size,
                     seconds=time.perf_counter() - wall,
                     cpu_seconds=time.process_time() - start,
                 )

@@ -80,15 +80,23 @@ def figure(
                 *(r.round_num for _, past in earlier for r in past), 1])
     fig.update_xaxes(title_text="round", range=[-0.3, last + 0.3],
                      dtick=max(1, math.ceil(last / 10)))
-    # Accuracy on a fixed scale, so the reference lines always show; loss scaled to the data,
-    # so a small steady fall is visible.
+    # Accuracy from just below the lowest point up to the published figure, so that a gain of a
+    # point or two shows and so does how far there is to go; loss scaled to the data.
+    seen = _values(history, earlier, "eval_accuracy") + _values(history, (), "train_accuracy")
+    low = min(seen, default=0.0)
     fig.update_yaxes(title_text=_LABELS[metric], tickformat=".0%" if percent else ".2f",
-                     range=[0, 0.65] if percent else None)
+                     range=[max(0.0, low - 0.02), PUBLISHED_ACCURACY + 0.02] if percent else None)
     if not history:
         fig.add_annotation(text="Press Train: round 0 is the base model", showarrow=False,
                            xref="paper", yref="paper", x=0.5, y=0.5, font={"color": _GREY})
     title = "Accuracy" if percent else "Loss (lower is better)"
     return _layout(fig, title)
+
+
+def _values(history, earlier, field: str) -> list[float]:
+    runs = [history, *(past for _, past in earlier)]
+    values = [getattr(r, field) for run in runs for r in run]
+    return [v for v in values if v is not None and not math.isnan(v)]
 
 
 def _reference(fig: go.Figure, y: float, label: str, color: str) -> None:

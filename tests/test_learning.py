@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fedtext.config import PRESETS, FederatedConfig, preset_config
+from fedtext.config import PRESETS, CentralisedConfig, FederatedConfig, preset_config
 from fedtext.training import FederatedTrainer
 
 CLIENTS = ("KING_LEAR_FOOL", "KING_LEAR_KENT")
@@ -131,13 +131,8 @@ def test_centralised_baseline_learns_on_the_pooled_text_within_its_budget(
     federated = train(client_data, tiny_model_dir, rounds=2)
     budget = sum(r.cpu_seconds for r in federated.history[1:])
     assert budget > 0
-    central = CentralisedTrainer(
-        config(client_optimizer="adam", client_learning_rate=0.01, rounds=50),
-        train_data,
-        test_data,
-        tiny_model_dir,
-        steps_per_checkpoint=2,
-    )
+    recipe = CentralisedConfig(learning_rate=0.01, batch_size=8, steps_per_point=2)
+    central = CentralisedTrainer(config(rounds=50), train_data, test_data, tiny_model_dir, recipe)
     points = list(central.checkpoints(budget))
     assert points[0].round_num == 0 and len(points) >= 2
     assert central.spent_cpu_seconds() >= budget or len(points) == 51
