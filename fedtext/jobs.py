@@ -196,7 +196,7 @@ class TrainingQueue:
                 )
                 self._jobs[job_id] = job
             if job is None or not job.finished or len(job.history) < 2:
-                return "the run has not finished a round yet"
+                return "the run is still training, or finished no round"
             if job.baseline:
                 return "this run has its baseline already"
             if len(self._waiting) >= self.limits.max_queue:
