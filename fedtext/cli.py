@@ -31,6 +31,17 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
+def _count(text: str) -> int:
+    """A whole number of 0 or more, refused before anything loads."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _add_federated_args(parser: argparse.ArgumentParser, preset: str | None) -> None:
     """Every FederatedConfig setting as an option; unset ones come from the preset, if any,
     then from FederatedConfig's defaults."""
@@ -114,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="list the Shakespeare clients and their sizes")
     data.add_argument("query", nargs="*", help="words to search in play, character or id")
     data.add_argument("--sort", choices=("id", "size"), default="id")
-    data.add_argument("--limit", type=int, default=50, help="rows to show (0: all)")
+    data.add_argument("--limit", type=_count, default=50, help="rows to show (0: all)")
     data.add_argument("--rebuild", action="store_true", help="rebuild the data cache")
 
     pretrain = sub.add_parser("pretrain", help="pre-train the base model on text files")
@@ -314,7 +325,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from fedtext import runtime
 
-    runtime.import_tensorflow()
+    runtime.import_tensorflow(quiet=True)
     from fedtext.generation import load_generator
 
     generator = load_generator(_base_dir(args.model))
@@ -426,6 +437,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     runtime.stop_on_sigterm()
     start = time.perf_counter()
     try:
+        if args.command != "generate":  # which checks its request before loading anything
+            runtime.import_tensorflow(quiet=True)
         return COMMANDS[args.command](args)
     except (
         ConfigError,

@@ -10,12 +10,15 @@ with its output in a log file, with a parent-death signal, and stops it at exit 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -180,17 +183,50 @@ def install(log_path: Path | None = None) -> WorkerService:
         return service
 
 
-def import_tensorflow() -> None:
+def import_tensorflow(quiet: bool = False) -> None:
     """Import TensorFlow without the JAX that its TFLite converter imports if installed (1.1 s
     of TensorFlow's 7 s here, for a converter fedtext never uses). TFF imports JAX itself when
-    it loads, so nothing is lost; this only moves JAX out of the way of the first text."""
+    it loads, so nothing is lost; this only moves JAX out of the way of the first text.
+
+    `quiet` holds back the start-up lines TensorFlow's C++ side writes on every import (for a
+    command line's main thread only: it redirects the process's stderr meanwhile)."""
     if "tensorflow" in sys.modules or "jax" in sys.modules:
         return
     sys.modules["jax"] = None  # `import jax` raises ImportError, which TFLite handles
     try:
-        import tensorflow  # noqa: F401
+        with _startup_lines_held_back() if quiet else contextlib.nullcontext():
+            import tensorflow  # noqa: F401
     finally:
         del sys.modules["jax"]
+
+
+# Written by TensorFlow's C++ start-up on every import on a machine without a GPU; they tell a
+# user nothing and bury a real error among them.
+_STARTUP_NOISE = re.compile(
+    r"Unable to register cu(DNN|FFT|BLAS) factory|TF-TRT Warning|oneDNN custom operations"
+    r"|This TensorFlow binary is optimized|rebuild TensorFlow with the appropriate compiler"
+    r"|Could not find cuda drivers|Could not find TensorRT"
+)
+
+
+@contextlib.contextmanager
+def _startup_lines_held_back():
+    """Collect what is written to file descriptor 2 meanwhile; pass on all but the noise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            for line in held.read().decode(errors="replace").splitlines(keepends=True):
+                if not _STARTUP_NOISE.search(line):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
 
 
 def _set_context_for_this_thread() -> None:

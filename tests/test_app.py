@@ -307,3 +307,34 @@ def test_data_figure_marks_clients_the_tutorial_would_drop():
     assert list(bars.x) == [50, 5000]  # biggest at the top of the chart
     assert bars.marker.color[0] != bars.marker.color[1]  # tiny is under one tutorial batch
     assert len(heat.z) == 2 and len(heat.z[0]) == 26
+
+
+def test_the_pages_modules_import_no_tensorflow():
+    """The page draws while TensorFlow loads: every fedtext module app.py imports at its top
+    must leave TensorFlow unloaded."""
+    import ast
+    import subprocess
+    import sys
+
+    tree = ast.parse(APP.read_text())
+    modules = sorted(
+        {f"fedtext.{a.name}" for node in tree.body if isinstance(node, ast.ImportFrom)
+         and node.module == "fedtext" for a in node.names}
+        | {node.module for node in tree.body if isinstance(node, ast.ImportFrom)
+           and (node.module or "").startswith("fedtext.")}
+    )
+    assert "fedtext.style" in modules and "fedtext.jobs" in modules
+    code = (f"import sys, importlib; [importlib.import_module(m) for m in {modules!r}]; "
+            "print(sorted(m for m in ('tensorflow', 'tensorflow_federated') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=APP.parent, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("run_id", ["abcdefghijklmnopqrstuvwx", "../../etc/passwd", "x" * 300])
+def test_a_missing_or_malformed_run_link_gives_a_message(page_env, run_id):
+    at = open_page({"run": run_id})
+    assert not at.exception
+    assert any("not stored here" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert "run" not in at.query_params  # the link no longer names it

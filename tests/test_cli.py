@@ -42,6 +42,7 @@ def test_finetune_end_to_end_saves_weights_and_metrics(tiny_model_dir, tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert "round  1: train loss" in result.stdout
+    assert "Unable to register" not in result.stderr  # TensorFlow's C++ start-up lines
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[2].startswith("1,")
     assert (tmp_path / "weights.npz").exists()
@@ -65,6 +66,24 @@ def test_whole_federation_and_baseline_from_the_command_line(tiny_model_dir, tmp
     assert "Centralised baseline" in out and "(ratio" in out
     baseline = (tmp_path / "baseline.csv").read_text().splitlines()
     assert len(baseline) >= 3  # header, the base model, one point or more
+
+
+def test_the_pages_model_zip_loads_with_generate(tiny_model_dir, tmp_path):
+    """The page's download button hands out sharing.model_archive; generate --model reads it."""
+    import shutil
+    import zipfile
+
+    from fedtext.sharing import model_archive
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_model_dir, run_dir)
+    (tmp_path / "model.zip").write_bytes(model_archive(run_dir))
+    with zipfile.ZipFile(tmp_path / "model.zip") as archive:
+        archive.extractall(tmp_path / "unzipped")
+    gen = run_cli("generate", "--model", str(tmp_path / "unzipped" / "fedtext-model"),
+                  "--prompt", "KENT: ", "--length", "20")
+    assert gen.returncode == 0, gen.stderr
+    assert gen.stdout.startswith("KENT: ") and len(gen.stdout.strip()) >= 20
 
 
 def test_tutorial_flow_runs_offline(tiny_model_dir, database):
@@ -147,6 +166,7 @@ def test_sigterm_stops_the_worker_too(tiny_model_dir, tmp_path, database):
         (["finetune", "--preset", "fedsgd", "--output", "x"], "invalid choice: 'fedsgd'"),
         (["finetune", "--output", "README.md/run"], "cannot write the output directory"),
         (["generate", "--prompt", "caf\u00e9 \u2603"], "does not know: '\u2603'"),
+        (["data", "--limit", "-1"], "must be 0 or more, got -1"),
         (["pretrain", "missing.txt", "--output", "x"], "corpus file not found"),
     ],
 )
@@ -161,6 +181,16 @@ def test_bad_input_gets_one_line(args, message, capsys, tiny_model_dir, database
     assert code == 2
     assert message in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_startup_noise_is_held_back_and_real_errors_pass(capfd):
+    from fedtext.runtime import _startup_lines_held_back
+
+    with _startup_lines_held_back():
+        os.write(2, b"2026-12-02 E cuda_dnn.cc:9342] Unable to register cuDNN factory: ...\n")
+        os.write(2, b"E tensorflow/core: a real error\n")
+    err = capfd.readouterr().err
+    assert "a real error" in err and "cuDNN" not in err
 
 
 def test_binary_and_empty_corpus_files_are_refused(tmp_path, capsys):
