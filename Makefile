@@ -18,7 +18,7 @@ tutorial:
 	scripts/setup.sh
 	.venv/bin/python -m fedtext tutorial
 
-# Times the engine and the page on this machine; writes bench/ and the README's table.
+# Times the engine and the page on this machine; writes bench/ and docs/benchmarks.md's table.
 bench:
 	scripts/setup.sh --test
 	.venv/bin/python -m fedtext.bench --update-readme

@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--update-readme",
         action="store_true",
-        help="also put the table between the README's bench markers",
+        help="also put the table between the bench markers of docs/benchmarks.md",
     )
     return parser
 

@@ -1,4 +1,4 @@
-"""The outputs: results.json, results.md, learning.html and the README's table, each
+"""The outputs: results.json, results.md, learning.html and docs/benchmarks.md's table, each
 figure beside the last run's."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from pathlib import Path
 
 from fedtext.bench.results import ROOT, Results
 
-README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+TABLE_START, TABLE_END = "<!-- bench:start -->", "<!-- bench:end -->"
+TABLE_DOC = ROOT / "docs" / "benchmarks.md"
 
 
 def learning_figure(learning: dict[str, list[dict]]):
@@ -178,8 +179,8 @@ def write_outputs(
     last: dict | None = None,
 ) -> None:
     """results.json and results.md (after every section, so a stopped run keeps its figures),
-    then learning.html and, if asked, the README's table. Rows of `last` (the run before) that
-    this run did not measure are carried, marked with their origin."""
+    then learning.html and, if asked, the table in docs/benchmarks.md. Rows of `last` (the run
+    before) that this run did not measure are carried, marked with their origin."""
     out = results.settings.out_dir
     out.mkdir(parents=True, exist_ok=True)
     for row in results.rows:
@@ -203,7 +204,7 @@ def write_outputs(
         parts.append(
             "Round time as clients and batches grow (evaluation off):\n\n" + scaling_table(results)
         )
-    readme_part = "\n".join(parts)
+    table_part = "\n".join(parts)
     if learning:
         parts.append(
             "Held-out accuracy and loss per round (chart: learning.html):\n\n"
@@ -215,11 +216,10 @@ def write_outputs(
     if learning:
         learning_figure(learning).write_html(out / "learning.html", include_plotlyjs="cdn")
     if update_readme:
-        readme = ROOT / "README.md"
-        text = readme.read_text()
-        if README_START in text and README_END in text:
-            head, rest = text.split(README_START, 1)
-            tail = rest.split(README_END, 1)[1]
-            readme.write_text(f"{head}{README_START}\n{readme_part}{README_END}{tail}")
+        text = TABLE_DOC.read_text()
+        if TABLE_START in text and TABLE_END in text:
+            head, rest = text.split(TABLE_START, 1)
+            tail = rest.split(TABLE_END, 1)[1]
+            TABLE_DOC.write_text(f"{head}{TABLE_START}\n{table_part}{TABLE_END}{tail}")
     print("\n" + "\n".join(parts))
     print(f"wrote {out}/results.json, results.md" + (", learning.html" if learning else ""))
