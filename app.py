@@ -38,10 +38,13 @@ from fedtext.weights import WeightsError, base_model_dir
 if TYPE_CHECKING:
     from fedtext.generation import TextGenerator
 
-st.set_page_config(page_title="fedtext: federated learning on Shakespeare", page_icon="🎭",
-                   layout="wide")
-st.markdown("#### :material/theater_comedy: fedtext · a Dickens model learns Shakespeare "
-            "by Federated Averaging")
+st.set_page_config(
+    page_title="fedtext: federated learning on Shakespeare", page_icon="🎭", layout="wide"
+)
+st.markdown(
+    "#### :material/theater_comedy: fedtext · a Dickens model learns Shakespeare "
+    "by Federated Averaging"
+)
 
 PREVIEW_SPEECHES = 3
 MAX_EARLIER = 3  # earlier runs kept on the charts for comparison
@@ -71,8 +74,9 @@ class Engine:
         self.base_ready = threading.Event()  # set once `base` or `error` is
         self.ready = threading.Event()  # set once `queue` or `error` is
         self.page_drawn = threading.Event()  # set by the first page run that showed base text
-        threading.Thread(target=self._prepare, args=(base_dir, data_root), name="fedtext-engine",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._prepare, args=(base_dir, data_root), name="fedtext-engine", daemon=True
+        ).start()
 
     def _prepare(self, base_dir: Path, data_root: Path) -> None:
         try:
@@ -82,9 +86,11 @@ class Engine:
             self.step = "loading the Dickens base model"
             self.base = load_generator(base_dir)
         except WeightsError as error:
-            self.error = (f"The base model cannot be loaded: {error}. Set FEDTEXT_BASE_MODEL to a "
-                          "model directory, or pre-train one: `python -m fedtext pretrain "
-                          "BOOKS.txt --output DIR`.")
+            self.error = (
+                f"The base model cannot be loaded: {error}. Set FEDTEXT_BASE_MODEL to a "
+                "model directory, or pre-train one: `python -m fedtext pretrain "
+                "BOOKS.txt --output DIR`."
+            )
         except Exception as error:  # shown on the page; restarting the server is the remedy
             self.error = f"TensorFlow could not start: {type(error).__name__}: {error}"
         finally:
@@ -103,8 +109,9 @@ class Engine:
             default, *others = sharing.PREBUILT_PROCESSES
             self.step = "compiling the federated round"
             build_process(self.base.config, *default)
-            self.queue = TrainingQueue(train, test, base_dir, store=runs.RunStore(data_root),
-                                       limits=sharing.LIMITS)
+            self.queue = TrainingQueue(
+                train, test, base_dir, store=runs.RunStore(data_root), limits=sharing.LIMITS
+            )
         except Exception as error:  # shown on the page; restarting the server is the remedy
             self.error = f"TensorFlow Federated could not start: {type(error).__name__}: {error}"
             return
@@ -142,8 +149,14 @@ def load_tuned(run_key: str, _weights: list, _config: ModelConfig) -> TextGenera
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def generate(model_key: str, _generator: TextGenerator, prompt: str, length: int,
-             temperature: float, seed: int) -> str:
+def generate(
+    model_key: str,
+    _generator: TextGenerator,
+    prompt: str,
+    length: int,
+    temperature: float,
+    seed: int,
+) -> str:
     return _generator.generate(prompt, length, temperature, seed)
 
 
@@ -158,9 +171,17 @@ def init_session(clients: dict[str, data.ClientInfo]) -> None:
     for field, value in setup.items():
         st.session_state[field] = value
     st.session_state.update(
-        owner=secrets.token_urlsafe(12), problems=problems, earlier=[], pending=None, notice="",
+        owner=secrets.token_urlsafe(12),
+        problems=problems,
+        earlier=[],
+        pending=None,
+        notice="",
         run_id=st.query_params.get(sharing.RUN_PARAM, ""),
-        prompt=TUTORIAL_PROMPT, length=200, temperature=1.0, gen_seed=0, preset="defaults",
+        prompt=TUTORIAL_PROMPT,
+        length=200,
+        temperature=1.0,
+        gen_seed=0,
+        preset="defaults",
     )
 
 
@@ -210,20 +231,32 @@ def current_run(base_dir: str, data_root: str) -> RunView | None:
     queue = start_engine(base_dir, data_root).queue
     job = queue.get(run_id) if queue else None
     if job is not None and not job.finished:
-        return RunView(run_id, job.config, list(job.history), job.weights, job=job,
-                       baseline=list(job.baseline))
+        return RunView(
+            run_id, job.config, list(job.history), job.weights, job=job, baseline=list(job.baseline)
+        )
     failed = job is not None and job.state is JobState.FAILED
     resumable = job is not None and job.resumable
     try:
         saved = load_saved(data_root, run_id, saved_stamp(data_root, run_id))
-        return RunView(run_id, saved.config, saved.history, saved.weights, saved.message, failed,
-                       resumable, baseline=saved.baseline)
+        return RunView(
+            run_id,
+            saved.config,
+            saved.history,
+            saved.weights,
+            saved.message,
+            failed,
+            resumable,
+            baseline=saved.baseline,
+        )
     except KeyError:
         if job is not None:  # ended before a round finished: nothing worth storing
-            return RunView(run_id, job.config, list(job.history), job.weights, job.message, failed,
-                           resumable)
-        st.warning("The run in this link is not stored here (runs are kept for "
-                   f"{runs.MAX_AGE_DAYS:.0f} days): train a new one.")
+            return RunView(
+                run_id, job.config, list(job.history), job.weights, job.message, failed, resumable
+            )
+        st.warning(
+            "The run in this link is not stored here (runs are kept for "
+            f"{runs.MAX_AGE_DAYS:.0f} days): train a new one."
+        )
     except WeightsError as error:
         st.warning(f"The run in this link cannot be read: {error}")
     st.session_state.run_id = ""
@@ -240,27 +273,36 @@ def run_baseline(base_dir: str, data_root: str, run_id: str) -> None:
         stored = load_saved(data_root, run_id, saved_stamp(data_root, run_id))
     except (KeyError, WeightsError):
         stored = None
-    why = start_engine(base_dir, data_root).queue.run_baseline(run_id, st.session_state.owner,
-                                                               stored)
+    why = start_engine(base_dir, data_root).queue.run_baseline(
+        run_id, st.session_state.owner, stored
+    )
     if why:
         st.session_state.notice = f"Cannot run the baseline: {why}"
 
 
 def baseline_ui(run: RunView) -> None:
     """Federated against centralised at equal CPU time, and what the gap buys."""
-    st.plotly_chart(plots.baseline_figure(run.history, run.baseline), width="stretch",
-                    key="baseline-chart", config={"displayModeBar": False})
+    st.plotly_chart(
+        plots.baseline_figure(run.history, run.baseline),
+        width="stretch",
+        key="baseline-chart",
+        config={"displayModeBar": False},
+    )
     comparison = runs.compare(run.history, run.baseline)
     gap = comparison.centralised_gain - comparison.federated_gain
     if gap > 0:
-        why = (f"Pooling every character's lines in one place learned {gap:.1f} points more for "
-               "the same compute: each step sees all of them mixed, and no update is averaged "
-               "against another. Federated Averaging pays that price so that no line ever "
-               "leaves its owner: only weight updates travel.")
+        why = (
+            f"Pooling every character's lines in one place learned {gap:.1f} points more for "
+            "the same compute: each step sees all of them mixed, and no update is averaged "
+            "against another. Federated Averaging pays that price so that no line ever "
+            "leaves its owner: only weight updates travel."
+        )
     else:
-        why = ("Federated Averaging kept up with pooled training here, and no line left its "
-               "owner: only weight updates travelled. The server's momentum added up rounds "
-               "that pulled the same way.")
+        why = (
+            "Federated Averaging kept up with pooled training here, and no line left its "
+            "owner: only weight updates travelled. The server's momentum added up rounds "
+            "that pulled the same way."
+        )
     st.caption(f"{comparison.summary()}. {why}")
 
 
@@ -278,17 +320,25 @@ def explain_ui(setup: dict, shares: dict[str, float]) -> None:
     k = setup["clients_per_round"] or len(setup["client_ids"])
     top = max(shares.values(), default=0.0)
     steps = (
-        (":material/cloud_download: 1. The server sends the model",
-         f"Its current weights go to {k} of the chosen characters."),
-        (":material/edit_note: 2. Each character trains on its own lines",
-         f"{setup['batches_per_client']} steps on batches of {setup['batch_size']} lines of 100 "
-         f"characters, {setup['client_optimizer']} at {setup['client_learning_rate']:g}; the "
-         "lines never leave the character."),
-        (":material/cloud_upload: 3. Only weight updates come back",
-         "The server sees how each model changed, not the text that changed it."),
-        (":material/balance: 4. The server averages them, weighted by data",
-         f"More text, more say (up to {top:.0%} here); {setup['server_optimizer']} at "
-         f"{setup['server_learning_rate']:g} applies the average. Then the next round."),
+        (
+            ":material/cloud_download: 1. The server sends the model",
+            f"Its current weights go to {k} of the chosen characters.",
+        ),
+        (
+            ":material/edit_note: 2. Each character trains on its own lines",
+            f"{setup['batches_per_client']} steps on batches of {setup['batch_size']} lines of 100 "
+            f"characters, {setup['client_optimizer']} at {setup['client_learning_rate']:g}; the "
+            "lines never leave the character.",
+        ),
+        (
+            ":material/cloud_upload: 3. Only weight updates come back",
+            "The server sees how each model changed, not the text that changed it.",
+        ),
+        (
+            ":material/balance: 4. The server averages them, weighted by data",
+            f"More text, more say (up to {top:.0%} here); {setup['server_optimizer']} at "
+            f"{setup['server_learning_rate']:g} applies the average. Then the next round.",
+        ),
     )
     for column, (title, text) in zip(st.columns(4), steps, strict=True):
         with column.container(border=True):
@@ -300,58 +350,105 @@ def clients_ui(clients: dict[str, data.ClientInfo]) -> list[str]:
     n = st.session_state.get("pick_n", 10)
     everyone = list(clients.values())
     picks = st.columns([1.2, 0.9, 0.9, 0.8], vertical_alignment="bottom")
-    picks[0].button("Tutorial's 2", on_click=choose, args=(list(TUTORIAL_CLIENTS),),
-                    help="The two characters TFF's tutorial trained on", width="stretch")
-    picks[1].button("Random", on_click=choose, args=(sharing.pick_random(everyone, n),),
-                    help=f"{n} characters drawn at random", width="stretch")
-    picks[2].button("Top N", on_click=choose, args=(sharing.pick_biggest(everyone, n),),
-                    help=f"The {n} characters with the most lines", width="stretch")
-    picks[3].number_input("N", 1, sharing.LIMITS.max_clients, 10, key="pick_n",
-                          help="How many characters Random and Top N pick")
+    picks[0].button(
+        "Tutorial's 2",
+        on_click=choose,
+        args=(list(TUTORIAL_CLIENTS),),
+        help="The two characters TFF's tutorial trained on",
+        width="stretch",
+    )
+    picks[1].button(
+        "Random",
+        on_click=choose,
+        args=(sharing.pick_random(everyone, n),),
+        help=f"{n} characters drawn at random",
+        width="stretch",
+    )
+    picks[2].button(
+        "Top N",
+        on_click=choose,
+        args=(sharing.pick_biggest(everyone, n),),
+        help=f"The {n} characters with the most lines",
+        width="stretch",
+    )
+    picks[3].number_input(
+        "N",
+        1,
+        sharing.LIMITS.max_clients,
+        10,
+        key="pick_n",
+        help="How many characters Random and Top N pick",
+    )
     plays = sorted({c.play for c in everyone})
     play_col, button_col = st.columns([3, 1.1], vertical_alignment="bottom")
-    play = play_col.selectbox("Play", plays, label_visibility="collapsed",
-                              index=plays.index("Hamlet") if "Hamlet" in plays else 0)
-    button_col.button("Whole play", on_click=choose, args=(sharing.pick_play(everyone, play),),
-                      help="Every character of this play", width="stretch")
+    play = play_col.selectbox(
+        "Play",
+        plays,
+        label_visibility="collapsed",
+        index=plays.index("Hamlet") if "Hamlet" in plays else 0,
+    )
+    button_col.button(
+        "Whole play",
+        on_click=choose,
+        args=(sharing.pick_play(everyone, play),),
+        help="Every character of this play",
+        width="stretch",
+    )
     return st.multiselect(
-        "Clients: type a character or a play", list(clients), key="client_ids",
+        "Clients: type a character or a play",
+        list(clients),
+        key="client_ids",
         format_func=lambda cid: _client_label(clients[cid]),
         max_selections=sharing.LIMITS.max_clients,
         placeholder="Search: hamlet, lear, juliet…",
         help="Each Shakespeare character is one client holding its own lines. "
-             "Numbers: speeches, and characters of training text.",
+        "Numbers: speeches, and characters of training text.",
     )
 
 
 def _client_label(client: data.ClientInfo) -> str:
     speeches = client.train_speeches + client.test_speeches
-    return (f"{client.character.title()} · {client.play} · {speeches} speeches · "
-            f"{client.train_chars / 1000:.1f}k chars")
+    return (
+        f"{client.character.title()} · {client.play} · {speeches} speeches · "
+        f"{client.train_chars / 1000:.1f}k chars"
+    )
 
 
 def chosen_table_ui(chosen: list[data.ClientInfo], shares: dict[str, float]) -> None:
-    table = pd.DataFrame({  # the play last: the column most worth cutting short
-        "character": [c.character.title() for c in chosen],
-        "text": [c.train_chars for c in chosen],
-        "weight": [shares[c.client_id] for c in chosen],
-        "tutorial": ["dropped" if c.tutorial_would_drop else "kept" for c in chosen],
-        "play": [c.play for c in chosen],
-    })
+    table = pd.DataFrame(
+        {  # the play last: the column most worth cutting short
+            "character": [c.character.title() for c in chosen],
+            "text": [c.train_chars for c in chosen],
+            "weight": [shares[c.client_id] for c in chosen],
+            "tutorial": ["dropped" if c.tutorial_would_drop else "kept" for c in chosen],
+            "play": [c.play for c in chosen],
+        }
+    )
     st.dataframe(
-        table, hide_index=True, height=min(38 + 35 * len(chosen), 220), width="stretch",
+        table,
+        hide_index=True,
+        height=min(38 + 35 * len(chosen), 220),
+        width="stretch",
         column_config={
             "character": st.column_config.TextColumn("character", width="small"),
             "text": st.column_config.NumberColumn(
-                "text", help="Characters of training text", format="compact", width="small"),
+                "text", help="Characters of training text", format="compact", width="small"
+            ),
             "weight": st.column_config.ProgressColumn(
-                "weight", format="percent", min_value=0.0, max_value=1.0, width="small",
+                "weight",
+                format="percent",
+                min_value=0.0,
+                max_value=1.0,
+                width="small",
                 help="Share of the server's weighted average when every chosen client takes "
-                     "part: sequences trained per round, capped by batches per client"),
+                "part: sequences trained per round, capped by batches per client",
+            ),
             "tutorial": st.column_config.TextColumn(
-                "tutorial", width="small",
+                "tutorial",
+                width="small",
                 help="'dropped': the tutorial's pipeline gave this client no batch (less than "
-                     "8 x 101 characters); fedtext pads its text and keeps it"),
+                "8 x 101 characters); fedtext pads its text and keeps it",
+            ),
             "play": st.column_config.TextColumn("play"),
         },
     )
@@ -360,16 +457,21 @@ def chosen_table_ui(chosen: list[data.ClientInfo], shares: dict[str, float]) -> 
 def preview_ui(chosen: list[data.ClientInfo]) -> None:
     ids = [c.client_id for c in chosen]
     names = {c.client_id: f"{c.character.title()} ({c.play})" for c in chosen}
-    client_id = st.selectbox("A few of their real lines", ids, format_func=names.get,
-                             key="preview_id")
+    client_id = st.selectbox(
+        "A few of their real lines", ids, format_func=names.get, key="preview_id"
+    )
     with st.container(height=150, key="preview"):
         for speech in load_preview(client_id or ids[0]):
             st.text(speech)
 
 
-PRESET_LABELS = {"defaults": "fedtext's defaults", "tutorial": "TFF's tutorial",
-                 "fedavg": "FedAvg (Reddi et al.)", "fedavgm": "FedAvgM (Reddi et al.)",
-                 "fedadam": "FedAdam (Reddi et al.)"}
+PRESET_LABELS = {
+    "defaults": "fedtext's defaults",
+    "tutorial": "TFF's tutorial",
+    "fedavg": "FedAvg (Reddi et al.)",
+    "fedavgm": "FedAvgM (Reddi et al.)",
+    "fedadam": "FedAdam (Reddi et al.)",
+}
 
 
 def apply_preset() -> None:
@@ -383,50 +485,89 @@ def apply_preset() -> None:
 def settings_ui() -> dict:
     """The training settings, each with its bounds and a one-line help."""
     bounds = sharing.BOUNDS
-    st.selectbox("Start from", list(PRESET_LABELS), format_func=PRESET_LABELS.get, key="preset",
-                 on_change=apply_preset,
-                 help="Named settings: the measured defaults, TFF's tutorial as published (its "
-                      "client rate of 0.5 wrecks this model), or Reddi et al. 2021's Shakespeare "
-                      "settings, made for an LSTM trained from scratch")
+    st.selectbox(
+        "Start from",
+        list(PRESET_LABELS),
+        format_func=PRESET_LABELS.get,
+        key="preset",
+        on_change=apply_preset,
+        help="Named settings: the measured defaults, TFF's tutorial as published (its "
+        "client rate of 0.5 wrecks this model), or Reddi et al. 2021's Shakespeare "
+        "settings, made for an LSTM trained from scratch",
+    )
     left, right = st.columns(2)
     values = {
         "rounds": left.number_input(
-            "Rounds", bounds["rounds"].low, bounds["rounds"].high, key="rounds",
-            help="Each round: send the model out, train on each client, average the updates"),
+            "Rounds",
+            bounds["rounds"].low,
+            bounds["rounds"].high,
+            key="rounds",
+            help="Each round: send the model out, train on each client, average the updates",
+        ),
         "clients_per_round": right.number_input(
-            "Clients per round", bounds["clients_per_round"].low,
-            bounds["clients_per_round"].high, key="clients_per_round",
+            "Clients per round",
+            bounds["clients_per_round"].low,
+            bounds["clients_per_round"].high,
+            key="clients_per_round",
             help="Sample this many of the chosen characters each round (0: all of them), "
-                 "as phone keyboards do with millions of users"),
+            "as phone keyboards do with millions of users",
+        ),
         "batches_per_client": left.number_input(
-            "Local steps", bounds["batches_per_client"].low,
-            bounds["batches_per_client"].high, key="batches_per_client",
-            help="Batches each client trains on per round (the tutorial took 5)"),
+            "Local steps",
+            bounds["batches_per_client"].low,
+            bounds["batches_per_client"].high,
+            key="batches_per_client",
+            help="Batches each client trains on per round (the tutorial took 5)",
+        ),
         "batch_size": right.select_slider(
-            "Batch size", sharing.BATCH_SIZES, key="batch_size",
-            help="Sequences of 100 characters per local step (the tutorial's: 8)"),
+            "Batch size",
+            sharing.BATCH_SIZES,
+            key="batch_size",
+            help="Sequences of 100 characters per local step (the tutorial's: 8)",
+        ),
         "client_optimizer": left.radio(
-            "Client optimizer", CLIENT_OPTIMIZERS, key="client_optimizer", horizontal=True,
-            help="Each client's local training; it starts afresh every round"),
+            "Client optimizer",
+            CLIENT_OPTIMIZERS,
+            key="client_optimizer",
+            horizontal=True,
+            help="Each client's local training; it starts afresh every round",
+        ),
         "clip_norm": right.select_slider(
-            "Gradient clipping", sharing.CLIP_NORMS, key="clip_norm",
+            "Gradient clipping",
+            sharing.CLIP_NORMS,
+            key="clip_norm",
             format_func=lambda v: "off" if v == 0 else f"{v:g}",
             help="Each local gradient is scaled down to at most this norm, so one bad batch "
-                 "cannot wreck the model"),
+            "cannot wreck the model",
+        ),
         "client_learning_rate": st.select_slider(
-            "Client learning rate", sharing.RATES, key="client_learning_rate",
-            help="Step size of each character's local training; too high and it diverges"),
+            "Client learning rate",
+            sharing.RATES,
+            key="client_learning_rate",
+            help="Step size of each character's local training; too high and it diverges",
+        ),
         "server_optimizer": st.radio(
-            "Server optimizer", SERVER_OPTIMIZERS, key="server_optimizer", horizontal=True,
+            "Server optimizer",
+            SERVER_OPTIMIZERS,
+            key="server_optimizer",
+            horizontal=True,
             help="How the server applies the averaged update: sgd at rate 1 is plain Federated "
-                 "Averaging; momentum (FedAvgM) and adam (FedAdam) remember earlier rounds"),
+            "Averaging; momentum (FedAvgM) and adam (FedAdam) remember earlier rounds",
+        ),
         "server_learning_rate": st.select_slider(
-            "Server learning rate", sharing.RATES, key="server_learning_rate",
+            "Server learning rate",
+            sharing.RATES,
+            key="server_learning_rate",
             help="Scales the averaged update: 1 with sgd replaces the model by the average; "
-                 "adam wants about 0.01"),
+            "adam wants about 0.01",
+        ),
         "seed": st.number_input(
-            "Seed", bounds["seed"].low, bounds["seed"].high, key="seed",
-            help="Fixes the sampling of clients and the shuffling of their lines"),
+            "Seed",
+            bounds["seed"].low,
+            bounds["seed"].high,
+            key="seed",
+            help="Fixes the sampling of clients and the shuffling of their lines",
+        ),
     }
     return values
 
@@ -434,17 +575,35 @@ def settings_ui() -> dict:
 def compare_ui() -> tuple[str, int, float, int]:
     """Prompt, length, temperature and seed for the two generations."""
     prompt_col, length_col, temperature_col, seed_col, again_col = st.columns(
-        [3.2, 0.9, 1.4, 0.8, 0.9], vertical_alignment="bottom")
+        [3.2, 0.9, 1.4, 0.8, 0.9], vertical_alignment="bottom"
+    )
     prompt = prompt_col.text_input("Prompt", key="prompt", max_chars=1000)
-    length = length_col.number_input("Length", 10, sharing.LIMITS.max_generate_chars, step=50,
-                                     key="length", help="Characters to generate")
+    length = length_col.number_input(
+        "Length",
+        10,
+        sharing.LIMITS.max_generate_chars,
+        step=50,
+        key="length",
+        help="Characters to generate",
+    )
     temperature = temperature_col.slider(
-        "Temperature", 0.1, 2.0, step=0.1, key="temperature",
-        help="Low: safe, repetitive; high: adventurous, misspelt")
-    seed = seed_col.number_input("Seed", 0, 9999, key="gen_seed",
-                                 help="Same seed, same random draws for both models")
-    again_col.button("Again", icon=":material/casino:", on_click=_next_seed, width="stretch",
-                     help="Another sample: the next seed")
+        "Temperature",
+        0.1,
+        2.0,
+        step=0.1,
+        key="temperature",
+        help="Low: safe, repetitive; high: adventurous, misspelt",
+    )
+    seed = seed_col.number_input(
+        "Seed", 0, 9999, key="gen_seed", help="Same seed, same random draws for both models"
+    )
+    again_col.button(
+        "Again",
+        icon=":material/casino:",
+        on_click=_next_seed,
+        width="stretch",
+        help="Another sample: the next seed",
+    )
     return prompt, int(length), float(temperature), int(seed)
 
 
@@ -456,11 +615,17 @@ def style_ui(box, text: str) -> None:
     except style.StyleError as error:
         box.caption(f"Style meter unavailable: {error}")
         return
-    box.progress(score, text=f"Style meter: {score:.0%} Shakespeare, {1 - score:.0%} Dickens "
-                             f"· {style.style_verdict(score)}")
+    box.progress(
+        score,
+        text=f"Style meter: {score:.0%} Shakespeare, {1 - score:.0%} Dickens "
+        f"· {style.style_verdict(score)}",
+    )
     if st.session_state.get("colour_style"):
-        box.html(style.highlight_html(text, style.char_contributions(text),
-                                      legend=("Dickens", "Shakespeare")))
+        box.html(
+            style.highlight_html(
+                text, style.char_contributions(text), legend=("Dickens", "Shakespeare")
+            )
+        )
 
 
 def _next_seed() -> None:
@@ -473,25 +638,32 @@ def _next_seed() -> None:
 def draw_charts(boxes: tuple, history: list, rounds: int, earlier: list) -> None:
     """Draw the loss and accuracy charts into their two placeholders."""
     for box, metric in zip(boxes, ("loss", "accuracy"), strict=True):
-        box.plotly_chart(plots.figure(history, metric, rounds, earlier), width="stretch",
-                         key=f"{metric}-chart",
-                         config={"displayModeBar": False})
+        box.plotly_chart(
+            plots.figure(history, metric, rounds, earlier),
+            width="stretch",
+            key=f"{metric}-chart",
+            config={"displayModeBar": False},
+        )
 
 
 def describe(run: RunView) -> tuple[str, str]:
     """(st method, text) for how a finished run ended."""
     history = run.history
     total = run.config.rounds
-    gain = (f"; held-out accuracy {history[0].eval_accuracy:.1%} → {history[-1].eval_accuracy:.1%}"
-            if len(history) > 1 else "")
+    gain = (
+        f"; held-out accuracy {history[0].eval_accuracy:.1%} → {history[-1].eval_accuracy:.1%}"
+        if len(history) > 1
+        else ""
+    )
     if run.failed:
         return "error", f"{run.message}{gain}"
     if len(history) <= 1:
         return "warning", f"No round finished ({run.message or 'stopped'})"
     if len(history) <= total:
         why = "" if run.message.startswith("stopped") else f" ({run.message})"
-        return "warning", (f"Ended after round {len(history) - 1} of {total}{why}; "
-                           f"the model so far is kept{gain}")
+        return "warning", (
+            f"Ended after round {len(history) - 1} of {total}{why}; the model so far is kept{gain}"
+        )
     seconds = sum(r.seconds for r in history)
     kept = f" ({run.message})" if run.message else ""  # e.g. the disk was full
     return "success", f"Trained {total} round{'s' * (total != 1)} in {seconds:.0f} s{gain}{kept}"
@@ -511,8 +683,9 @@ def progress_text(job: Job, queue: TrainingQueue) -> tuple[float, str]:
     if job.in_baseline:
         budget = sum(r.cpu_seconds for r in history[1:]) or 1.0
         spent = sum(r.cpu_seconds for r in job.baseline[1:])
-        return min(1.0, spent / budget), (f"Centralised baseline: {spent:.0f} of {budget:.0f} "
-                                          f"CPU seconds · {left}")
+        return min(1.0, spent / budget), (
+            f"Centralised baseline: {spent:.0f} of {budget:.0f} CPU seconds · {left}"
+        )
     if not history:
         return 0.0, f"Round 0: evaluating the base model · {left}"
     return done / total, f"Round {done + 1} of {total} running · {left}"
@@ -580,10 +753,13 @@ def compare_panel(run: RunView | None, base_dir: str, engine: Engine) -> None:
     """The two models side by side. A fragment: a new prompt or seed reruns only this."""
     prompt, length, temperature, gen_seed = compare_ui()
     prompt_notice = st.empty()
-    st.toggle("Colour by style", key="colour_style",
-              help="The style meter is a character n-gram judge trained on Dickens' novels "
-                   "against Shakespeare's training lines, independent of both models: red "
-                   "characters sway it towards Dickens, blue towards Shakespeare")
+    st.toggle(
+        "Colour by style",
+        key="colour_style",
+        help="The style meter is a character n-gram judge trained on Dickens' novels "
+        "against Shakespeare's training lines, independent of both models: red "
+        "characters sway it towards Dickens, blue towards Shakespeare",
+    )
     base_col, tuned_col = st.columns(2)
     base_header = base_col.empty()
     base_box = base_col.container(key="base_text")
@@ -598,8 +774,9 @@ def compare_panel(run: RunView | None, base_dir: str, engine: Engine) -> None:
         # Waiting in this run, rather than polling from a fragment, keeps the widgets' values:
         # a poll that lands while a browser is still drawing the page sends their defaults.
         base_header.markdown("**Dickens base model**")
-        base_slot.info(f"Loading ({engine.step}): once per server start.",
-                       icon=":material/hourglass_top:")
+        base_slot.info(
+            f"Loading ({engine.step}): once per server start.", icon=":material/hourglass_top:"
+        )
         engine.base_ready.wait()
         base_slot.empty()
     base = engine.base
@@ -607,17 +784,21 @@ def compare_panel(run: RunView | None, base_dir: str, engine: Engine) -> None:
         base_header.markdown("**Dickens base model**")
         base_slot.error(engine.error)
         return
-    base_header.markdown(f"**Dickens base model** <small>({base.parameter_count:,} "
-                         "parameters)</small>", unsafe_allow_html=True)
+    base_header.markdown(
+        f"**Dickens base model** <small>({base.parameter_count:,} parameters)</small>",
+        unsafe_allow_html=True,
+    )
     try:
         base_text = generate(f"base:{base_dir}", base, prompt, length, temperature, gen_seed)
         base_slot.code(base_text, language=None, wrap_lines=True)
         style_ui(base_box, base_text)
         if trained:
             rounds_done = len(run.history) - 1
-            tuned_header.markdown(f"**Fine-tuned on Shakespeare** <small>({rounds_done} round"
-                                  f"{'s' * (rounds_done != 1)} of Federated Averaging)</small>",
-                                  unsafe_allow_html=True)
+            tuned_header.markdown(
+                f"**Fine-tuned on Shakespeare** <small>({rounds_done} round"
+                f"{'s' * (rounds_done != 1)} of Federated Averaging)</small>",
+                unsafe_allow_html=True,
+            )
             run_key = f"{run.run_id}:{len(run.history)}"
             tuned = load_tuned(run_key, run.weights, base.config)
             tuned_text = generate(run_key, tuned, prompt, length, temperature, gen_seed)
@@ -628,9 +809,12 @@ def compare_panel(run: RunView | None, base_dir: str, engine: Engine) -> None:
     if not trained:
         busy = (run is not None and run.live) or st.session_state.pending is not None
         tuned_header.markdown("**Fine-tuned on Shakespeare**")
-        tuned_box.info("Training: the fine-tuned model writes here when it ends." if busy else
-                       "Not trained yet: press Train, and the fine-tuned model writes here.",
-                       icon=":material/hourglass_top:" if busy else ":material/arrow_back:")
+        tuned_box.info(
+            "Training: the fine-tuned model writes here when it ends."
+            if busy
+            else "Not trained yet: press Train, and the fine-tuned model writes here.",
+            icon=":material/hourglass_top:" if busy else ":material/arrow_back:",
+        )
 
 
 # ---------------------------------------------------------------- the page, top to bottom
@@ -660,35 +844,60 @@ with settings_col:
     st.markdown("**2 · Settings**")
     settings = settings_ui()
     train_col, stop_col = st.columns(2)
-    train = train_col.button("Train", icon=":material/play_arrow:", type="primary",
-                             disabled=live, width="stretch", key="train",
-                             help="Fine-tune the base model with these settings")
-    stop = stop_col.button("Stop", icon=":material/stop:", disabled=not live, width="stretch",
-                           key="stop", help="End after the current round, keeping the model so far")
+    train = train_col.button(
+        "Train",
+        icon=":material/play_arrow:",
+        type="primary",
+        disabled=live,
+        width="stretch",
+        key="train",
+        help="Fine-tune the base model with these settings",
+    )
+    stop = stop_col.button(
+        "Stop",
+        icon=":material/stop:",
+        disabled=not live,
+        width="stretch",
+        key="stop",
+        help="End after the current round, keeping the model so far",
+    )
     progress = st.empty()
     if run is not None and run.resumable:
-        st.button("Resume", icon=":material/resume:", key="resume", width="stretch",
-                  on_click=resume_run, args=(base_dir, data_root, run.run_id),
-                  help="Go on from the last finished round with a fresh TFF worker")
+        st.button(
+            "Resume",
+            icon=":material/resume:",
+            key="resume",
+            width="stretch",
+            on_click=resume_run,
+            args=(base_dir, data_root, run.run_id),
+            help="Go on from the last finished round with a fresh TFF worker",
+        )
 
 with clients_col:
     st.markdown("**1 · Clients**: Shakespeare's characters, each with its own lines")
     client_ids = clients_ui(clients)
     chosen = [clients[cid] for cid in client_ids]
     setup = {"client_ids": client_ids, **settings}
-    shares = sharing.averaging_shares(chosen, settings["batches_per_client"],
-                                      settings["batch_size"])
+    shares = sharing.averaging_shares(
+        chosen, settings["batches_per_client"], settings["batch_size"]
+    )
     if not chosen:
         st.warning("No client chosen: pick at least one character, or a quick pick above.")
     else:
         chosen_table_ui(chosen, shares)
         st.plotly_chart(
-            plots.data_figure(chosen, shares, {c.client_id: load_letters(c.client_id)
-                                               for c in chosen[:40]}),
-            width="stretch", config={"displayModeBar": False}, key="data-figure")
-        st.caption("Non-IID data: characters hold very different amounts of text and use "
-                   "letters differently (red: more often than the chosen ones together, "
-                   "blue: less). Bars: averaging weight.")
+            plots.data_figure(
+                chosen, shares, {c.client_id: load_letters(c.client_id) for c in chosen[:40]}
+            ),
+            width="stretch",
+            config={"displayModeBar": False},
+            key="data-figure",
+        )
+        st.caption(
+            "Non-IID data: characters hold very different amounts of text and use "
+            "letters differently (red: more often than the chosen ones together, "
+            "blue: less). Bars: averaging weight."
+        )
         preview_ui(chosen)
 
 with explain_box:
@@ -704,7 +913,8 @@ if train:
         if run is not None and len(run.history) > 1:
             label = f"run {len(st.session_state.earlier) + 1}"
             st.session_state.earlier = [*st.session_state.earlier, (label, list(run.history))][
-                -MAX_EARLIER:]
+                -MAX_EARLIER:
+            ]
         st.session_state.pending, st.session_state.problems = config, []
         st.session_state.run_id, run, live = "", None, False
 if stop and live:
@@ -715,23 +925,35 @@ if st.session_state.notice:
 
 with results_col:
     st.markdown("**3 · Train**: held-out accuracy on the chosen characters' unseen speeches")
-    show_earlier = st.toggle("Keep earlier runs on the charts", value=True, key="show_earlier",
-                             disabled=not st.session_state.earlier)
+    show_earlier = st.toggle(
+        "Keep earlier runs on the charts",
+        value=True,
+        key="show_earlier",
+        disabled=not st.session_state.earlier,
+    )
     earlier = st.session_state.earlier if show_earlier else []
     follow_box = st.container()  # filled last: following may rerun the page, after every widget
     pending = st.session_state.pending
     history = run.history if run else []
-    draw_charts((st.empty(), st.empty()), history,
-                run.config.rounds if run else pending.rounds if pending else settings["rounds"],
-                earlier)
+    draw_charts(
+        (st.empty(), st.empty()),
+        history,
+        run.config.rounds if run else pending.rounds if pending else settings["rounds"],
+        earlier,
+    )
     if run is not None and not live:
         kind, text = describe(run)
         getattr(progress, kind)(text)
     if run is not None and run.trained and not run.baseline:
-        st.button("Centralised baseline", icon=":material/compare_arrows:", key="baseline",
-                  on_click=run_baseline, args=(base_dir, data_root, run.run_id),
-                  help="Train the same base model on these characters' lines pooled in one "
-                       "place, for the CPU time the federated rounds took")
+        st.button(
+            "Centralised baseline",
+            icon=":material/compare_arrows:",
+            key="baseline",
+            on_click=run_baseline,
+            args=(base_dir, data_root, run.run_id),
+            help="Train the same base model on these characters' lines pooled in one "
+            "place, for the CPU time the federated rounds took",
+        )
     if run is not None and len(run.baseline) > 1:
         baseline_ui(run)
 
@@ -743,23 +965,37 @@ st.markdown("**5 · Keep**: results and the setup")
 keep = st.columns([1, 1, 2.5], vertical_alignment="center")
 if trained:
     store_dir = runs.RunStore(Path(data_root)).path(run.run_id)
-    keep[0].download_button("Fine-tuned model (.zip)", lambda: sharing.model_archive(store_dir),
-                            icon=":material/download:",
-                            file_name="fedtext-model.zip", mime="application/zip",
-                            disabled=not store_dir.exists(), width="stretch",
-                            help="weights.npz and model.json: `fedtext generate --model DIR`")
-    keep[1].download_button("Metrics per round (.csv)", history_csv(run.history),
-                            icon=":material/download:", file_name="fedtext-metrics.csv",
-                            mime="text/csv", width="stretch")
+    keep[0].download_button(
+        "Fine-tuned model (.zip)",
+        lambda: sharing.model_archive(store_dir),
+        icon=":material/download:",
+        file_name="fedtext-model.zip",
+        mime="application/zip",
+        disabled=not store_dir.exists(),
+        width="stretch",
+        help="weights.npz and model.json: `fedtext generate --model DIR`",
+    )
+    keep[1].download_button(
+        "Metrics per round (.csv)",
+        history_csv(run.history),
+        icon=":material/download:",
+        file_name="fedtext-metrics.csv",
+        mime="text/csv",
+        width="stretch",
+    )
 else:
-    for column, label in zip(keep, ("Fine-tuned model (.zip)", "Metrics per round (.csv)"),
-                             strict=False):
-        column.button(label, icon=":material/download:", disabled=True, width="stretch",
-                      help="Train first")
-keep[2].caption(":material/link: The address bar holds these clients and settings"
-                + (" and this run" if st.session_state.run_id else "")
-                + ": copy it to hand out the same setup, or to find this run again after a "
-                  "reload.")
+    for column, label in zip(
+        keep, ("Fine-tuned model (.zip)", "Metrics per round (.csv)"), strict=False
+    ):
+        column.button(
+            label, icon=":material/download:", disabled=True, width="stretch", help="Train first"
+        )
+keep[2].caption(
+    ":material/link: The address bar holds these clients and settings"
+    + (" and this run" if st.session_state.run_id else "")
+    + ": copy it to hand out the same setup, or to find this run again after a "
+    "reload."
+)
 
 params = sharing.setup_to_params(setup)
 if st.session_state.run_id:

@@ -52,43 +52,78 @@ def figure(
     percent = metric == "accuracy"
     fig = go.Figure()
     for i, (label, past) in enumerate(earlier):
-        fig.add_trace(go.Scatter(
-            x=[r.round_num for r in past], y=[getattr(r, f"eval_{metric}") for r in past],
-            name=f"{label} (held-out)", mode="lines",
-            line={"color": _GREY, "dash": "dot", "width": 1.5},
-            opacity=0.5 + 0.5 * i / max(1, len(earlier)),
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=[r.round_num for r in past],
+                y=[getattr(r, f"eval_{metric}") for r in past],
+                name=f"{label} (held-out)",
+                mode="lines",
+                line={"color": _GREY, "dash": "dot", "width": 1.5},
+                opacity=0.5 + 0.5 * i / max(1, len(earlier)),
+            )
+        )
     trained = [r for r in history if r.round_num > 0]
-    fig.add_trace(go.Scatter(
-        x=[r.round_num for r in trained], y=[getattr(r, f"train_{metric}") for r in trained],
-        name="training (clients' own lines)", mode="lines+markers",
-        line={"color": _ORANGE, "dash": "dash"}, marker={"size": 6},
-    ))
-    fig.add_trace(go.Scatter(
-        x=[r.round_num for r in history], y=[getattr(r, f"eval_{metric}") for r in history],
-        name="held-out speeches", mode="lines+markers",
-        line={"color": _BLUE, "width": 3}, marker={"size": 8},
-    ))
+    fig.add_trace(
+        go.Scatter(
+            x=[r.round_num for r in trained],
+            y=[getattr(r, f"train_{metric}") for r in trained],
+            name="training (clients' own lines)",
+            mode="lines+markers",
+            line={"color": _ORANGE, "dash": "dash"},
+            marker={"size": 6},
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=[r.round_num for r in history],
+            y=[getattr(r, f"eval_{metric}") for r in history],
+            name="held-out speeches",
+            mode="lines+markers",
+            line={"color": _BLUE, "width": 3},
+            marker={"size": 8},
+        )
+    )
     if percent:
         _reference(fig, RANDOM_ACCURACY, f"random guess ({RANDOM_ACCURACY:.1%})", _GREY)
         _reference(fig, PUBLISHED_ACCURACY, f"{PUBLISHED_SOURCE}: {PUBLISHED_ACCURACY:.1%}", _RED)
     if history:
         base = getattr(history[0], f"eval_{metric}")
-        _reference(fig, base, f"Dickens base model ({base:.1%})" if percent else
-                   f"Dickens base model ({base:.2f})", _BLUE)
-    last = max([rounds or 0, *(r.round_num for r in history),
-                *(r.round_num for _, past in earlier for r in past), 1])
-    fig.update_xaxes(title_text="round", range=[-0.3, last + 0.3],
-                     dtick=max(1, math.ceil(last / 10)))
+        _reference(
+            fig,
+            base,
+            f"Dickens base model ({base:.1%})" if percent else f"Dickens base model ({base:.2f})",
+            _BLUE,
+        )
+    last = max(
+        [
+            rounds or 0,
+            *(r.round_num for r in history),
+            *(r.round_num for _, past in earlier for r in past),
+            1,
+        ]
+    )
+    fig.update_xaxes(
+        title_text="round", range=[-0.3, last + 0.3], dtick=max(1, math.ceil(last / 10))
+    )
     # Accuracy from just below the lowest point up to the published figure, so that a gain of a
     # point or two shows and so does how far there is to go; loss scaled to the data.
     seen = _values(history, earlier, "eval_accuracy") + _values(history, (), "train_accuracy")
     low = min(seen, default=0.0)
-    fig.update_yaxes(title_text=_LABELS[metric], tickformat=".0%" if percent else ".2f",
-                     range=[max(0.0, low - 0.02), PUBLISHED_ACCURACY + 0.02] if percent else None)
+    fig.update_yaxes(
+        title_text=_LABELS[metric],
+        tickformat=".0%" if percent else ".2f",
+        range=[max(0.0, low - 0.02), PUBLISHED_ACCURACY + 0.02] if percent else None,
+    )
     if not history:
-        fig.add_annotation(text="Press Train: round 0 is the base model", showarrow=False,
-                           xref="paper", yref="paper", x=0.5, y=0.5, font={"color": _GREY})
+        fig.add_annotation(
+            text="Press Train: round 0 is the base model",
+            showarrow=False,
+            xref="paper",
+            yref="paper",
+            x=0.5,
+            y=0.5,
+            font={"color": _GREY},
+        )
     title = "Accuracy" if percent else "Loss (lower is better)"
     return _layout(fig, title)
 
@@ -100,9 +135,12 @@ def _values(history, earlier, field: str) -> list[float]:
 
 
 def _reference(fig: go.Figure, y: float, label: str, color: str) -> None:
-    fig.add_hline(y=y, line={"color": color, "dash": "dot", "width": 1},
-                  annotation={"text": label, "font": {"size": 10, "color": color}},
-                  annotation_position="top left")
+    fig.add_hline(
+        y=y,
+        line={"color": color, "dash": "dot", "width": 1},
+        annotation={"text": label, "font": {"size": 10, "color": color}},
+        annotation_position="top left",
+    )
 
 
 def letter_shares(texts: Sequence[str]) -> dict[str, float]:
@@ -124,29 +162,59 @@ def data_figure(
     Shows the `limit` biggest clients; `letters` maps client ids to `letter_shares`.
     """
     shown = sorted(clients, key=lambda c: -c.train_chars)[:limit][::-1]
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.3, 0.7], horizontal_spacing=0.03,
-                        shared_yaxes=True,
-                        subplot_titles=("text per client", "letter use vs. all chosen"))
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        column_widths=[0.3, 0.7],
+        horizontal_spacing=0.03,
+        shared_yaxes=True,
+        subplot_titles=("text per client", "letter use vs. all chosen"),
+    )
     names = _labels(shown)
-    fig.add_trace(go.Bar(
-        x=[c.train_chars for c in shown], y=names, orientation="h",
-        marker={"color": [_RED if c.tutorial_would_drop else _BLUE for c in shown]},
-        text=[f"{shares.get(c.client_id, 0):.0%}" for c in shown], textposition="auto",
-        customdata=[[c.play, shares.get(c.client_id, 0)] for c in shown],
-        hovertemplate="%{y} (%{customdata[0]})<br>%{x:,} characters<br>"
-                      "averaging weight %{customdata[1]:.1%}<extra></extra>",
-        showlegend=False,
-    ), row=1, col=1)
-    pooled = {letter: sum(letters.get(c.client_id, {}).get(letter, 0.0) for c in shown)
-              / max(1, len(shown)) for letter in ascii_lowercase}
-    z = [[_log_ratio(letters.get(c.client_id, {}).get(letter, 0.0), pooled[letter])
-          for letter in ascii_lowercase] for c in shown]
-    fig.add_trace(go.Heatmap(
-        z=z, x=list(ascii_lowercase), y=names, zmid=0, zmin=-1, zmax=1,
-        colorscale="RdBu_r", showscale=False,
-        hovertemplate="%{y}: '%{x}' used %{customdata:.2f}x as often as by all<extra></extra>",
-        customdata=[[2 ** v for v in row] for row in z],
-    ), row=1, col=2)
+    fig.add_trace(
+        go.Bar(
+            x=[c.train_chars for c in shown],
+            y=names,
+            orientation="h",
+            marker={"color": [_RED if c.tutorial_would_drop else _BLUE for c in shown]},
+            text=[f"{shares.get(c.client_id, 0):.0%}" for c in shown],
+            textposition="auto",
+            customdata=[[c.play, shares.get(c.client_id, 0)] for c in shown],
+            hovertemplate="%{y} (%{customdata[0]})<br>%{x:,} characters<br>"
+            "averaging weight %{customdata[1]:.1%}<extra></extra>",
+            showlegend=False,
+        ),
+        row=1,
+        col=1,
+    )
+    pooled = {
+        letter: sum(letters.get(c.client_id, {}).get(letter, 0.0) for c in shown)
+        / max(1, len(shown))
+        for letter in ascii_lowercase
+    }
+    z = [
+        [
+            _log_ratio(letters.get(c.client_id, {}).get(letter, 0.0), pooled[letter])
+            for letter in ascii_lowercase
+        ]
+        for c in shown
+    ]
+    fig.add_trace(
+        go.Heatmap(
+            z=z,
+            x=list(ascii_lowercase),
+            y=names,
+            zmid=0,
+            zmin=-1,
+            zmax=1,
+            colorscale="RdBu_r",
+            showscale=False,
+            hovertemplate="%{y}: '%{x}' used %{customdata:.2f}x as often as by all<extra></extra>",
+            customdata=[[2**v for v in row] for row in z],
+        ),
+        row=1,
+        col=2,
+    )
     fig.update_xaxes(row=1, col=1, tickformat="~s", nticks=3)
     fig.update_xaxes(row=1, col=2, tickfont={"size": 9}, dtick=1, side="bottom")
     fig.update_annotations(font={"size": 11})
@@ -166,13 +234,13 @@ def _log_ratio(share: float, pooled: float) -> float:
 def _labels(clients: Sequence[ClientInfo]) -> list[str]:
     """Short unique axis labels: the character's name, with its play where names repeat."""
     short = [c.character.title()[:16] for c in clients]
-    return [s if short.count(s) == 1 else f"{s} ({c.play[:12]})"
-            for s, c in zip(short, clients, strict=True)]
+    return [
+        s if short.count(s) == 1 else f"{s} ({c.play[:12]})"
+        for s, c in zip(short, clients, strict=True)
+    ]
 
 
-def baseline_figure(
-    history: Sequence[RoundResult], baseline: Sequence[RoundResult]
-) -> go.Figure:
+def baseline_figure(history: Sequence[RoundResult], baseline: Sequence[RoundResult]) -> go.Figure:
     """Held-out accuracy by CPU time: the federated rounds and the centralised baseline trained
     on the same clients' pooled text."""
     fig = go.Figure()
@@ -180,12 +248,21 @@ def baseline_figure(
         ("federated (lines stay with each character)", history, _BLUE),
         ("centralised (all lines pooled in one place)", baseline, _ORANGE),
     ):
-        evaluated = [(sum(r.cpu_seconds for r in points[1 : i + 1]), r.eval_accuracy)
-                     for i, r in enumerate(points) if not math.isnan(r.eval_accuracy)]
-        fig.add_trace(go.Scatter(
-            x=[x for x, _ in evaluated], y=[y for _, y in evaluated], name=name,
-            mode="lines+markers", line={"color": color, "width": 3}, marker={"size": 6},
-        ))
+        evaluated = [
+            (sum(r.cpu_seconds for r in points[1 : i + 1]), r.eval_accuracy)
+            for i, r in enumerate(points)
+            if not math.isnan(r.eval_accuracy)
+        ]
+        fig.add_trace(
+            go.Scatter(
+                x=[x for x, _ in evaluated],
+                y=[y for _, y in evaluated],
+                name=name,
+                mode="lines+markers",
+                line={"color": color, "width": 3},
+                marker={"size": 6},
+            )
+        )
     fig.update_xaxes(title_text="CPU seconds (training and evaluation)")
     fig.update_yaxes(title_text=_LABELS["accuracy"], tickformat=".1%")
     return _layout(fig, "Federated versus centralised, at equal compute")

@@ -99,10 +99,12 @@ def nearest_rate(value: float) -> float:
 
 DEFAULT_SETUP: dict[str, object] = preset_setup("defaults")
 # (client, server) optimizer kinds a page server compiles at start, the defaults' first.
-PREBUILT_PROCESSES = tuple(dict.fromkeys(
-    (setup["client_optimizer"], setup["server_optimizer"])
-    for setup in map(preset_setup, ("defaults", *PRESETS))
-))
+PREBUILT_PROCESSES = tuple(
+    dict.fromkeys(
+        (setup["client_optimizer"], setup["server_optimizer"])
+        for setup in map(preset_setup, ("defaults", *PRESETS))
+    )
+)
 
 
 def setup_to_params(setup: Mapping[str, object]) -> dict[str, str]:
@@ -112,8 +114,13 @@ def setup_to_params(setup: Mapping[str, object]) -> dict[str, str]:
         value = setup[field]
         if value == DEFAULT_SETUP[field]:
             continue
-        params[name] = ",".join(value) if field == "client_ids" else f"{value:g}" if isinstance(
-            value, float) else str(value)
+        params[name] = (
+            ",".join(value)
+            if field == "client_ids"
+            else f"{value:g}"
+            if isinstance(value, float)
+            else str(value)
+        )
     return params
 
 
@@ -132,8 +139,9 @@ def setup_from_params(
             unknown = [i for i in ids if i not in known_ids]
             if unknown:
                 more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
-                problems.append(f"the link names unknown clients, left out: "
-                                f"{', '.join(unknown[:3])}{more}")
+                problems.append(
+                    f"the link names unknown clients, left out: {', '.join(unknown[:3])}{more}"
+                )
             setup[field] = [i for i in ids if i in known_ids][: LIMITS.max_clients]
         elif field in BOUNDS:
             bound = BOUNDS[field]
@@ -145,8 +153,9 @@ def setup_from_params(
             if text in CHOICES[field]:
                 setup[field] = text
             else:
-                problems.append(f"the link's {name}={text[:20]!r} is not one of "
-                                f"{', '.join(CHOICES[field])}")
+                problems.append(
+                    f"the link's {name}={text[:20]!r} is not one of {', '.join(CHOICES[field])}"
+                )
         else:
             try:
                 value = float(text)
@@ -175,8 +184,12 @@ def pick_play(clients: Sequence[ClientInfo], play: str) -> list[str]:
     return pick_biggest([c for c in clients if c.play == play], LIMITS.max_clients)
 
 
-def sequences_per_round(client: ClientInfo, batches_per_client: int, batch_size: int,
-                        seq_length: int = _DEFAULT.seq_length) -> int:
+def sequences_per_round(
+    client: ClientInfo,
+    batches_per_client: int,
+    batch_size: int,
+    seq_length: int = _DEFAULT.seq_length,
+) -> int:
     """Sequences a client trains on per round: its text cut like the engine's pipeline, capped.
 
     Each speech gains a newline; the ids are cut into chunks of seq_length + 1 and a final chunk
@@ -188,18 +201,19 @@ def sequences_per_round(client: ClientInfo, batches_per_client: int, batch_size:
     return min(chunks, batches_per_client * batch_size)
 
 
-def averaging_shares(clients: Sequence[ClientInfo], batches_per_client: int,
-                     batch_size: int) -> dict[str, float]:
+def averaging_shares(
+    clients: Sequence[ClientInfo], batches_per_client: int, batch_size: int
+) -> dict[str, float]:
     """Each client's share of the weighted average when all take part: TFF weights an update by
     the number of examples (sequences) it was trained on."""
-    counts = {c.client_id: sequences_per_round(c, batches_per_client, batch_size)
-              for c in clients}
+    counts = {c.client_id: sequences_per_round(c, batches_per_client, batch_size) for c in clients}
     total = sum(counts.values()) or 1
     return {cid: n / total for cid, n in counts.items()}
 
 
-def model_archive(directory: Path, names: Sequence[str] = ("weights.npz", "model.json",
-                                                               "metrics.csv")) -> bytes:
+def model_archive(
+    directory: Path, names: Sequence[str] = ("weights.npz", "model.json", "metrics.csv")
+) -> bytes:
     """A zip of a stored run's model files, ready for `fedtext generate --model`."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # npz is already compressed

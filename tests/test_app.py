@@ -134,8 +134,9 @@ def test_the_tutorial_preset_sets_its_clients_and_settings_in_one_click(page_env
     at = open_page()
     at.selectbox(key="preset").set_value("tutorial").run()
     assert not at.exception
-    assert at.multiselect(key="client_ids").value == list(sharing.preset_setup("tutorial")[
-        "client_ids"])
+    assert at.multiselect(key="client_ids").value == list(
+        sharing.preset_setup("tutorial")["client_ids"]
+    )
     assert at.select_slider(key="client_learning_rate").value == 0.5
     assert at.select_slider(key="batch_size").value == 8
     assert at.select_slider(key="clip_norm").value == 0.0
@@ -153,10 +154,13 @@ def test_no_client_chosen_gives_a_message(page_env):
     assert any("choose at least one client" in e.value for e in at.error)
 
 
-@pytest.mark.parametrize("prompt, message", [
-    ("Wherefore art thou 🙂 “Romeo”?", "characters the model does not know: '🙂'"),
-    ("", "the prompt is empty"),
-])
+@pytest.mark.parametrize(
+    "prompt, message",
+    [
+        ("Wherefore art thou 🙂 “Romeo”?", "characters the model does not know: '🙂'"),
+        ("", "the prompt is empty"),
+    ],
+)
 def test_an_odd_prompt_gives_a_message_not_an_exception(page_env, prompt, message):
     at = open_page()
     at.text_input(key="prompt").set_value(prompt).run()
@@ -172,8 +176,13 @@ def test_typographic_quotes_in_a_prompt_are_mapped_and_generate(page_env):
 
 
 def test_training_that_diverges_says_so_and_keeps_the_base_model(page_env):
-    at = train(open_page(), server_optimizer="adam", server_learning_rate=3.0,
-               client_learning_rate=3.0, batches_per_client=2)
+    at = train(
+        open_page(),
+        server_optimizer="adam",
+        server_learning_rate=3.0,
+        client_learning_rate=3.0,
+        batches_per_client=2,
+    )
     [error] = at.error
     assert "training diverged in round 1" in error.value
     assert "lower learning rate" in error.value
@@ -202,8 +211,9 @@ def test_a_run_whose_worker_died_says_so_and_resumes_from_its_last_round(page_en
     assert len(at.code) == 2  # the fine-tuned model writes now
 
 
-def test_an_unreadable_base_model_is_named_and_the_page_still_draws(page_env, tmp_path,
-                                                                    monkeypatch):
+def test_an_unreadable_base_model_is_named_and_the_page_still_draws(
+    page_env, tmp_path, monkeypatch
+):
     from fedtext.weights import base_model_dir
 
     broken = tmp_path / "broken-model"
@@ -226,8 +236,15 @@ def test_an_unreadable_base_model_is_named_and_the_page_still_draws(page_env, tm
 
 
 def test_a_link_opens_its_setup_and_names_what_it_ignored(page_env):
-    at = open_page({"clients": "HAMLET_HAMLET,NOT_A_CLIENT", "rounds": "500", "server": "adam",
-                    "client_lr": "0.05", "batches": "x"})
+    at = open_page(
+        {
+            "clients": "HAMLET_HAMLET,NOT_A_CLIENT",
+            "rounds": "500",
+            "server": "adam",
+            "client_lr": "0.05",
+            "batches": "x",
+        }
+    )
     assert at.multiselect(key="client_ids").value == ["HAMLET_HAMLET"]
     assert at.number_input(key="rounds").value == sharing.LIMITS.max_rounds
     assert at.radio(key="server_optimizer").value == "adam"
@@ -243,12 +260,28 @@ def test_a_link_opens_its_setup_and_names_what_it_ignored(page_env):
 
 
 def test_setup_round_trips_through_a_link():
-    setup = {**sharing.DEFAULT_SETUP, "client_ids": ["A", "B"], "rounds": 3,
-             "server_optimizer": "adam", "server_learning_rate": 0.01, "seed": 7,
-             "client_optimizer": "adam", "clip_norm": 0.0, "batch_size": 32}
+    setup = {
+        **sharing.DEFAULT_SETUP,
+        "client_ids": ["A", "B"],
+        "rounds": 3,
+        "server_optimizer": "adam",
+        "server_learning_rate": 0.01,
+        "seed": 7,
+        "client_optimizer": "adam",
+        "clip_norm": 0.0,
+        "batch_size": 32,
+    }
     params = sharing.setup_to_params(setup)
-    assert params == {"clients": "A,B", "rounds": "3", "server": "adam", "server_lr": "0.01",
-                      "seed": "7", "client": "adam", "clip": "0", "batch": "32"}
+    assert params == {
+        "clients": "A,B",
+        "rounds": "3",
+        "server": "adam",
+        "server_lr": "0.01",
+        "seed": "7",
+        "client": "adam",
+        "clip": "0",
+        "batch": "32",
+    }
     assert sharing.setup_from_params(params, {"A", "B"}) == (setup, [])
     assert sharing.setup_to_params(sharing.DEFAULT_SETUP) == {}  # the default link is bare
 
@@ -272,18 +305,27 @@ def test_averaging_shares_count_what_the_engine_trains_on(client_data, tiny_mode
 
     ids = ("KING_LEAR_FOOL", "HAMLET_HAMLET", "ALL_S_WELL_THAT_ENDS_WELL_BOTH")
     known = {c.client_id: c for c in load_clients()}
-    trainer = FederatedTrainer(FederatedConfig(client_ids=ids, batches_per_client=60,
-                                               batch_size=16), *client_data, tiny_model_dir)
+    trainer = FederatedTrainer(
+        FederatedConfig(client_ids=ids, batches_per_client=60, batch_size=16),
+        *client_data,
+        tiny_model_dir,
+    )
     for cid, batches in zip(ids, trainer.client_datasets(1, ids), strict=True):
         rows = sum(int(x.shape[0]) for x, _ in batches)
-        assert sharing.sequences_per_round(known[cid], batches_per_client=60,
-                                           batch_size=16) == rows
+        assert sharing.sequences_per_round(known[cid], batches_per_client=60, batch_size=16) == rows
 
 
 def test_quick_picks():
     clients = [client("a", 10), client("b", 30), client("c", 20)]
     assert sharing.pick_biggest(clients, 2) == ["b", "c"]
-    assert sharing.pick_random(clients, 5, seed=0) == ["a", "b", "c"]
+    assert sharing.pick_random(clients, 5, seed=0) == ["a", "b", "c"]  # all there are
+    many = [client(f"c{i:02d}", i) for i in range(30)]
+    draws = [sharing.pick_random(many, 3, seed=seed) for seed in range(5)]
+    assert all(
+        len(d) == 3 and d == sorted(d) and set(d) <= {c.client_id for c in many} for d in draws
+    )
+    assert len({tuple(d) for d in draws}) > 1  # random, not the first three
+    assert draws[0] == sharing.pick_random(many, 3, seed=0)
     assert sharing.pick_play(clients, "Play") == ["b", "c", "a"]
 
 
@@ -292,8 +334,11 @@ def test_accuracy_figure_has_its_reference_lines_and_earlier_runs():
     fig = plots.figure(history, "accuracy", rounds=5, earlier=[("run 1", history)])
     lines = sorted(round(shape.y0, 4) for shape in fig.layout.shapes)
     assert lines == [round(1 / 86, 4), 0.25, 0.569]
-    assert [t.name for t in fig.data] == ["run 1 (held-out)", "training (clients' own lines)",
-                                          "held-out speeches"]
+    assert [t.name for t in fig.data] == [
+        "run 1 (held-out)",
+        "training (clients' own lines)",
+        "held-out speeches",
+    ]
     assert fig.layout.xaxis.range == (-0.3, 5.3)
     with pytest.raises(ValueError):
         plots.figure(history, "perplexity")
@@ -318,16 +363,26 @@ def test_the_pages_modules_import_no_tensorflow():
 
     tree = ast.parse(APP.read_text())
     modules = sorted(
-        {f"fedtext.{a.name}" for node in tree.body if isinstance(node, ast.ImportFrom)
-         and node.module == "fedtext" for a in node.names}
-        | {node.module for node in tree.body if isinstance(node, ast.ImportFrom)
-           and (node.module or "").startswith("fedtext.")}
+        {
+            f"fedtext.{a.name}"
+            for node in tree.body
+            if isinstance(node, ast.ImportFrom) and node.module == "fedtext"
+            for a in node.names
+        }
+        | {
+            node.module
+            for node in tree.body
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fedtext.")
+        }
     )
     assert "fedtext.style" in modules and "fedtext.jobs" in modules
-    code = (f"import sys, importlib; [importlib.import_module(m) for m in {modules!r}]; "
-            "print(sorted(m for m in ('tensorflow', 'tensorflow_federated') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=APP.parent, timeout=120)
+    code = (
+        f"import sys, importlib; [importlib.import_module(m) for m in {modules!r}]; "
+        "print(sorted(m for m in ('tensorflow', 'tensorflow_federated') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=APP.parent, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 

@@ -95,7 +95,10 @@ def test_page_figures_are_skipped_with_a_reason_without_app_py(tmp_path, monkeyp
     results = bench.Results(bench.Settings(base_dir=tmp_path))
     bench.run_page(results.settings, results)
     assert [row.key for row in results.rows] == [
-        "page.usable_s", "page.base_text_s", "memory.page_idle_mb", "memory.page_train_mb"]
+        "page.usable_s",
+        "page.base_text_s",
+        "memory.page_idle_mb",
+        "memory.page_train_mb",
+    ]
     assert all(row.value is None for row in results.rows)
     assert all("app.py does not exist" in row.note for row in results.rows)
-

@@ -16,9 +16,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 USABLE_JS = """() => {
     // Streamlit 1.52 marks a running script with an icon labelled "Running...".
     if (document.querySelector('[data-testid="stStatusWidget"] [aria-label="Running..."]')) {
@@ -66,16 +73,30 @@ def server(tiny_model_dir, tmp_path):
 
     port = portpicker.pick_unused_port()
     data_root = tmp_path / "page-data"
-    env = {**os.environ, "FEDTEXT_BASE_MODEL": str(tiny_model_dir),
-           "FEDTEXT_DATA": str(data_root)}
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-               "--server.address", "127.0.0.1", "--server.headless", "true",
-               "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]
+    env = {**os.environ, "FEDTEXT_BASE_MODEL": str(tiny_model_dir), "FEDTEXT_DATA": str(data_root)}
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "app.py",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--server.headless",
+        "true",
+        "--server.fileWatcherType",
+        "none",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
     log = open(tmp_path / "streamlit.log", "wb")
     started = time.perf_counter()
     # If pytest itself is killed (a timeout), the server and its TFF worker go with it.
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                               preexec_fn=die_with_pytest)
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_pytest
+    )
     try:
         yield f"http://127.0.0.1:{port}", started, str(data_root)
     finally:
@@ -94,8 +115,11 @@ def test_a_visitor_trains_one_round_and_compares_the_models(server, tmp_path):
     url, started, marker = server
     with sync_playwright() as pw:
         browser = pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-            viewport={"width": 1440, "height": 1720})
+            str(tmp_path / "profile"),
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1440, "height": 1720},
+        )
         try:
             page = browser.pages[0] if browser.pages else browser.new_page()
             while True:  # the server takes a moment to listen
@@ -130,8 +154,9 @@ def test_a_visitor_trains_one_round_and_compares_the_models(server, tmp_path):
             assert base.startswith(prompt.strip()) and tuned.startswith(prompt.strip())
             assert base != tuned
             assert "run=" in page.url
-            assert my_workers(marker), "no TFF worker of this server found: the cleanup check " \
-                                       "below would prove nothing"
+            assert my_workers(marker), (
+                "no TFF worker of this server found: the cleanup check below would prove nothing"
+            )
 
             page.mouse.move(0, 0)  # no tooltip in the picture
             # Into the test's folder: a test never writes tracked files (the README's picture

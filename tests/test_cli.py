@@ -54,9 +54,22 @@ def test_whole_federation_and_baseline_from_the_command_line(tiny_model_dir, tmp
     """--clients all trains every client (a sample a round) and evaluates on everyone's
     held-out speeches; --baseline then trains centrally for the same CPU time."""
     result = run_cli(
-        "finetune", "--base", str(tiny_model_dir), "--clients", "all", "--clients-per-round",
-        "3", "--rounds", "2", "--batches", "1", "--eval-every", "2", "--baseline",
-        "--output", str(tmp_path),
+        "finetune",
+        "--base",
+        str(tiny_model_dir),
+        "--clients",
+        "all",
+        "--clients-per-round",
+        "3",
+        "--rounds",
+        "2",
+        "--batches",
+        "1",
+        "--eval-every",
+        "2",
+        "--baseline",
+        "--output",
+        str(tmp_path),
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -80,8 +93,15 @@ def test_the_pages_model_zip_loads_with_generate(tiny_model_dir, tmp_path):
     (tmp_path / "model.zip").write_bytes(model_archive(run_dir))
     with zipfile.ZipFile(tmp_path / "model.zip") as archive:
         archive.extractall(tmp_path / "unzipped")
-    gen = run_cli("generate", "--model", str(tmp_path / "unzipped" / "fedtext-model"),
-                  "--prompt", "KENT: ", "--length", "20")
+    gen = run_cli(
+        "generate",
+        "--model",
+        str(tmp_path / "unzipped" / "fedtext-model"),
+        "--prompt",
+        "KENT: ",
+        "--length",
+        "20",
+    )
     assert gen.returncode == 0, gen.stderr
     assert gen.stdout.startswith("KENT: ") and len(gen.stdout.strip()) >= 20
 

@@ -47,6 +47,7 @@ def test_jobs_run_one_at_a_time_in_order_and_are_stored(queue, monkeypatch):
     wait_for(first)
     wait_for(second)
     assert first.state is second.state is JobState.DONE
+    assert first.ended < second.ended  # in the order submitted
     assert [r.round_num for r in first.history] == [0, 1, 2]
     saved = queue.store.load(first.job_id)
     assert [r.round_num for r in saved.history] == [0, 1, 2]
@@ -100,9 +101,7 @@ def test_run_store_prunes_by_size_and_rejects_odd_ids(tmp_path, tiny_model_dir):
         store.load(ids[0])
 
 
-def test_a_run_that_cannot_be_stored_ends_with_the_reason_and_the_queue_goes_on(
-    queue, monkeypatch
-):
+def test_a_run_that_cannot_be_stored_ends_with_the_reason_and_the_queue_goes_on(queue, monkeypatch):
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 

@@ -78,8 +78,10 @@ async def classroom(url: str):
         try:
             busy, samples = asyncio.Event(), []
             busy.set()
-            generators = [asyncio.create_task(generate_while(browser, url, busy, samples))
-                          for _ in range(GENERATORS)]
+            generators = [
+                asyncio.create_task(generate_while(browser, url, busy, samples))
+                for _ in range(GENERATORS)
+            ]
             trained = await asyncio.gather(*(train(browser, url, s) for s in range(TRAINERS)))
             busy.clear()
             generated = await asyncio.gather(*generators)
@@ -128,6 +130,8 @@ def test_eight_visitors_at_once(server, tiny_model_dir, client_data, capsys):  #
         assert text.strip() == alone.generate(prompt, length, 1.0, seed).strip()
 
     with capsys.disabled():
-        print(f"\n{TRAINERS} training + {GENERATORS} generating sessions in {took:.0f} s; "
-              f"{len(samples)} generations while training ran: median "
-              f"{statistics.median(samples):.2f} s, worst {max(samples):.2f} s")
+        print(
+            f"\n{TRAINERS} training + {GENERATORS} generating sessions in {took:.0f} s; "
+            f"{len(samples)} generations while training ran: median "
+            f"{statistics.median(samples):.2f} s, worst {max(samples):.2f} s"
+        )

@@ -17,8 +17,14 @@ CLIENTS = ("KING_LEAR_KING_LEAR", "KING_LEAR_FOOL", "KING_LEAR_KENT")
 def small_config(**overrides) -> FederatedConfig:
     # Plain Federated Averaging with plain SGD: the tutorial's algorithm at a tiny model's rate.
     settings = dict(
-        client_ids=CLIENTS[:2], rounds=3, client_optimizer="sgd", client_learning_rate=1.0,
-        clip_norm=0.0, server_optimizer="sgd", server_learning_rate=1.0, batches_per_client=2,
+        client_ids=CLIENTS[:2],
+        rounds=3,
+        client_optimizer="sgd",
+        client_learning_rate=1.0,
+        clip_norm=0.0,
+        server_optimizer="sgd",
+        server_learning_rate=1.0,
+        batches_per_client=2,
     )
     settings.update(overrides)
     return FederatedConfig(**settings)
@@ -118,11 +124,15 @@ def test_clients_are_sampled_per_round(client_data, tiny_model_dir):
     train, test = client_data
     config = small_config(client_ids=CLIENTS, clients_per_round=1, rounds=3, seed=7)
     trainer = FederatedTrainer(config, train, test, tiny_model_dir)
-    cohorts = [trainer.sample_clients(r) for r in range(1, 4)]
+    cohorts = [trainer.sample_clients(r) for r in range(1, 13)]
     assert all(len(c) == 1 and c[0] in CLIENTS for c in cohorts)
+    assert len(set(cohorts)) > 1  # a new draw each round, not the same client every time
     assert cohorts == [
-        FederatedTrainer(config, train, test, tiny_model_dir).sample_clients(r) for r in range(1, 4)
+        FederatedTrainer(config, train, test, tiny_model_dir).sample_clients(r)
+        for r in range(1, 13)
     ]  # seeded: the same cohorts every time
+    other = FederatedTrainer(dataclasses.replace(config, seed=8), train, test, tiny_model_dir)
+    assert [other.sample_clients(r) for r in range(1, 13)] != cohorts
 
 
 def test_each_round_draws_fresh_batches(client_data, tiny_model_dir):

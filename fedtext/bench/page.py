@@ -95,8 +95,11 @@ def run_page(settings: Settings, results: Results) -> None:
         browser.close()
     for row, values in ((rows["usable"], times), (rows["complete"], complete)):
         row.value = median(values) if values else None
-        row.note = (f"median of {len(values)} ({', '.join(f'{v:.1f}' for v in values)} s)"
-                    if values else f"none within {PAGE_TIMEOUT_S:.0f} s")
+        row.note = (
+            f"median of {len(values)} ({', '.join(f'{v:.1f}' for v in values)} s)"
+            if values
+            else f"none within {PAGE_TIMEOUT_S:.0f} s"
+        )
     rows["idle"].value = median(idle) / 2**20
     rows["idle"].note = "once the page has loaded the base model and TFF (resident size settled)"
     if trained is None:
