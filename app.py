@@ -300,8 +300,7 @@ def baseline_ui(run: RunView) -> None:
     else:
         why = (
             "Federated Averaging kept up with pooled training here, and no line left its "
-            "owner: only weight updates travelled. The server's momentum added up rounds "
-            "that pulled the same way."
+            "owner: only weight updates travelled."
         )
     st.caption(f"{comparison.summary()}. {why}")
 
