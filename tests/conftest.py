@@ -1,10 +1,17 @@
-"""Shared fixtures: a tiny model in the real file format, the real plays' data, and a guard
-that no test leaves TFF's worker process behind."""
+"""Shared fixtures and helpers: a tiny model in the real file format, the real plays' data, a
+guard that no test leaves TFF's worker process behind, a learning process whose worker is killed
+mid-round, waiting for a queued job, and `streamlit run app.py` for the browser tests."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import signal
 import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -59,3 +66,144 @@ def no_worker_left_behind():
 
     runtime.shutdown()
     assert worker_pids() == [], "a TFF worker process outlived the tests"
+
+
+# ---------------------------------------------------------------- a worker killed mid-round
+
+
+class KillingProcess:
+    """The real learning process, with a thread killing every TFF worker while `next` runs."""
+
+    def __init__(self, process):
+        self._process = process
+        self.kills = 0
+
+    def __getattr__(self, name):
+        return getattr(self._process, name)
+
+    def next(self, state, data):
+        done = threading.Event()
+
+        def kill_workers():
+            while not done.is_set():
+                from fedtext import runtime
+
+                pid = runtime.install().pid
+                if pid is not None:
+                    # The pid read may already be reaped (the runtime restarting a killed
+                    # worker); the killer must outlive that and kill the next one too.
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                        self.kills += 1
+                done.wait(0.02)
+
+        killer = threading.Thread(target=kill_workers)
+        killer.start()
+        try:
+            return self._process.next(state, data)
+        finally:
+            done.set()
+            killer.join()
+
+
+def wait_for(job, timeout=120):
+    """Until the queue is done with the job: finished, and its run stored."""
+    deadline = time.monotonic() + timeout
+    while job.ended is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert job.finished and job.ended is not None, f"job still {job.state} after {timeout} s"
+
+
+# ---------------------------------------------------------------- the page in a real browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+USABLE_JS = """() => {
+    // Streamlit 1.52 marks a running script with an icon labelled "Running...".
+    if (document.querySelector('[data-testid="stStatusWidget"] [aria-label="Running..."]')) {
+        return false;
+    }
+    const train = [...document.querySelectorAll('button')].find(b => b.innerText.includes('Train'));
+    return !!train && !train.disabled && !!document.querySelector('.st-key-base_text pre');
+}"""
+
+
+def my_workers(marker: str) -> list[int]:
+    """TFF worker processes started under our server: they inherit its environment."""
+    out = subprocess.run(["pgrep", "-f", "worker_binary"], capture_output=True, text=True).stdout
+    pids = []
+    for pid in map(int, out.split()):
+        try:
+            if marker.encode() in Path(f"/proc/{pid}/environ").read_bytes():
+                pids.append(pid)
+        except OSError:  # gone meanwhile, or not ours to read
+            pass
+    return pids
+
+
+def die_with_pytest() -> None:
+    """In the server's child process before exec: SIGTERM when pytest's main thread ends."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM, as a container runtime would; SIGKILL if it does not end."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def server(tiny_model_dir, tmp_path):
+    """`streamlit run app.py` on a free local port with the tiny model; stopped afterwards,
+    leaving no TFF worker behind."""
+    import portpicker
+
+    port = portpicker.pick_unused_port()
+    data_root = tmp_path / "page-data"
+    env = {**os.environ, "FEDTEXT_BASE_MODEL": str(tiny_model_dir), "FEDTEXT_DATA": str(data_root)}
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "app.py",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--server.headless",
+        "true",
+        "--server.fileWatcherType",
+        "none",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+    log = open(tmp_path / "streamlit.log", "wb")
+    started = time.perf_counter()
+    # If pytest itself is killed (a timeout), the server and its TFF worker go with it.
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_pytest
+    )
+    try:
+        yield f"http://127.0.0.1:{port}", started, str(data_root)
+    finally:
+        stop(process)
+        log.close()
+        deadline = time.monotonic() + 15
+        while my_workers(str(data_root)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert my_workers(str(data_root)) == [], "the page's TFF worker outlived its server"

@@ -15,7 +15,7 @@ from fedtext import plots, sharing, training
 from fedtext.config import FederatedConfig
 from fedtext.data import ClientInfo
 from fedtext.runs import RoundResult
-from tests.test_faults import KillingProcess
+from tests.conftest import KillingProcess
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 CLIENTS = ["KING_LEAR_FOOL", "KING_LEAR_KING_LEAR"]  # small, so a round takes seconds

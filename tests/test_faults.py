@@ -1,11 +1,6 @@
 """The TFF worker dies in the middle of a round: the round fails with a message, the worker is
 started again, and training goes on from the last finished round."""
 
-import contextlib
-import os
-import signal
-import threading
-
 import numpy as np
 import pytest
 
@@ -13,39 +8,7 @@ from fedtext import runtime, training
 from fedtext.config import FederatedConfig
 from fedtext.runtime import WorkerError
 from fedtext.training import FederatedTrainer
-
-
-class KillingProcess:
-    """The real learning process, with a thread killing every TFF worker while `next` runs."""
-
-    def __init__(self, process):
-        self._process = process
-        self.kills = 0
-
-    def __getattr__(self, name):
-        return getattr(self._process, name)
-
-    def next(self, state, data):
-        done = threading.Event()
-
-        def kill_workers():
-            while not done.is_set():
-                pid = runtime.install().pid
-                if pid is not None:
-                    # The pid read may already be reaped (the runtime restarting a killed
-                    # worker); the killer must outlive that and kill the next one too.
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                        self.kills += 1
-                done.wait(0.02)
-
-        killer = threading.Thread(target=kill_workers)
-        killer.start()
-        try:
-            return self._process.next(state, data)
-        finally:
-            done.set()
-            killer.join()
+from tests.conftest import KillingProcess, wait_for
 
 
 def test_worker_killed_mid_round_then_training_goes_on(client_data, tiny_model_dir, monkeypatch):
@@ -81,7 +44,6 @@ def test_worker_killed_mid_round_then_training_goes_on(client_data, tiny_model_d
 def test_a_queued_run_whose_worker_died_resumes(client_data, tiny_model_dir, tmp_path, monkeypatch):
     from fedtext.jobs import JobState, TrainingQueue
     from fedtext.runs import RunStore
-    from tests.test_jobs import wait_for
 
     train, test = client_data
     queue = TrainingQueue(

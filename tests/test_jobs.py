@@ -7,20 +7,13 @@ import pytest
 from fedtext.config import ConfigError, FederatedConfig, ServerLimits
 from fedtext.jobs import JobState, QueueFull, TrainingQueue
 from fedtext.runs import RunStore, is_run_id
+from tests.conftest import wait_for
 
 
 def config(**overrides) -> FederatedConfig:
     settings = dict(client_ids=("KING_LEAR_FOOL",), rounds=2, batches_per_client=1)
     settings.update(overrides)
     return FederatedConfig(**settings)
-
-
-def wait_for(job, timeout=120):
-    """Until the queue is done with the job: finished, and its run stored."""
-    deadline = time.monotonic() + timeout
-    while job.ended is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert job.finished and job.ended is not None, f"job still {job.state} after {timeout} s"
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 import pytest
 
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, USABLE_JS, server  # noqa: F401
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, USABLE_JS
 
 TRAINERS, GENERATORS = 3, 5
 CLIENTS = "KING_LEAR_FOOL,KING_LEAR_KENT"
@@ -92,7 +92,7 @@ async def classroom(url: str):
 
 @pytest.mark.classroom
 @pytest.mark.timeout(900)
-def test_eight_visitors_at_once(server, tiny_model_dir, client_data, capsys):  # noqa: F811
+def test_eight_visitors_at_once(server, tiny_model_dir, client_data, capsys):
     from fedtext.generation import TextGenerator
     from fedtext.model import load_model
     from fedtext.runs import RunStore
