@@ -61,15 +61,16 @@ def _curve(history) -> list[dict]:
     return curve
 
 
-def train_for(trainer, budget_s: float | None = None) -> str:
-    """Run a trainer's rounds until they are done or have taken `budget_s` of wall time;
-    returns why it stopped early, if it diverged."""
+def train_for(trainer, budget_s: float | None = None, cpu: bool = False) -> str:
+    """Run a trainer's rounds until they are done or have taken `budget_s` of wall time (of CPU
+    time with `cpu`); returns why it stopped early, if it diverged."""
     from fedtext.training import TrainingDiverged
 
     spent = 0.0
     try:
         for result in trainer.rounds():
-            spent += result.seconds if result.round_num else 0.0
+            if result.round_num:
+                spent += result.cpu_seconds if cpu else result.seconds
             if budget_s is not None and spent >= budget_s:
                 break
     except TrainingDiverged as error:
@@ -193,20 +194,11 @@ def run_federation(ctx: dict, settings: Settings, results: Results) -> None:
     )
     trainer = FederatedTrainer(config, ctx["train"], ctx["test"], settings.base_dir)
     budget = (0.1 if settings.quick else FEDERATION_CPU_MINUTES) * 60
-    note = ""
-    from fedtext.training import TrainingDiverged
-
-    try:
-        for _ in trainer.rounds():
-            if sum(r.cpu_seconds for r in trainer.history[1:]) >= budget:
-                break
-    except TrainingDiverged as error:
-        note = str(error)
+    note = train_for(trainer, budget, cpu=True)
     history = trainer.history
-    evaluated = [r for r in history if not math.isnan(r.eval_accuracy)]
-    if not config.evaluates(history[-1].round_num):  # the budget ended between evaluations
-        loss, accuracy = trainer.evaluate(trainer.weights)
-        evaluated.append(history[-1].__class__(history[-1].round_num, loss, accuracy))
+    accuracy = history[-1].eval_accuracy
+    if math.isnan(accuracy):  # the budget ended between evaluations
+        accuracy = trainer.evaluate(trainer.weights)[1]
     cpu_minutes = sum(r.cpu_seconds for r in history[1:]) / 60
     results.learning[FEDERATION] = _curve(history)
     results.add(
@@ -216,7 +208,7 @@ def run_federation(ctx: dict, settings: Settings, results: Results) -> None:
             f"whole federation ({len(trainer.client_ids)} clients, {FEDERATION_COHORT} a round), "
             "held-out "
             f"accuracy after {history[-1].round_num} rounds",
-            evaluated[-1].eval_accuracy,
+            accuracy,
             "",
             note=note
             or f"from {history[0].eval_accuracy:.3f}; target >= 0.50 within "

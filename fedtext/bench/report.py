@@ -138,10 +138,9 @@ def learning_table(learning: dict[str, list[dict]]) -> str:
 def previous_values(out: Path) -> dict[str, float | None]:
     """The figures of the run before this one, by key."""
     try:
-        old = json.loads((out / "results.json").read_text())
-        return {r["key"]: r["value"] for r in old.get("rows", [])}
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}  # no earlier run, or an unreadable one: nothing to compare with
+        return {r["key"]: r["value"] for r in last_document(out).get("rows", [])}
+    except (KeyError, TypeError):
+        return {}  # an unreadable earlier run: nothing to compare with
 
 
 def carried_rows(last: dict, measured: set[str]) -> list[dict]:
