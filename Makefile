@@ -7,15 +7,15 @@ app:
 
 test:
 	scripts/setup.sh --test
-	.venv/bin/ruff format --check fedtext tests app.py scripts
-	.venv/bin/ruff check fedtext tests app.py scripts
+	.venv/bin/ruff format --check fedtext ui tests app.py scripts
+	.venv/bin/ruff check fedtext ui tests app.py scripts
 	.venv/bin/python -m pytest
 	.venv/bin/python -m pytest -m classroom tests/test_load.py
 
 lint:
 	scripts/setup.sh --test
-	.venv/bin/ruff format fedtext tests app.py scripts
-	.venv/bin/ruff check fedtext tests app.py scripts
+	.venv/bin/ruff format fedtext ui tests app.py scripts
+	.venv/bin/ruff check fedtext ui tests app.py scripts
 
 tutorial:
 	scripts/setup.sh

@@ -123,9 +123,11 @@ class TrainingQueue:
         return job if job is not None and (owner is None or job.owner == owner) else None
 
     def touch(self, job_id: str) -> None:
-        job = self._jobs.get(job_id)
-        if job is not None:
-            job.last_seen = time.monotonic()
+        """A page's heartbeat for its job."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is not None:
+                job.last_seen = time.monotonic()
 
     def stop(self, job_id: str) -> None:
         """Queued: leaves the queue. Running: stops after the current round, keeping the model."""
@@ -229,6 +231,7 @@ class TrainingQueue:
         from fedtext.training import FederatedTrainer, TrainingDiverged
 
         trainer = self._trainers.get(job.job_id)
+        state, message, resumable = JobState.DONE, "", False
         try:
             if trainer is None:
                 trainer = FederatedTrainer(
@@ -239,26 +242,25 @@ class TrainingQueue:
                 with self._lock:
                     job.history = list(trainer.history)
                     job.weights = trainer.weights
-                if result.round_num:
-                    self._round_seconds.append(result.seconds)
-                if job.stop_requested or self._abandoned(job):
-                    job.state = JobState.STOPPED
-                    job.message = f"stopped after round {result.round_num}"
-                    break
-            else:
-                job.state = JobState.DONE
+                    if result.round_num:
+                        self._round_seconds.append(result.seconds)
+                    if job.stop_requested or self._abandoned(job):
+                        state, message = JobState.STOPPED, f"stopped after round {result.round_num}"
+                        break
         except WorkerError as error:
-            job.state, job.message, job.resumable = JobState.FAILED, str(error), True
+            state, message, resumable = JobState.FAILED, str(error), True
         except TrainingDiverged as error:  # the same round would diverge again: no resume
-            job.state, job.message = JobState.FAILED, str(error)
+            state, message = JobState.FAILED, str(error)
         except Exception as error:  # a job must never take the queue thread down
-            job.state = JobState.FAILED
-            job.message = f"training failed: {type(error).__name__}: {error}"
-        if not job.resumable:
-            self._trainers.pop(job.job_id, None)
+            state, message = JobState.FAILED, f"training failed: {type(error).__name__}: {error}"
+        with self._lock:
+            job.state, job.message, job.resumable = state, message, resumable
+            if not resumable:
+                self._trainers.pop(job.job_id, None)
         if trainer is not None:
             self._store(job, trainer.model_config)
-        job.ended = time.monotonic()
+        with self._lock:
+            job.ended = time.monotonic()
 
     def _store(self, job: Job, model_config) -> None:
         if self.store is None or len(job.history) < 2:
@@ -274,7 +276,8 @@ class TrainingQueue:
                 job.baseline,
             )
         except OSError as error:  # a full or read-only disk must not stop the queue
-            job.message = f"{job.message}; not kept on disk: {error}".lstrip("; ")
+            with self._lock:
+                job.message = f"{job.message}; not kept on disk: {error}".lstrip("; ")
 
     def _run_baseline(self, job: Job) -> None:
         from fedtext.centralised import CentralisedTrainer
@@ -286,15 +289,17 @@ class TrainingQueue:
             for _ in trainer.checkpoints(budget):
                 with self._lock:
                     job.baseline = list(trainer.history)
-                if job.stop_requested or self._abandoned(job):
-                    message = "baseline stopped early"
-                    break
+                    if job.stop_requested or self._abandoned(job):
+                        message = "baseline stopped early"
+                        break
         except Exception as error:  # the run itself is fine: only its baseline is missing
             message = f"baseline failed: {type(error).__name__}: {error}"
-        job.state, job.in_baseline = JobState.DONE, False
-        job.message = message or job.message
+        with self._lock:
+            job.state, job.in_baseline = JobState.DONE, False
+            job.message = message or job.message
         self._store(job, load_config(self.base_dir or base_model_dir()))
-        job.ended = time.monotonic()
+        with self._lock:
+            job.ended = time.monotonic()
 
     def _forget_old_jobs(self) -> None:
         """Drop finished jobs (and their weights) from memory once their page has had them."""
@@ -305,6 +310,7 @@ class TrainingQueue:
                 self._trainers.pop(job_id, None)
 
     def _abandoned(self, job: Job) -> bool:
+        """Whether the job's page has gone; called under the lock, as it marks the job."""
         if job.page_open is not None and job.page_open():
             job.last_seen = time.monotonic()
             return False

@@ -71,6 +71,67 @@ PARAMS = {
 }
 RUN_PARAM = "run"
 
+# The page's label and one-line help for each setting, in the order the page shows them.
+SETTING_TEXT: dict[str, tuple[str, str]] = {
+    "rounds": (
+        "Rounds",
+        "Each round: send the model out, train on each client, average the updates",
+    ),
+    "clients_per_round": (
+        "Clients per round",
+        "Sample this many of the chosen characters each round (0: all of them), as phone "
+        "keyboards do with millions of users",
+    ),
+    "batches_per_client": (
+        "Local steps",
+        "Batches each client trains on per round (the tutorial took 5)",
+    ),
+    "batch_size": (
+        "Batch size",
+        "Sequences of 100 characters per local step (the tutorial's: 8)",
+    ),
+    "client_optimizer": (
+        "Client optimizer",
+        "Each client's local training; it starts afresh every round",
+    ),
+    "clip_norm": (
+        "Gradient clipping",
+        "Each local gradient is scaled down to at most this norm, so one bad batch cannot "
+        "wreck the model",
+    ),
+    "client_learning_rate": (
+        "Client learning rate",
+        "Step size of each character's local training; too high and it diverges",
+    ),
+    "server_optimizer": (
+        "Server optimizer",
+        "How the server applies the averaged update: sgd at rate 1 is plain Federated "
+        "Averaging; momentum (FedAvgM) and adam (FedAdam) remember earlier rounds",
+    ),
+    "server_learning_rate": (
+        "Server learning rate",
+        "Scales the averaged update: 1 with sgd replaces the model by the average; adam wants "
+        "about 0.01",
+    ),
+    "seed": ("Seed", "Fixes the sampling of clients and the shuffling of their lines"),
+}
+PRESET_LABELS = {
+    "defaults": "fedtext's defaults",
+    "tutorial": "TFF's tutorial",
+    "fedavg": "FedAvg (Reddi et al.)",
+    "fedavgm": "FedAvgM (Reddi et al.)",
+    "fedadam": "FedAdam (Reddi et al.)",
+}
+
+
+def client_label(client: ClientInfo) -> str:
+    """A client as the page lists it: name, play, speeches and text."""
+    speeches = client.train_speeches + client.test_speeches
+    return (
+        f"{client.character.title()} · {client.play} · {speeches} speeches · "
+        f"{client.train_chars / 1000:.1f}k chars"
+    )
+
 
 def preset_setup(name: str) -> dict[str, object]:
     """The page's setup for a preset ('defaults' or one of PRESETS), snapped to what the page

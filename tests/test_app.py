@@ -355,29 +355,22 @@ def test_data_figure_marks_clients_the_tutorial_would_drop():
 
 
 def test_the_pages_modules_import_no_tensorflow():
-    """The page draws while TensorFlow loads: every fedtext module app.py imports at its top
-    must leave TensorFlow unloaded."""
+    """The page draws while TensorFlow loads: every module app.py and its ui/ parts import at
+    their top must leave TensorFlow unloaded."""
     import ast
     import subprocess
     import sys
 
-    tree = ast.parse(APP.read_text())
-    modules = sorted(
-        {
-            f"fedtext.{a.name}"
-            for node in tree.body
-            if isinstance(node, ast.ImportFrom) and node.module == "fedtext"
-            for a in node.names
-        }
-        | {
-            node.module
-            for node in tree.body
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fedtext.")
-        }
-    )
-    assert "fedtext.style" in modules and "fedtext.jobs" in modules
+    modules = set()
+    for path in (APP, *sorted((APP.parent / "ui").glob("*.py"))):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ImportFrom) and node.module in ("fedtext", "ui"):
+                modules |= {f"{node.module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module.startswith(("fedtext.", "ui.")):
+                modules.add(node.module)
+    assert {"fedtext.server", "fedtext.style", "ui.compare", "ui.train"} <= modules
     code = (
-        f"import sys, importlib; [importlib.import_module(m) for m in {modules!r}]; "
+        f"import sys, importlib; [importlib.import_module(m) for m in {sorted(modules)!r}]; "
         "print(sorted(m for m in ('tensorflow', 'tensorflow_federated') if m in sys.modules))"
     )
     out = subprocess.run(

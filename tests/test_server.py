@@ -1,0 +1,151 @@
+"""The page's shared server without Streamlit: a real engine (TensorFlow, TFF, the tiny model),
+its queue, the run a link points to, and the words the page shows about a run."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from fedtext import server, sharing
+from fedtext.config import PRESETS, FederatedConfig
+from fedtext.runs import RoundResult, RunStore
+from tests.conftest import wait_for
+
+PROGRESS = re.compile(
+    r"Waiting for the server: \d+ run\(s\) ahead|Round 0: evaluating the base model"
+    r"|Round \d+ of 2 running"
+)
+
+
+def config(**overrides) -> FederatedConfig:
+    settings = dict(client_ids=("KING_LEAR_FOOL",), rounds=2, batches_per_client=1)
+    return FederatedConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir, tmp_path_factory):
+    engine = server.Engine(tiny_model_dir, tmp_path_factory.mktemp("server-runs"))
+    engine.page_drawn.set()
+    assert engine.ready.wait(600), engine.step
+    assert not engine.error, engine.error
+    return engine
+
+
+def test_a_run_is_followed_round_by_round_and_found_again_from_its_link(engine):
+    run_id, why = server.submit(engine, config(), "alice", page_open=None)
+    assert run_id and not why
+    lines, rounds_seen, redraws = [], 0, 0
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        progress = server.follow(engine, run_id, rounds_seen)
+        if progress is None:  # a round landed, or the run ended: the page redraws
+            redraws += 1
+            job = engine.job(run_id)
+            if job.finished:
+                break
+            rounds_seen = len(job.history)
+            continue
+        fraction, text = progress
+        assert 0.0 <= fraction <= 1.0
+        lines.append(text)
+        time.sleep(0.05)
+    assert lines and all(PROGRESS.match(line) for line in lines), lines
+    assert redraws >= 2  # at least one round landed before the end
+
+    run, why = server.find_run(run_id, engine.job(run_id), engine.store.load)
+    assert not why and run.trained and not run.live
+    assert [r.round_num for r in run.history] == [0, 1, 2]
+    kind, text = server.describe(run)
+    assert kind == "success" and text.startswith("Trained 2 rounds in")
+    # After a restart the queue has forgotten the job; the link still finds the stored run.
+    again, _ = server.find_run(run_id, None, engine.store.load)
+    assert again.history == run.history and again.trained
+
+
+def test_a_second_run_from_one_visitor_is_refused_with_a_message(engine):
+    first, _ = server.submit(engine, config(), "bob", page_open=None)
+    second, why = server.submit(engine, config(seed=1), "bob", page_open=None)
+    assert not second and why == (
+        "Cannot start training: you already have a training run queued or running"
+    )
+    _, why = server.submit(engine, config(rounds=sharing.LIMITS.max_rounds + 1), "eve", None)
+    assert why.startswith("Cannot start training: rounds is limited to")
+    engine.queue.stop(first)
+    wait_for(engine.job(first))
+    assert server.request_resume(engine, first) == (
+        "This run cannot be resumed any more: train it again."
+    )
+
+
+def test_the_baseline_is_queued_once_and_lands_beside_the_run(engine):
+    run_id, _ = server.submit(engine, config(rounds=1), "carol", page_open=None)
+    wait_for(engine.job(run_id))
+    assert server.request_baseline(engine, run_id, "carol") == ""
+    job = engine.job(run_id)
+    assert server.request_baseline(engine, run_id, "carol").startswith("Cannot run the baseline")
+    _, text = server.progress_text(job, engine.queue)
+    assert text.startswith(("Centralised baseline:", "Waiting for the server"))
+    wait_for(job)
+    run, _ = server.find_run(run_id, None, engine.store.load)
+    assert len(run.baseline) > 1
+    assert "centralised" in server.baseline_caption(run.history, run.baseline)
+    assert server.request_baseline(engine, run_id, "carol") == (
+        "Cannot run the baseline: this run has its baseline already"
+    )
+
+
+@pytest.mark.parametrize("run_id", ["abcdefghijklmnopqrstuvwx", "../../etc/passwd", "x" * 300])
+def test_a_link_to_no_stored_run_says_so(tmp_path, run_id):
+    run, why = server.find_run(run_id, None, RunStore(tmp_path).load)
+    assert run is None and why.startswith("The run in this link is not stored here")
+
+
+def test_a_link_to_a_damaged_run_says_it_cannot_be_read(tmp_path, tiny_model_dir):
+    from fedtext.weights import load_config, load_weights_arrays
+
+    store = RunStore(tmp_path)
+    history = [RoundResult(0, 2.0, 0.3), RoundResult(1, 1.9, 0.31)]
+    store.save(
+        "abcdefghijklmnopqrstuvwx",
+        config(rounds=1),
+        history,
+        load_weights_arrays(tiny_model_dir),
+        load_config(tiny_model_dir),
+    )
+    (store.path("abcdefghijklmnopqrstuvwx") / "weights.npz").write_bytes(b"not a zip")
+    run, why = server.find_run("abcdefghijklmnopqrstuvwx", None, store.load)
+    assert run is None and why.startswith("The run in this link cannot be read:")
+
+
+def test_how_a_run_ended_is_told_by_how_far_it_got():
+    history = [RoundResult(0, 2.0, 0.30), RoundResult(1, 1.9, 0.31, seconds=4.0)]
+
+    def view(rounds_run, **fields):
+        return server.RunView("r", config(rounds=3), history[: rounds_run + 1], [], **fields)
+
+    assert server.describe(view(0)) == ("warning", "No round finished (stopped)")
+    kind, text = server.describe(view(1, message="stopped after round 1"))
+    assert kind == "warning" and text.startswith("Ended after round 1 of 3; the model so far")
+    kind, text = server.describe(view(1, message="the TFF worker died", failed=True))
+    assert kind == "error" and text == ("the TFF worker died; held-out accuracy 30.0% → 31.0%")
+    finished = server.RunView("r", config(rounds=1), history, [])
+    assert server.describe(finished) == (
+        "success",
+        "Trained 1 round in 4 s; held-out accuracy 30.0% → 31.0%",
+    )
+
+
+def test_a_round_is_explained_with_the_setup_s_own_numbers():
+    setup = {**sharing.preset_setup("tutorial"), "clients_per_round": 0}
+    steps = server.round_steps(setup, {"A": 0.25, "B": 0.75})
+    text = " ".join(t for _, t in steps)
+    assert "go to 2 of the chosen" in text
+    assert "5 steps on batches of 8" in text and "sgd at 0.5" in text
+    assert "up to 75% here" in text
+
+
+def test_every_preset_has_a_label_and_every_setting_a_text():
+    assert set(sharing.PRESET_LABELS) == {"defaults", *PRESETS}
+    assert set(sharing.SETTING_TEXT) == set(sharing.PARAMS) - {"client_ids"}

@@ -1,0 +1,131 @@
+"""Section 1, the clients: quick picks, the searchable list, and who the chosen ones are."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from fedtext import data, plots, sharing
+from fedtext.config import TUTORIAL_CLIENTS
+from ui.resources import load_letters, load_preview
+
+LETTER_CLIENTS = 40  # the letters chart reads each client's lines: bounded for a big choice
+
+
+def choose(ids: list[str]) -> None:
+    st.session_state.client_ids = ids
+
+
+def clients_ui(clients: dict[str, data.ClientInfo]) -> list[str]:
+    """Quick picks and a searchable list; returns the chosen client ids."""
+    n = st.session_state.get("pick_n", 10)
+    everyone = list(clients.values())
+    picks = st.columns([1.2, 0.9, 0.9, 0.8], vertical_alignment="bottom")
+    quick = (
+        ("Tutorial's 2", list(TUTORIAL_CLIENTS), "The two characters TFF's tutorial trained on"),
+        ("Random", sharing.pick_random(everyone, n), f"{n} characters drawn at random"),
+        ("Top N", sharing.pick_biggest(everyone, n), f"The {n} characters with the most lines"),
+    )
+    for column, (label, ids, why) in zip(picks, quick, strict=False):
+        column.button(label, on_click=choose, args=(ids,), help=why, width="stretch")
+    picks[3].number_input(
+        "N", 1, sharing.LIMITS.max_clients, 10, key="pick_n", help="How many Random and Top N pick"
+    )
+    plays = sorted({c.play for c in everyone})
+    play_col, button_col = st.columns([3, 1.1], vertical_alignment="bottom")
+    play = play_col.selectbox(
+        "Play",
+        plays,
+        label_visibility="collapsed",
+        index=plays.index("Hamlet") if "Hamlet" in plays else 0,
+    )
+    button_col.button(
+        "Whole play",
+        on_click=choose,
+        args=(sharing.pick_play(everyone, play),),
+        help="Every character of this play",
+        width="stretch",
+    )
+    return st.multiselect(
+        "Clients: type a character or a play",
+        list(clients),
+        key="client_ids",
+        format_func=lambda cid: sharing.client_label(clients[cid]),
+        max_selections=sharing.LIMITS.max_clients,
+        placeholder="Search: hamlet, lear, juliet…",
+        help="Each Shakespeare character is one client holding its own lines. "
+        "Numbers: speeches, and characters of training text.",
+    )
+
+
+def chosen_ui(chosen: list[data.ClientInfo], shares: dict[str, float]) -> None:
+    """The chosen clients: their text and weight, how their letters differ, a few real lines."""
+    if not chosen:
+        st.warning("No client chosen: pick at least one character, or a quick pick above.")
+        return
+    chosen_table_ui(chosen, shares)
+    letters = {c.client_id: load_letters(c.client_id) for c in chosen[:LETTER_CLIENTS]}
+    st.plotly_chart(
+        plots.data_figure(chosen, shares, letters),
+        width="stretch",
+        config={"displayModeBar": False},
+        key="data-figure",
+    )
+    st.caption(
+        "Non-IID data: characters hold very different amounts of text and use letters "
+        "differently (red: more often than the chosen ones together, blue: less). "
+        "Bars: averaging weight."
+    )
+    preview_ui(chosen)
+
+
+def chosen_table_ui(chosen: list[data.ClientInfo], shares: dict[str, float]) -> None:
+    table = pd.DataFrame(
+        {  # the play last: the column most worth cutting short
+            "character": [c.character.title() for c in chosen],
+            "text": [c.train_chars for c in chosen],
+            "weight": [shares[c.client_id] for c in chosen],
+            "tutorial": ["dropped" if c.tutorial_would_drop else "kept" for c in chosen],
+            "play": [c.play for c in chosen],
+        }
+    )
+    columns = st.column_config
+    st.dataframe(
+        table,
+        hide_index=True,
+        height=min(38 + 35 * len(chosen), 220),
+        width="stretch",
+        column_config={
+            "character": columns.TextColumn("character", width="small"),
+            "text": columns.NumberColumn(
+                "text", help="Characters of training text", format="compact", width="small"
+            ),
+            "weight": columns.ProgressColumn(
+                "weight",
+                format="percent",
+                min_value=0.0,
+                max_value=1.0,
+                width="small",
+                help="Share of the server's weighted average when every chosen client takes "
+                "part: sequences trained per round, capped by batches per client",
+            ),
+            "tutorial": columns.TextColumn(
+                "tutorial",
+                width="small",
+                help="'dropped': the tutorial's pipeline gave this client no batch (less than "
+                "8 x 101 characters); fedtext pads its text and keeps it",
+            ),
+            "play": columns.TextColumn("play"),
+        },
+    )
+
+
+def preview_ui(chosen: list[data.ClientInfo]) -> None:
+    ids = [c.client_id for c in chosen]
+    names = {c.client_id: f"{c.character.title()} ({c.play})" for c in chosen}
+    client_id = st.selectbox(
+        "A few of their real lines", ids, format_func=names.get, key="preview_id"
+    )
+    with st.container(height=150, key="preview"):
+        for speech in load_preview(client_id or ids[0]):
+            st.text(speech)

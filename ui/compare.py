@@ -1,0 +1,138 @@
+"""Section 4, compare: the same prompt and seed through the Dickens model and the fine-tuned
+one, side by side, each with the style meter."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from fedtext import server, sharing, style
+from fedtext.prompt import PromptError
+from ui.resources import generate, load_tuned
+
+
+def compare_ui() -> tuple[str, int, float, int]:
+    """Prompt, length, temperature and seed for the two generations."""
+    prompt_col, length_col, temperature_col, seed_col, again_col = st.columns(
+        [3.2, 0.9, 1.4, 0.8, 0.9], vertical_alignment="bottom"
+    )
+    prompt = prompt_col.text_input("Prompt", key="prompt", max_chars=1000)
+    length = length_col.number_input(
+        "Length",
+        10,
+        sharing.LIMITS.max_generate_chars,
+        step=50,
+        key="length",
+        help="Characters to generate",
+    )
+    temperature = temperature_col.slider(
+        "Temperature",
+        0.1,
+        2.0,
+        step=0.1,
+        key="temperature",
+        help="Low: safe, repetitive; high: adventurous, misspelt",
+    )
+    seed = seed_col.number_input(
+        "Seed", 0, 9999, key="gen_seed", help="Same seed, same random draws for both models"
+    )
+    again_col.button(
+        "Again",
+        icon=":material/casino:",
+        on_click=_next_seed,
+        width="stretch",
+        help="Another sample: the next seed",
+    )
+    return prompt, int(length), float(temperature), int(seed)
+
+
+def _next_seed() -> None:
+    st.session_state.gen_seed = (st.session_state.gen_seed + 1) % 10000
+
+
+def style_ui(box, text: str) -> None:
+    """The style meter under a generated text: the independent judge's score, and with the
+    toggle on, each character coloured by how it sways the judge."""
+    try:
+        score = style.shakespeare_score(text)
+    except style.StyleError as error:
+        box.caption(f"Style meter unavailable: {error}")
+        return
+    box.progress(
+        score,
+        text=f"Style meter: {score:.0%} Shakespeare, {1 - score:.0%} Dickens "
+        f"· {style.style_verdict(score)}",
+    )
+    if st.session_state.get("colour_style"):
+        box.html(
+            style.highlight_html(
+                text, style.char_contributions(text), legend=("Dickens", "Shakespeare")
+            )
+        )
+
+
+def compare_panel(run: server.RunView | None, base_dir: str, engine: server.Engine) -> None:
+    """The two models side by side. A fragment: a new prompt or seed reruns only this."""
+    prompt, length, temperature, gen_seed = compare_ui()
+    prompt_notice = st.empty()
+    st.toggle(
+        "Colour by style",
+        key="colour_style",
+        help="The style meter is a character n-gram judge trained on Dickens' novels against "
+        "Shakespeare's training lines, independent of both models: red characters sway it "
+        "towards Dickens, blue towards Shakespeare",
+    )
+    base_col, tuned_col = st.columns(2)
+    base_header = base_col.empty()
+    base_box = base_col.container(key="base_text")
+    tuned_header = tuned_col.empty()
+    tuned_box = tuned_col.container(key="tuned_text")
+    # One slot for the loading note, the error and the text: a second element in the box would
+    # outlive this run as a stale copy of the text while the next run draws.
+    base_slot = base_box.empty()
+    trained = run is not None and run.trained
+    if not engine.base_ready.is_set():
+        # Only the first visitors after a server start wait here, with everything above drawn.
+        # Waiting in this run, rather than polling from a fragment, keeps the widgets' values:
+        # a poll that lands while a browser is still drawing the page sends their defaults.
+        base_header.markdown("**Dickens base model**")
+        base_slot.info(
+            f"Loading ({engine.step}): once per server start.", icon=":material/hourglass_top:"
+        )
+        engine.base_ready.wait()
+        base_slot.empty()
+    base = engine.base
+    if base is None:
+        base_header.markdown("**Dickens base model**")
+        base_slot.error(engine.error)
+        return
+    base_header.markdown(
+        f"**Dickens base model** <small>({base.parameter_count:,} parameters)</small>",
+        unsafe_allow_html=True,
+    )
+    try:
+        base_text = generate(f"base:{base_dir}", base, prompt, length, temperature, gen_seed)
+        base_slot.code(base_text, language=None, wrap_lines=True)
+        style_ui(base_box, base_text)
+        if trained:
+            rounds_done = len(run.history) - 1
+            tuned_header.markdown(
+                f"**Fine-tuned on Shakespeare** <small>({rounds_done} round"
+                f"{'s' * (rounds_done != 1)} of Federated Averaging)</small>",
+                unsafe_allow_html=True,
+            )
+            run_key = f"{run.run_id}:{len(run.history)}"
+            tuned = load_tuned(run_key, run.weights, base.config)
+            tuned_text = generate(run_key, tuned, prompt, length, temperature, gen_seed)
+            tuned_box.code(tuned_text, language=None, wrap_lines=True)
+            style_ui(tuned_box, tuned_text)
+    except PromptError as error:
+        prompt_notice.warning(f"Cannot generate: {error}", icon=":material/edit_off:")
+    if not trained:
+        busy = (run is not None and run.live) or st.session_state.pending is not None
+        tuned_header.markdown("**Fine-tuned on Shakespeare**")
+        tuned_box.info(
+            "Training: the fine-tuned model writes here when it ends."
+            if busy
+            else "Not trained yet: press Train, and the fine-tuned model writes here.",
+            icon=":material/hourglass_top:" if busy else ":material/arrow_back:",
+        )

@@ -1,0 +1,102 @@
+"""Section 3, training: the charts each round lands on, the progress line that follows a live
+run, how a run ended, and the centralised baseline beside it."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from fedtext import plots, server
+from fedtext.runs import RoundResult
+from ui.resources import start_engine
+
+FOLLOW_EVERY_S = 1.0  # how often a page polls its live run (also the run's heartbeat)
+
+
+def draw_charts(history: list[RoundResult], rounds: int, earlier: list) -> None:
+    """The loss and accuracy charts, this run's rounds over earlier runs'."""
+    for metric in ("loss", "accuracy"):
+        st.plotly_chart(
+            plots.figure(history, metric, rounds, earlier),
+            width="stretch",
+            key=f"{metric}-chart",
+            config={"displayModeBar": False},
+        )
+
+
+def follow_run(base_dir: str, data_root: str, rounds_shown: int) -> None:
+    """The progress line of this visitor's pending or live run. A fragment that Streamlit reruns
+    every FOLLOW_EVERY_S (each poll is the run's heartbeat), so it is kept cheap; when a round
+    lands or the run ends it reruns the page, which redraws the charts and the texts."""
+    status = st.empty()
+    engine = start_engine(base_dir, data_root)
+    if st.session_state.pending is not None:
+        if not engine.ready.is_set():
+            status.progress(0.0, text=f"Preparing the server (first start only): {engine.step}…")
+            return
+        config, st.session_state.pending = st.session_state.pending, None
+        run_id, st.session_state.notice = server.submit(
+            engine, config, st.session_state.owner, page_open()
+        )
+        st.session_state.run_id = run_id or st.session_state.run_id
+        st.rerun()
+    progress = server.follow(engine, st.session_state.run_id, rounds_shown)
+    if progress is None:
+        st.rerun()
+    status.progress(*progress)
+
+
+def page_open():
+    """A check that this visitor's page is still connected, where the server can tell."""
+    try:
+        from streamlit.runtime import Runtime
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        runtime, session_id = Runtime.instance(), get_script_run_ctx().session_id
+    except Exception:
+        return None
+    if type(runtime) is not Runtime:  # AppTest's stand-in: the page's polls alone keep it alive
+        return None
+    return lambda: runtime.is_active_session(session_id)
+
+
+def baseline_button_ui(engine: server.Engine, run_id: str) -> None:
+    st.button(
+        "Centralised baseline",
+        icon=":material/compare_arrows:",
+        key="baseline",
+        on_click=_request_baseline,
+        args=(engine, run_id),
+        help="Train the same base model on these characters' lines pooled in one place, for "
+        "the CPU time the federated rounds took",
+    )
+
+
+def _request_baseline(engine: server.Engine, run_id: str) -> None:
+    st.session_state.notice = server.request_baseline(engine, run_id, st.session_state.owner)
+
+
+def baseline_ui(run: server.RunView) -> None:
+    """Federated against centralised at equal CPU time, and what the gap buys."""
+    st.plotly_chart(
+        plots.baseline_figure(run.history, run.baseline),
+        width="stretch",
+        key="baseline-chart",
+        config={"displayModeBar": False},
+    )
+    st.caption(server.baseline_caption(run.history, run.baseline))
+
+
+def resume_button_ui(engine: server.Engine, run_id: str) -> None:
+    st.button(
+        "Resume",
+        icon=":material/resume:",
+        key="resume",
+        width="stretch",
+        on_click=_resume,
+        args=(engine, run_id),
+        help="Go on from the last finished round with a fresh TFF worker",
+    )
+
+
+def _resume(engine: server.Engine, run_id: str) -> None:
+    st.session_state.notice = server.request_resume(engine, run_id)
