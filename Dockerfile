@@ -10,6 +10,9 @@ ENV HOME=/home/user \
     FEDTEXT_CACHE=/home/user/data/cache \
     FEDTEXT_DATA=/home/user/data \
     PYTHONUNBUFFERED=1
+# Made by the user: a builder without BuildKit creates a missing WORKDIR as root, and
+# setup.sh writes .venv and .cache in it.
+RUN mkdir /home/user/app
 WORKDIR /home/user/app
 
 COPY --chown=user pyproject.toml uv.lock README.md ./

@@ -1,5 +1,5 @@
 # The two commands of the README's quick start; each sets itself up first.
-.PHONY: app test lint tutorial bench
+.PHONY: app test lint tutorial bench space
 
 app:
 	scripts/setup.sh
@@ -25,3 +25,9 @@ tutorial:
 bench:
 	scripts/setup.sh --test
 	.venv/bin/python -m fedtext.bench --update-readme
+
+# Builds the Hugging Face Space's image from the Dockerfile and runs the browser test against it
+# (needs root; `scripts/space_check.sh --user` replays the Dockerfile without an engine).
+space:
+	scripts/setup.sh --test
+	scripts/space_check.sh

@@ -167,11 +167,26 @@ def stop(process: subprocess.Popen) -> None:
 
 
 @pytest.fixture
-def server(tiny_model_dir, tmp_path):
+def server(request, tmp_path):
     """`streamlit run app.py` on a free local port with the tiny model; stopped afterwards,
-    leaving no TFF worker behind."""
+    leaving no TFF worker behind.
+
+    With FEDTEXT_BROWSER_URL set, the page already served there instead (the built Space:
+    scripts/space_check.sh), as it is, with its own model; FEDTEXT_BROWSER_MARKER is a string in
+    that server's environment, which its TFF workers inherit. Whoever started that server stops
+    it and checks that no worker outlives it."""
+    external = os.environ.get("FEDTEXT_BROWSER_URL")
+    if external:
+        marker = os.environ.get("FEDTEXT_BROWSER_MARKER")
+        assert marker, (
+            "FEDTEXT_BROWSER_URL needs FEDTEXT_BROWSER_MARKER (see scripts/space_check.sh)"
+        )
+        yield external.rstrip("/"), time.perf_counter(), marker
+        return
+
     import portpicker
 
+    tiny_model_dir = request.getfixturevalue("tiny_model_dir")
     port = portpicker.pick_unused_port()
     data_root = tmp_path / "page-data"
     env = {**os.environ, "FEDTEXT_BASE_MODEL": str(tiny_model_dir), "FEDTEXT_DATA": str(data_root)}
