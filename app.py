@@ -14,7 +14,7 @@ import streamlit as st
 
 # Nothing imported here loads TensorFlow (8 s on a small machine): the engine's thread does, while
 # the first page draws.
-from fedtext import data, runs, server, sharing
+from fedtext import data, memorisation, runs, server, sharing
 from fedtext.config import ConfigError, FederatedConfig
 from fedtext.prompt import TUTORIAL_PROMPT
 from fedtext.runs import history_csv
@@ -22,7 +22,7 @@ from fedtext.weights import base_model_dir
 from ui.clients import chosen_ui, clients_ui
 from ui.compare import compare_panel
 from ui.resources import load_clients, load_saved, start_engine
-from ui.settings import explain_ui, settings_ui
+from ui.settings import explain_ui, privacy_ui, settings_ui
 from ui.train import (
     FOLLOW_EVERY_S,
     baseline_button_ui,
@@ -61,6 +61,7 @@ def init_session(clients: dict[str, data.ClientInfo]) -> None:
         length=200,
         temperature=1.0,
         gen_seed=0,
+        copy_chars=memorisation.MIN_CHARS,
         preset="defaults",
     )
 
@@ -145,6 +146,7 @@ clients_col, settings_col, results_col = st.columns([1.15, 0.8, 1.35], gap="medi
 with settings_col:
     st.markdown("**2 · Settings**")
     settings = settings_ui()
+    privacy_box = st.container()  # the run's privacy cost, once the clients are known
     train_col, stop_col = st.columns(2)
     train = train_col.button(
         "Train",
@@ -179,6 +181,7 @@ with clients_col:
 
 with explain_box:
     explain_ui(setup, shares)
+privacy_ui(privacy_box, setup)
 
 if train:
     try:
@@ -188,7 +191,7 @@ if train:
         progress.error(f"Cannot start training: {error}")
     else:
         if run is not None and len(run.history) > 1:
-            label = f"run {len(st.session_state.earlier) + 1}"
+            label = server.run_label(len(st.session_state.earlier) + 1, run.config)
             st.session_state.earlier = [*st.session_state.earlier, (label, list(run.history))][
                 -MAX_EARLIER:
             ]
@@ -225,7 +228,7 @@ with results_col:
         baseline_ui(run)
 
 st.markdown("**4 · Compare**: the same prompt and seed through both models")
-st.fragment(compare_panel)(run, base_dir, engine)
+st.fragment(compare_panel)(run, base_dir, engine, tuple(client_ids))
 
 st.markdown("**5 · Keep**: results and the setup")
 keep_ui(run, data_root)

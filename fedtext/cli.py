@@ -13,9 +13,12 @@ from pathlib import Path
 from fedtext.config import (
     CLIENT_OPTIMIZERS,
     DEFAULT_CLIENTS,
+    DP_CLIPPINGS,
     PRESETS,
     SERVER_OPTIMIZERS,
     TUTORIAL_EVAL_CLIENT,
+    WEIGHTINGS,
+    ConfigError,
     FederatedConfig,
     PretrainConfig,
 )
@@ -77,6 +80,29 @@ def _add_federated_args(parser: argparse.ArgumentParser, preset: str | None) -> 
         "--clients-per-round", type=int, help="sample this many clients each round (0: all)"
     )
     parser.add_argument("--seed", type=int)
+    parser.add_argument(
+        "--weighting",
+        choices=WEIGHTINGS,
+        help="average clients by their text (weighted, the default) or one vote each "
+        "(uniform; implied by --noise-multiplier)",
+    )
+    parser.add_argument(
+        "--noise-multiplier",
+        type=_float,
+        help="DP-FedAvg: Gaussian noise of this many times the clip on the summed client "
+        "updates (0: no differential privacy); prints epsilon each round",
+    )
+    parser.add_argument(
+        "--dp-clipping",
+        choices=DP_CLIPPINGS,
+        help="clip each client's update adaptively (TFF's default) or to --dp-clip",
+    )
+    parser.add_argument(
+        "--dp-clip",
+        type=_float,
+        help=f"the fixed clip on each client's update (implies --dp-clipping fixed; default "
+        f"{FederatedConfig.dp_clip})",
+    )
     parser.add_argument("--base", type=Path, default=None, help="base model directory")
 
 
@@ -92,6 +118,10 @@ _CONFIG_ARGS = (
     "clients_per_round",
     "eval_every",
     "seed",
+    "weighting",
+    "noise_multiplier",
+    "dp_clipping",
+    "dp_clip",
 )
 
 
@@ -105,7 +135,34 @@ def _federated_config(args: argparse.Namespace, all_ids=None) -> FederatedConfig
     settings.update(
         {k: getattr(args, k) for k in _CONFIG_ARGS if getattr(args, k, None) is not None}
     )
+    if getattr(args, "dp_clip", None) is not None:
+        if args.dp_clipping == "adaptive":
+            raise ConfigError("--dp-clip sets a fixed clip: leave out --dp-clipping adaptive")
+        settings["dp_clipping"] = "fixed"
+    if (settings.get("noise_multiplier") or 0) > 0 and getattr(args, "weighting", None) is None:
+        # What a user asking for noise expects: DP-FedAvg, which weights clients equally
+        # (announced by _describe_privacy). An explicit --weighting weighted is refused.
+        settings["weighting"] = "uniform"
     return FederatedConfig(**settings)
+
+
+def _describe_privacy(config: FederatedConfig, args: argparse.Namespace) -> None:
+    """What a run's averaging is, and with DP what it will cost, before training."""
+    if not config.private:
+        if config.weighting == "uniform":
+            print("Uniform weighting: every client's update counts the same", flush=True)
+        return
+    from fedtext.privacy import approximation, epsilon_after, guarantee
+
+    switched = " (implied by the noise; every client counts the same)" if not args.weighting else ""
+    clip = f"fixed clip {config.dp_clip:g}" if config.dp_clipping == "fixed" else "adaptive clip"
+    print(
+        f"DP-FedAvg: noise multiplier {config.noise_multiplier:g}, {clip}, uniform weighting"
+        f"{switched}; {epsilon_after(config)}",
+        flush=True,
+    )
+    print(guarantee(config), flush=True)
+    print(approximation(config), flush=True)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -224,7 +281,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_round(result, unit: str = "round") -> None:
+def _print_round(result, unit: str = "round", suffix: str = "") -> None:
     held_out = (
         "held-out not evaluated"
         if math.isnan(result.eval_loss)
@@ -237,20 +294,31 @@ def _print_round(result, unit: str = "round") -> None:
     print(
         f"{unit} {result.round_num:2d}: train loss {result.train_loss:.3f} {train}"
         f"on {result.num_examples} sequences | {held_out} "
-        f"| {result.seconds:.1f} s, {result.cpu_seconds:.1f} CPU s",
+        f"| {result.seconds:.1f} s, {result.cpu_seconds:.1f} CPU s{suffix}",
         flush=True,
     )
 
 
 def _run_rounds(trainer) -> str | None:
-    """Print every round; returns the divergence message, if training diverged."""
+    """Print every round (with DP, the epsilon spent so far); returns the divergence message,
+    if training diverged."""
     from fedtext.training import TrainingDiverged
 
+    config = trainer.config
+    if config.private:
+        from fedtext.privacy import epsilon_after
     try:
         for result in trainer.rounds():
-            _print_round(result)
+            suffix = ""
+            if config.private and result.round_num:
+                suffix = f" | ε = {epsilon_after(config, result.round_num).epsilon:.2f}"
+            _print_round(result, suffix=suffix)
     except TrainingDiverged as error:
         return str(error)
+    finally:
+        if config.private and len(trainer.history) > 1:
+            spent = epsilon_after(config, trainer.history[-1].round_num)
+            print(f"privacy spent: {spent}", flush=True)
     return None
 
 
@@ -286,6 +354,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         f"{config.server_learning_rate:g}",
         flush=True,
     )
+    _describe_privacy(config, args)
     diverged = _run_rounds(trainer)
     trainer.eval_model.set_weights(trainer.weights)
     save_weights(trainer.eval_model, trainer.model_config, args.output)
@@ -321,12 +390,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from fedtext.prompt import TUTORIAL_PROMPT, check_request
 
     prompt = TUTORIAL_PROMPT if args.prompt is None else args.prompt
-    check_request(prompt, args.length, args.temperature)  # fail before TensorFlow loads
-
-    from fedtext import runtime
-
-    runtime.import_tensorflow(quiet=True)
-    from fedtext.generation import load_generator
+    check_request(prompt, args.length, args.temperature)  # fail before the model loads
+    from fedtext.generation import load_generator  # NumPy only: no TensorFlow to wait for
 
     generator = load_generator(_base_dir(args.model))
     print(generator.generate(prompt, args.length, args.temperature, args.seed))
@@ -437,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runtime.stop_on_sigterm()
     start = time.perf_counter()
     try:
-        if args.command != "generate":  # which checks its request before loading anything
+        if args.command != "generate":  # NumPy only, and it checks its request first
             runtime.import_tensorflow(quiet=True)
         return COMMANDS[args.command](args)
     except (

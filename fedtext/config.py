@@ -9,6 +9,12 @@ from fedtext.vocab import VOCAB_SIZE
 
 CLIENT_OPTIMIZERS = ("sgd", "adam")
 SERVER_OPTIMIZERS = ("sgd", "momentum", "adam")
+# Federated Averaging's client weights: by each client's number of training sequences (TFF's
+# build_weighted_fed_avg, the tutorial's) or one vote per client (build_unweighted_fed_avg).
+WEIGHTINGS = ("weighted", "uniform")
+# DP-FedAvg's clipping of each client's update: TFF's adaptive (the clip follows the median
+# update norm) or a fixed norm.
+DP_CLIPPINGS = ("adaptive", "fixed")
 SERVER_MOMENTUM = 0.9  # FedAvgM's momentum in Reddi et al. 2021
 ADAM_EPSILON = 1e-3  # FedAdam's epsilon in Reddi et al.; Keras' 1e-7 makes the first steps huge
 
@@ -68,6 +74,28 @@ class PretrainConfig:
 
 
 @dataclass(frozen=True)
+class Aggregation:
+    """How the server combines the clients' updates: what a compiled round depends on besides
+    the optimizer kinds, so it is part of the compiled round's cache key."""
+
+    weighting: str = "weighted"  # one of WEIGHTINGS
+    # TFF's differentially private mean (None: the plain mean); its noise, clip and cohort size
+    # are constants of the compiled round, not hyper-parameters.
+    dp_clipping: str | None = None
+    noise_multiplier: float = 0.0
+    clients_per_round: int = 0  # the DP mean divides the noised sum by this, not by the count
+    dp_clip: float = 0.0  # the fixed clip; unused by adaptive clipping
+
+    def __post_init__(self):
+        _one_of("weighting", self.weighting, WEIGHTINGS)
+        if self.dp_clipping is not None:
+            _one_of("DP clipping", self.dp_clipping, DP_CLIPPINGS)
+            if self.weighting != "uniform":
+                raise ConfigError("differential privacy needs uniform weighting")
+            _at_least("clients per round", self.clients_per_round, 1)
+
+
+@dataclass(frozen=True)
 class FederatedConfig:
     """One Federated Averaging run; the page builds it from widgets, tests with tiny values.
 
@@ -98,6 +126,19 @@ class FederatedConfig:
     eval_batch_size: int = 64  # evaluation needs no gradients, so bigger batches are cheaper
     eval_every: int = 1  # evaluate every N rounds and the last: the whole federation's is slow
     seed: int = 0
+    # "weighted" averages clients by their text (big speakers count more, the tutorial's);
+    # "uniform" gives each character one vote, which differential privacy needs: a client's
+    # influence must be bounded whatever its size.
+    weighting: str = "weighted"
+    # DP-FedAvg (McMahan et al. 2018): Gaussian noise of this many times the clip norm is added
+    # to the sum of clipped client updates each round; 0 turns differential privacy off. About 1
+    # or more is needed for a meaningful epsilon (fedtext.privacy).
+    noise_multiplier: float = 0.0
+    dp_clipping: str = "adaptive"  # TFF's default: no clip to guess, it tracks the median norm
+    # The fixed clip on each client's update (L2 norm of its weight change): TFF's adaptive
+    # clip's starting value. With the default client SGD a round moves a client at most
+    # lr x clip_norm x batches = 0.15, so this clips only the fastest-moving clients.
+    dp_clip: float = 0.1
 
     def __post_init__(self):
         object.__setattr__(self, "client_ids", tuple(self.client_ids))
@@ -123,6 +164,43 @@ class FederatedConfig:
         _at_least("sequence length", self.seq_length, 2)
         _at_least("evaluate every", self.eval_every, 1)
         _at_least("seed", self.seed, 0)
+        _one_of("weighting", self.weighting, WEIGHTINGS)
+        if (
+            not isinstance(self.noise_multiplier, (int, float))
+            or not math.isfinite(self.noise_multiplier)
+            or self.noise_multiplier < 0
+        ):
+            raise ConfigError(
+                "noise multiplier must be 0 (no differential privacy) or a positive number, "
+                f"got {self.noise_multiplier!r}"
+            )
+        _one_of("DP clipping", self.dp_clipping, DP_CLIPPINGS)
+        _positive_finite("DP clip", self.dp_clip)
+        if self.private and self.weighting != "uniform":
+            # A refusal, not a silent switch: the front ends switch to uniform and say so
+            # (fedtext.cli, the page), so a config object never means something it does not say.
+            raise ConfigError(
+                "differential privacy weights every client equally: set weighting to uniform"
+            )
+
+    @property
+    def private(self) -> bool:
+        """Whether the run is DP-FedAvg (a positive noise multiplier)."""
+        return self.noise_multiplier > 0
+
+    @property
+    def aggregation(self) -> Aggregation:
+        """The aggregation to compile, with the settings that do not apply left at their
+        defaults, so runs differing only in those share one compiled round."""
+        if not self.private:
+            return Aggregation(self.weighting)
+        return Aggregation(
+            self.weighting,
+            self.dp_clipping,
+            float(self.noise_multiplier),
+            self.cohort_size,
+            float(self.dp_clip) if self.dp_clipping == "fixed" else 0.0,
+        )
 
     def evaluates(self, round_num: int) -> bool:
         return round_num % self.eval_every == 0 or round_num == self.rounds

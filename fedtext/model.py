@@ -22,7 +22,6 @@ from fedtext.weights import (
 # Held while Keras models are built, used eagerly or traced, in any thread: TFF's tracing swaps
 # Keras' model classes process-wide (an eager model's evaluate fails meanwhile), and on CPython
 # 3.11.7 two threads converting code with AutoGraph at once can fail in `ast` (gh-106905).
-# Generators take it too.
 BUILD_LOCK = threading.RLock()
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fedtext import data, runs, runtime, sharing
+from fedtext import data, privacy, runs, runtime, sharing
 from fedtext.config import ConfigError, FederatedConfig
 from fedtext.jobs import Job, JobState, QueueFull, TrainingQueue
 from fedtext.runs import RoundResult
@@ -27,12 +27,12 @@ SAVE_WAIT_S = 30.0  # the longest a page waits for a finished run to be stored
 
 
 class Engine:
-    """The TensorFlow side of the page, loaded once per server in a background thread so that
-    the rest of the page draws meanwhile: the base model's generator first, then TFF, the
-    clients' data and the compiled round, then the training queue that every visitor shares."""
+    """The page's engine, loaded once per server in a background thread so that the page draws
+    meanwhile: the base model's generator first (NumPy, under a second), then TensorFlow, TFF,
+    the clients' data and the compiled round, then the training queue every visitor shares."""
 
     def __init__(self, base_dir: Path, data_root: Path):
-        self.step = "starting TensorFlow"
+        self.step = "loading the Dickens base model"
         self.error = ""  # why the engine could not start, for the page to show
         self.base: TextGenerator | None = None
         self.queue: TrainingQueue | None = None
@@ -46,10 +46,8 @@ class Engine:
 
     def _prepare(self, base_dir: Path) -> None:
         try:
-            runtime.import_tensorflow()  # seconds
-            from fedtext.generation import load_generator
+            from fedtext.generation import load_generator  # NumPy only: no TensorFlow
 
-            self.step = "loading the Dickens base model"
             self.base = load_generator(base_dir)
         except WeightsError as error:
             self.error = (
@@ -58,16 +56,24 @@ class Engine:
                 "BOOKS.txt --output DIR`."
             )
         except Exception as error:  # shown on the page; restarting the server is the remedy
-            self.error = f"TensorFlow could not start: {type(error).__name__}: {error}"
+            self.error = f"The base model cannot be loaded: {type(error).__name__}: {error}"
         finally:
             self.base_ready.set()
         if self.error:
             self.ready.set()
             return
-        # TFF's imports hold the GIL for seconds: let the waiting first visitors' page finish
-        # drawing (a fraction of a second) before they start.
+        # TensorFlow's and TFF's imports hold the GIL for seconds: let the first visitors' page
+        # finish drawing (a fraction of a second) before they start.
         self.page_drawn.wait(timeout=FIRST_DRAW_WAIT_S)
+        try:  # the copy probe's index: built once per data build (seconds), then read (0.1 s)
+            from fedtext import memorisation
+
+            memorisation.load_index()
+        except Exception:  # the page's probe tries again and says why
+            logging.getLogger(__name__).exception("loading the copy index failed")
         try:
+            self.step = "starting TensorFlow"
+            runtime.import_tensorflow()
             from fedtext.training import build_process
 
             self.step = "loading TensorFlow Federated and the clients' data"
@@ -231,7 +237,10 @@ def progress_text(job: Job, queue: TrainingQueue) -> tuple[float, str]:
         )
     if not history:
         return 0.0, f"Round 0: evaluating the base model · {left}"
-    return done / total, f"Round {done + 1} of {total} running · {left}"
+    spent = f" · privacy spent ε = {privacy.epsilon_after(job.config, done).epsilon:.2f}"
+    return done / total, (
+        f"Round {done + 1} of {total} running · {left}{spent if job.config.private else ''}"
+    )
 
 
 def describe(run: RunView) -> tuple[str, str]:
@@ -254,7 +263,17 @@ def describe(run: RunView) -> tuple[str, str]:
         )
     seconds = sum(r.seconds for r in history)
     kept = f" ({run.message})" if run.message else ""  # e.g. the disk was full
-    return "success", f"Trained {total} round{'s' * (total != 1)} in {seconds:.0f} s{gain}{kept}"
+    spent = f"; {privacy.epsilon_after(run.config)}" if run.config.private else ""
+    return "success", (
+        f"Trained {total} round{'s' * (total != 1)} in {seconds:.0f} s{gain}{spent}{kept}"
+    )
+
+
+def run_label(number: int, config: FederatedConfig) -> str:
+    """An earlier run's name on the charts, with what sets it apart."""
+    if config.private:
+        return f"run {number} (DP, noise {config.noise_multiplier:g})"
+    return f"run {number}" + (" (uniform)" if config.weighting == "uniform" else "")
 
 
 def baseline_caption(history: list[RoundResult], baseline: list[RoundResult]) -> str:

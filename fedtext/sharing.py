@@ -14,8 +14,10 @@ from pathlib import Path
 from fedtext.config import (
     CLIENT_OPTIMIZERS,
     DEFAULT_CLIENTS,
+    DP_CLIPPINGS,
     PRESETS,
     SERVER_OPTIMIZERS,
+    WEIGHTINGS,
     FederatedConfig,
     ServerLimits,
 )
@@ -28,6 +30,9 @@ _DEFAULT = FederatedConfig(client_ids=DEFAULT_CLIENTS)
 RATES = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 0.5, 1.0, 3.0)
 CLIP_NORMS = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)  # 0: off
 BATCH_SIZES = (8, 16, 32, 64)  # 8 is the tutorial's
+# DP-FedAvg's noise multiplier: 0 is off; about 1 buys a meaningful epsilon with many clients.
+NOISES = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+DP_CLIPS = (0.01, 0.03, 0.1, 0.3, 1.0)  # a fixed clip on each client's update (L2 norm)
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,10 @@ CHOICES: dict[str, tuple] = {
     "server_learning_rate": RATES,
     "clip_norm": CLIP_NORMS,
     "batch_size": BATCH_SIZES,
+    "weighting": WEIGHTINGS,
+    "noise_multiplier": NOISES,
+    "dp_clipping": DP_CLIPPINGS,
+    "dp_clip": DP_CLIPS,
 }
 
 # Short names in the link, one per FederatedConfig field the page sets.
@@ -68,6 +77,10 @@ PARAMS = {
     "batches_per_client": "batches",
     "clients_per_round": "per_round",
     "seed": "seed",
+    "weighting": "weighting",
+    "noise_multiplier": "noise",
+    "dp_clipping": "dp_clipping",
+    "dp_clip": "dp_clip",
 }
 RUN_PARAM = "run"
 
@@ -114,6 +127,21 @@ SETTING_TEXT: dict[str, tuple[str, str]] = {
         "about 0.01",
     ),
     "seed": ("Seed", "Fixes the sampling of clients and the shuffling of their lines"),
+    "weighting": (
+        "Averaging",
+        "weighted: each character's update counts by its text, so big talkers dominate (TFF's "
+        "and the tutorial's); uniform: one vote per character",
+    ),
+    "noise_multiplier": (
+        "Noise multiplier",
+        "Differential privacy (DP-FedAvg): each character's update is clipped and Gaussian "
+        "noise this many times the clip is added to their sum; 0 is off",
+    ),
+    "dp_clipping": (
+        "Update clipping",
+        "adaptive: the clip follows the median update norm (TFF's default); fixed: the norm below",
+    ),
+    "dp_clip": ("Fixed clip", "The largest norm of a character's update when clipping is fixed"),
 }
 PRESET_LABELS = {
     "defaults": "fedtext's defaults",
@@ -226,6 +254,8 @@ def setup_from_params(
                 setup[field] = nearest(CHOICES[field], value)
             except ValueError:
                 problems.append(f"the link's {name}={text[:20]!r} is not a positive number")
+    if setup["noise_multiplier"] > 0:  # differential privacy bounds every client's say alike
+        setup["weighting"] = "uniform"
     return setup, problems
 
 

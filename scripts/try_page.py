@@ -3,6 +3,8 @@ wait for the run, and report what the page shows (times, accuracy, both texts, t
 scores); optionally a screenshot.
 
     .venv/bin/python scripts/try_page.py [--screenshot docs/screenshot.png] [--baseline]
+    .venv/bin/python scripts/try_page.py --query "noise=0.1&rounds=5" --copies \
+        --screenshot docs/privacy.png        # a link's setup: here the privacy dial
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ def main() -> int:
     parser.add_argument("--screenshot", type=Path, default=None)
     parser.add_argument("--baseline", action="store_true", help="then run the baseline too")
     parser.add_argument("--port", type=int, default=8599)
+    parser.add_argument("--query", default="", help="a link's setup, e.g. 'noise=0.1&rounds=5'")
+    parser.add_argument(
+        "--copies", action="store_true", help="mark copies rather than colour by style"
+    )
     args = parser.parse_args()
 
     from playwright.sync_api import expect, sync_playwright
@@ -64,7 +70,7 @@ def main() -> int:
             started = time.perf_counter()
             while True:
                 try:
-                    page.goto(f"http://localhost:{args.port}/", timeout=2000)
+                    page.goto(f"http://localhost:{args.port}/?{args.query}", timeout=2000)
                     break
                 except Exception:
                     if time.perf_counter() - started > 120:
@@ -87,13 +93,15 @@ def main() -> int:
                 print(f"\n--- {name}:\n{page.locator(f'.st-key-{name} pre').inner_text()}")
             for meter in page.get_by_text(re.compile("^Style meter:")).all():
                 print(meter.inner_text())
+            for probe in page.get_by_text(re.compile("^Copied from the")).all():
+                print(probe.inner_text())
             if args.baseline:
                 page.get_by_role("button", name="Centralised baseline").click()
                 caption = page.get_by_text(re.compile(r"\(ratio \d"))
                 caption.wait_for(timeout=600_000)
                 print(caption.inner_text())
             if args.screenshot:
-                page.get_by_text("Colour by style").click()
+                page.get_by_text("Mark copies" if args.copies else "Colour by style").click()
                 time.sleep(3)
                 page.screenshot(path=str(args.screenshot), full_page=True)
                 print(f"screenshot: {args.screenshot}")

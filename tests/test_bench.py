@@ -95,10 +95,34 @@ def test_page_figures_are_skipped_with_a_reason_without_app_py(tmp_path, monkeyp
     results = bench.Results(bench.Settings(base_dir=tmp_path))
     bench.run_page(results.settings, results)
     assert [row.key for row in results.rows] == [
+        "page.first_draw_s",
         "page.usable_s",
-        "page.base_text_s",
+        "page.import_tf_s",
+        "page.usable_ratio",
         "memory.page_idle_mb",
-        "memory.page_train_mb",
+        "memory.training_peak_mb",
     ]
     assert all(row.value is None for row in results.rows)
     assert all("app.py does not exist" in row.note for row in results.rows)
+
+
+def test_generation_is_timed_against_its_own_matrix_vector_floor(tiny_model_dir, tmp_path):
+    from fedtext.bench.engine import run_generation
+
+    results = bench.Results(bench.Settings(base_dir=tiny_model_dir, out_dir=tmp_path, quick=True))
+    run_generation(results.settings, results)
+    rows = {row.key: row for row in results.rows}
+    assert list(rows) == [
+        "generation.latency_s",
+        "generation.again_s",
+        "generation.floor_s",
+        "generation.ratio_to_floor",
+        "generation.chars_per_s",
+    ]
+    assert all(math.isfinite(row.value) and row.value > 0 for row in rows.values())
+    latency, floor = rows["generation.latency_s"].value, rows["generation.floor_s"].value
+    assert rows["generation.ratio_to_floor"].value == pytest.approx(latency / floor)
+    assert rows["generation.chars_per_s"].value == pytest.approx(200 / latency)
+    assert rows["generation.latency_s"].target_max == rows["generation.again_s"].target_max == 0.1
+    # The tiny model's products, 183 x 32: 39 for the prompt and 199 for the 200 characters.
+    assert "238 bare 183x32" in rows["generation.floor_s"].measure

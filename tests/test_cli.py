@@ -227,3 +227,74 @@ def test_data_lists_and_searches_clients(capsys, database):
     out = capsys.readouterr().out
     assert "KING_LEAR_FOOL" in out and "715" in out
     assert main(["data", "no such character anywhere"]) == 1
+
+
+def test_dp_finetune_prints_epsilon_each_round_and_at_the_end(tiny_model_dir, tmp_path, database):
+    from fedtext.config import FederatedConfig
+    from fedtext.privacy import epsilon_after
+
+    clients = ("KING_LEAR_FOOL", "KING_LEAR_KENT", "KING_LEAR_EDGAR")
+    result = run_cli(
+        "finetune",
+        "--base",
+        str(tiny_model_dir),
+        "--clients",
+        *clients,
+        "--clients-per-round",
+        "2",
+        "--noise-multiplier",
+        "1.0",
+        "--rounds",
+        "2",
+        "--batches",
+        "1",
+        "--output",
+        str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    config = FederatedConfig(
+        client_ids=clients,
+        clients_per_round=2,
+        noise_multiplier=1.0,
+        weighting="uniform",
+        rounds=2,
+    )
+    assert "uniform weighting (implied by the noise" in out
+    assert "User-level differential privacy over the 3 chosen characters" in out
+    assert "Poisson" in out  # 2 of 3 drawn each round: the accountant's approximation
+    for round_num in (1, 2):
+        line = next(x for x in out.splitlines() if x.startswith(f"round  {round_num}:"))
+        assert line.endswith(f"| ε = {epsilon_after(config, round_num).epsilon:.2f}")
+    assert f"privacy spent: {epsilon_after(config, 2)}" in out
+    assert (tmp_path / "weights.npz").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--noise-multiplier", "-1"], "noise multiplier must be 0 (no differential privacy)"),
+        (["--noise-multiplier", "lots"], "not a number: 'lots'"),
+        (
+            ["--noise-multiplier", "1", "--clients-per-round", "5"],
+            "clients per round (5) exceeds the 2 chosen clients",
+        ),
+        (
+            ["--noise-multiplier", "1", "--weighting", "weighted"],
+            "differential privacy weights every client equally",
+        ),
+        (["--dp-clip", "0"], "DP clip must be a positive"),
+        (["--dp-clipping", "adaptive", "--dp-clip", "1"], "--dp-clip sets a fixed clip"),
+        (["--weighting", "by-size"], "invalid choice: 'by-size'"),
+    ],
+)
+def test_bad_privacy_input_gets_one_line(args, message, capsys, tiny_model_dir, database):
+    argv = ["finetune", *args, "--output", "x", "--base", str(tiny_model_dir)]
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1

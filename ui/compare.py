@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from fedtext import server, sharing, style
+from fedtext import memorisation, server, sharing, style
+from fedtext.config import ConfigError
 from fedtext.prompt import PromptError
 from ui.resources import generate, load_tuned
 
@@ -70,17 +71,52 @@ def style_ui(box, text: str) -> None:
         )
 
 
-def compare_panel(run: server.RunView | None, base_dir: str, engine: server.Engine) -> None:
+def copies_ui(box, text: str, length: int, client_ids: tuple[str, ...]) -> None:
+    """The memorisation probe under a generated text: what it copied from the training lines."""
+    generated = text[-length:]  # the prompt is the visitor's, not the model's
+    try:
+        probe = memorisation.find_copies(generated, client_ids, st.session_state.copy_chars)
+    except (ConfigError, OSError) as error:
+        box.caption(f"Copy probe unavailable: {error}")
+        return
+    box.caption(
+        f"Copied from the {len(client_ids)} training characters' lines: "
+        f"{probe.copied_chars} characters in {len(probe.spans)} spans of "
+        f"{probe.min_chars}+ ({probe.per_thousand:.0f} per 1,000 generated)"
+    )
+    if st.session_state.get("show_copies") and probe.spans:
+        box.html(memorisation.copies_html(generated, probe))
+
+
+def compare_panel(
+    run: server.RunView | None, base_dir: str, engine: server.Engine, chosen: tuple[str, ...]
+) -> None:
     """The two models side by side. A fragment: a new prompt or seed reruns only this."""
     prompt, length, temperature, gen_seed = compare_ui()
     prompt_notice = st.empty()
-    st.toggle(
+    toggles = st.columns([1, 1, 1.2], vertical_alignment="bottom")
+    toggles[0].toggle(
         "Colour by style",
         key="colour_style",
         help="The style meter is a character n-gram judge trained on Dickens' novels against "
         "Shakespeare's training lines, independent of both models: red characters sway it "
         "towards Dickens, blue towards Shakespeare",
     )
+    toggles[1].toggle(
+        "Mark copies",
+        key="show_copies",
+        help="Spans of the generated text found word for word in the training characters' "
+        "lines; hover one for the character and the line. The base model never read them: "
+        "its count is what chance and common phrases give",
+    )
+    toggles[2].number_input(
+        "Shortest copy",
+        6,
+        100,
+        key="copy_chars",
+        help="Characters a span must have to count as copied (12: longer than most stock phrases)",
+    )
+    trained_on = run.config.client_ids if run is not None else chosen
     base_col, tuned_col = st.columns(2)
     base_header = base_col.empty()
     base_box = base_col.container(key="base_text")
@@ -113,6 +149,8 @@ def compare_panel(run: server.RunView | None, base_dir: str, engine: server.Engi
         base_text = generate(f"base:{base_dir}", base, prompt, length, temperature, gen_seed)
         base_slot.code(base_text, language=None, wrap_lines=True)
         style_ui(base_box, base_text)
+        if trained_on:
+            copies_ui(base_box, base_text, length, trained_on)
         if trained:
             rounds_done = len(run.history) - 1
             tuned_header.markdown(
@@ -125,6 +163,7 @@ def compare_panel(run: server.RunView | None, base_dir: str, engine: server.Engi
             tuned_text = generate(run_key, tuned, prompt, length, temperature, gen_seed)
             tuned_box.code(tuned_text, language=None, wrap_lines=True)
             style_ui(tuned_box, tuned_text)
+            copies_ui(tuned_box, tuned_text, length, trained_on)
     except PromptError as error:
         prompt_notice.warning(f"Cannot generate: {error}", icon=":material/edit_off:")
     if not trained:

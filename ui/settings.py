@@ -3,9 +3,12 @@ server's bounds; and the strip that explains a round with these numbers."""
 
 from __future__ import annotations
 
+import math
+
 import streamlit as st
 
-from fedtext import server, sharing
+from fedtext import privacy, server, sharing
+from fedtext.config import ConfigError, FederatedConfig
 
 # Settings laid out in two columns, then full width: the rates read better on a long slider.
 PAIRED = (
@@ -17,6 +20,7 @@ PAIRED = (
     "clip_norm",
 )
 WIDE = ("client_learning_rate", "server_optimizer", "server_learning_rate", "seed")
+PRIVATE = ("dp_clipping", "dp_clip")  # only matter with noise
 
 
 def apply_preset() -> None:
@@ -42,19 +46,57 @@ def settings_ui() -> dict:
     columns = st.columns(2)
     values = {field: setting_ui(columns[i % 2], field) for i, field in enumerate(PAIRED)}
     values.update({field: setting_ui(st, field) for field in WIDE})
+    with st.expander("Averaging and privacy", expanded=st.session_state.noise_multiplier > 0):
+        values["weighting"] = setting_ui(st, "weighting", on_change=_weighting_changed)
+        values["noise_multiplier"] = setting_ui(st, "noise_multiplier", on_change=_noise_changed)
+        private = values["noise_multiplier"] > 0
+        columns = st.columns(2)
+        values["dp_clipping"] = setting_ui(columns[0], "dp_clipping", disabled=not private)
+        values["dp_clip"] = setting_ui(
+            columns[1], "dp_clip", disabled=not private or values["dp_clipping"] != "fixed"
+        )
     return values
 
 
-def setting_ui(box, field: str):
+def setting_ui(box, field: str, **options):
     """One setting's widget: a number within its bounds, or one of its choices."""
     label, why = sharing.SETTING_TEXT[field]
     if field in sharing.BOUNDS:
         bound = sharing.BOUNDS[field]
-        return box.number_input(label, bound.low, bound.high, key=field, help=why)
+        return box.number_input(label, bound.low, bound.high, key=field, help=why, **options)
     choices = sharing.CHOICES[field]
     if isinstance(choices[0], str):
-        return box.radio(label, choices, key=field, horizontal=True, help=why)
-    return box.select_slider(label, choices, key=field, help=why, format_func=_number)
+        return box.radio(label, choices, key=field, horizontal=True, help=why, **options)
+    return box.select_slider(label, choices, key=field, help=why, format_func=_number, **options)
+
+
+def _noise_changed() -> None:
+    if st.session_state.noise_multiplier > 0 and st.session_state.weighting != "uniform":
+        st.session_state.weighting = "uniform"
+        st.toast("Differential privacy gives every character one vote: averaging is uniform.")
+
+
+def _weighting_changed() -> None:
+    if st.session_state.weighting == "weighted" and st.session_state.noise_multiplier > 0:
+        st.session_state.noise_multiplier = 0.0
+        st.toast("Weighted averaging lets big talkers dominate, which DP cannot allow: noise off.")
+
+
+def privacy_ui(box, setup: dict) -> None:
+    """What the run will cost in privacy, before it starts: epsilon, and what it covers."""
+    if not setup["noise_multiplier"]:
+        return
+    try:
+        config = FederatedConfig(**{**setup, "client_ids": tuple(setup["client_ids"])})
+    except ConfigError:
+        return  # the Train button says why
+    cost = privacy.epsilon_after(config)
+    shown = "∞" if math.isinf(cost.epsilon) else f"{cost.epsilon:.2f}"
+    with box.container(border=True):
+        st.markdown(
+            f"**Privacy budget: ε = {shown}** at δ = {cost.delta:.1e} after {cost.rounds} rounds"
+        )
+        st.caption(f"{privacy.guarantee(config)} {privacy.approximation(config)}")
 
 
 def _number(value: float) -> str:

@@ -14,6 +14,7 @@ from fedtext.bench.finetune import run_coldstart, run_memory
 from fedtext.bench.learning import run_learning
 from fedtext.bench.machine import ForeignLoad, machine_meta
 from fedtext.bench.page import run_page
+from fedtext.bench.privacy import run_privacy
 from fedtext.bench.report import last_document, previous_values, write_outputs
 from fedtext.bench.results import OUT_DIR, ROOT, SECTIONS, Results, Settings
 
@@ -46,9 +47,10 @@ def run(settings: Settings, update_readme: bool = False) -> Results:
         ({"coldstart"}, lambda: run_coldstart(settings, results)),
         ({"memory"}, lambda: run_memory(settings, results)),
         ({"page"}, lambda: run_page(settings, results)),
+        ({"privacy"}, lambda: run_privacy(ctx, settings, results)),
     ]
     try:
-        if {"overhead", "scaling", "learning", "federation"} & set(settings.sections):
+        if {"overhead", "scaling", "learning", "federation", "privacy"} & set(settings.sections):
             ctx["train"], ctx["test"] = data.load_client_data()
         for sections, step in steps:
             if sections & set(settings.sections):

@@ -18,6 +18,7 @@ SECTIONS = (
     "memory",
     "learning",
     "federation",
+    "privacy",
 )
 
 
