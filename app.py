@@ -27,6 +27,7 @@ from ui.train import (
     FOLLOW_EVERY_S,
     baseline_button_ui,
     baseline_ui,
+    clients_panel_ui,
     draw_charts,
     follow_run,
     resume_button_ui,
@@ -53,7 +54,8 @@ def init_session(clients: dict[str, data.ClientInfo]) -> None:
     st.session_state.update(
         owner=secrets.token_urlsafe(12),
         problems=problems,
-        earlier=[],
+        earlier=[],  # (label, history) of this visitor's earlier runs, for the charts
+        earlier_runs=[],  # (label, run id) of the same runs, for the Compare panel
         pending=None,
         notice="",
         run_id=st.query_params.get(sharing.RUN_PARAM, ""),
@@ -62,6 +64,7 @@ def init_session(clients: dict[str, data.ClientInfo]) -> None:
         temperature=1.0,
         gen_seed=0,
         copy_chars=memorisation.MIN_CHARS,
+        client_figures=False,
         preset="defaults",
     )
 
@@ -195,6 +198,8 @@ if train:
             st.session_state.earlier = [*st.session_state.earlier, (label, list(run.history))][
                 -MAX_EARLIER:
             ]
+            runs_kept = [*st.session_state.earlier_runs, (label, run.run_id)]
+            st.session_state.earlier_runs = runs_kept[-MAX_EARLIER:]
         st.session_state.pending, st.session_state.problems = config, []
         st.session_state.run_id, run, live = "", None, False
 if stop and live:
@@ -226,9 +231,12 @@ with results_col:
         baseline_button_ui(engine, run.run_id)
     if run is not None and len(run.baseline) > 1:
         baseline_ui(run)
+    if run is not None and run.clients:
+        clients_panel_ui(run, clients)
 
 st.markdown("**4 · Compare**: the same prompt and seed through both models")
-st.fragment(compare_panel)(run, base_dir, engine, tuple(client_ids))
+names = {cid: f"{c.character.title()} ({c.play})" for cid, c in clients.items()}
+st.fragment(compare_panel)(run, base_dir, engine, tuple(client_ids), data_root, names)
 
 st.markdown("**5 · Keep**: results and the setup")
 keep_ui(run, data_root)

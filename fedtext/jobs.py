@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedtext.config import FederatedConfig, ServerLimits
-from fedtext.runs import RoundResult, RunStore, new_run_id
+from fedtext.runs import PersonalGain, RoundResult, RunStore, new_run_id
 from fedtext.weights import base_model_dir, load_config
 
 if TYPE_CHECKING:
@@ -24,6 +24,19 @@ if TYPE_CHECKING:
 FORGET_AFTER_S = 600.0  # a finished job leaves memory after this; its saved copy stays on disk
 HEARTBEAT_TIMEOUT_S = 30.0  # a page polls every second or so; silence this long means it closed
 DEFAULT_ROUND_S = 10.0  # guess for the first estimate, before any round was timed
+PERSONALISE_ROUNDS = 8.0  # a model for one character takes about as long as this many rounds
+# TFF's personalization evaluation covers at most this many of a run's characters (the chosen
+# one first), with fewer local steps than the chosen character's own model.
+GAIN_CLIENTS = 8
+GAIN_STEPS = 20
+
+
+class Task(StrEnum):
+    """What a job runs next: its rounds, or, once they are done, one of the extras."""
+
+    ROUNDS = "rounds"
+    BASELINE = "baseline"  # the centralised baseline, for the CPU time the rounds took
+    PERSONALISE = "personalise"  # a model for one character, and every character's gain
 
 
 class JobState(StrEnum):
@@ -43,9 +56,16 @@ class Job:
     config: FederatedConfig
     state: JobState = JobState.QUEUED
     history: list[RoundResult] = field(default_factory=list)
+    task: Task = Task.ROUNDS
     # The centralised baseline, trained on request after the rounds for the CPU time they took.
     baseline: list[RoundResult] = field(default_factory=list)
-    in_baseline: bool = False  # queued or running the baseline rather than rounds
+    clients: list = field(default_factory=list)  # runs.ClientFigures, where the run measures them
+    # Models per character, made on request after the rounds: their figures and weights, and
+    # every character's gain from TFF's personalization evaluation.
+    personal: dict[str, PersonalGain] = field(default_factory=dict)
+    personal_weights: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    gains: list[PersonalGain] = field(default_factory=list)
+    personal_client: str = ""  # the character a queued or running PERSONALISE job is for
     weights: list[np.ndarray] | None = None  # after the last finished round
     message: str = ""
     submitted: float = field(default_factory=time.monotonic)
@@ -61,9 +81,15 @@ class Job:
     def finished(self) -> bool:
         return self.state in (JobState.DONE, JobState.STOPPED, JobState.FAILED)
 
+    @property
+    def in_baseline(self) -> bool:
+        return self.task is Task.BASELINE
+
 
 def _rounds_left(job: Job) -> float:
     """Rounds still to run; a baseline takes about as long as the rounds it is measured by."""
+    if job.task is Task.PERSONALISE:
+        return PERSONALISE_ROUNDS
     if job.in_baseline:
         done = sum(r.cpu_seconds for r in job.baseline[1:])
         total = sum(r.cpu_seconds for r in job.history[1:]) or 1.0
@@ -184,30 +210,58 @@ class TrainingQueue:
         """Queue the centralised baseline of a finished run (in memory, or `stored` on disk);
         '' when queued, else why not."""
         with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None and stored is not None:
-                job = Job(
-                    job_id,
-                    owner,
-                    stored.config,
-                    JobState.DONE,
-                    list(stored.history),
-                    stored.weights,
-                    stored.message,
-                    ended=time.monotonic(),
-                )
-                self._jobs[job_id] = job
-            if job is None or not job.finished or len(job.history) < 2:
-                return "the run is still training, or finished no round"
-            if job.baseline:
-                return "this run has its baseline already"
-            if len(self._waiting) >= self.limits.max_queue:
-                return f"the server's queue is full ({len(self._waiting)} waiting)"
-            job.state, job.in_baseline, job.stop_requested = JobState.QUEUED, True, False
-            job.ended, job.last_seen, job.owner = None, time.monotonic(), owner
-            self._waiting.append(job_id)
-            self._lock.notify_all()
-            return ""
+            job, why = self._finished_run(job_id, owner, stored)
+            if job is not None and job.baseline:
+                why = "this run has its baseline already"
+            return why or self._queue_extra(job, owner, Task.BASELINE)
+
+    def personalise(self, job_id: str, owner: str, client_id: str, stored=None) -> str:
+        """Queue a model for one of a finished run's characters, and every character's gain;
+        '' when queued, else why not."""
+        with self._lock:
+            job, why = self._finished_run(job_id, owner, stored)
+            if job is not None and client_id not in job.config.client_ids:
+                why = f"{client_id} did not train this model"
+            elif job is not None and client_id in job.personal:
+                why = f"this run has a model for {client_id} already"
+            if why:
+                return why
+            job.personal_client = client_id
+            return self._queue_extra(job, owner, Task.PERSONALISE)
+
+    def _finished_run(self, job_id: str, owner: str, stored) -> tuple[Job | None, str]:
+        """A finished run, from memory or from its stored copy; else None and why. Under the
+        lock."""
+        job = self._jobs.get(job_id)
+        if job is None and stored is not None:
+            job = Job(
+                job_id,
+                owner,
+                stored.config,
+                JobState.DONE,
+                history=list(stored.history),
+                baseline=list(stored.baseline),
+                clients=list(stored.clients),
+                personal=dict(stored.personal),
+                gains=list(stored.gains),
+                weights=stored.weights,
+                message=stored.message,
+                ended=time.monotonic(),
+            )
+            self._jobs[job_id] = job
+        if job is None or not job.finished or len(job.history) < 2:
+            return None, "the run is still training, or finished no round"
+        return job, ""
+
+    def _queue_extra(self, job: Job, owner: str, task: Task) -> str:
+        """Queue a finished run again for `task`. Under the lock."""
+        if len(self._waiting) >= self.limits.max_queue:
+            return f"the server's queue is full ({len(self._waiting)} waiting)"
+        job.state, job.task, job.stop_requested = JobState.QUEUED, task, False
+        job.ended, job.last_seen, job.owner = None, time.monotonic(), owner
+        self._waiting.append(job.job_id)
+        self._lock.notify_all()
+        return ""
 
     def _serve(self) -> None:
         while True:
@@ -220,8 +274,10 @@ class TrainingQueue:
                     job.ended = time.monotonic()
                     continue
                 job.state = JobState.RUNNING
-            if job.in_baseline:
+            if job.task is Task.BASELINE:
                 self._run_baseline(job)
+            elif job.task is Task.PERSONALISE:
+                self._run_personalise(job)
             else:
                 self._run(job)
 
@@ -241,6 +297,7 @@ class TrainingQueue:
             for result in trainer.rounds():
                 with self._lock:
                     job.history = list(trainer.history)
+                    job.clients = list(trainer.client_history)
                     job.weights = trainer.weights
                     if result.round_num:
                         self._round_seconds.append(result.seconds)
@@ -274,6 +331,9 @@ class TrainingQueue:
                 model_config,
                 job.message,
                 job.baseline,
+                job.clients,
+                job.personal,
+                job.gains,
             )
         except OSError as error:  # a full or read-only disk must not stop the queue
             with self._lock:
@@ -295,9 +355,63 @@ class TrainingQueue:
         except Exception as error:  # the run itself is fine: only its baseline is missing
             message = f"baseline failed: {type(error).__name__}: {error}"
         with self._lock:
-            job.state, job.in_baseline = JobState.DONE, False
+            job.state, job.task = JobState.DONE, Task.ROUNDS
             job.message = message or job.message
         self._store(job, load_config(self.base_dir or base_model_dir()))
+        with self._lock:
+            job.ended = time.monotonic()
+
+    def _run_personalise(self, job: Job) -> None:
+        import dataclasses
+
+        from fedtext.personalisation import (
+            PersonaliseConfig,
+            evaluate_personalisation,
+            fine_tune,
+        )
+
+        model_config = load_config(self.base_dir or base_model_dir())
+        settings = PersonaliseConfig(seed=job.config.seed)
+        client_id, message = job.personal_client, ""
+        try:
+            mine = fine_tune(
+                job.weights, model_config, client_id, self.train_data, self.test_data, settings
+            )
+            figures = PersonalGain(
+                client_id,
+                mine.global_loss,
+                mine.global_accuracy,
+                mine.personal_loss,
+                mine.personal_accuracy,
+                mine.steps,
+            )
+            gains = job.gains
+            if not gains:
+                others = [cid for cid in job.config.client_ids if cid != client_id]
+                measured = [client_id, *others][:GAIN_CLIENTS]
+                steps = dataclasses.replace(settings, steps=GAIN_STEPS)
+                gains = [
+                    PersonalGain(*dataclasses.astuple(g), GAIN_STEPS)
+                    for g in evaluate_personalisation(
+                        job.weights, model_config, measured, self.train_data, self.test_data, steps
+                    )
+                ]
+            with self._lock:
+                job.personal = {**job.personal, client_id: figures}
+                job.personal_weights = {**job.personal_weights, client_id: mine.weights}
+                job.gains = gains
+        except Exception as error:  # the run itself is fine: only this model is missing
+            message = f"the model for {client_id} failed: {type(error).__name__}: {error}"
+        with self._lock:
+            job.state, job.task, job.personal_client = JobState.DONE, Task.ROUNDS, ""
+            job.message = message or job.message
+        if not message and self.store is not None:
+            try:
+                self.store.save_personal(job.job_id, client_id, mine.weights, model_config)
+            except (OSError, KeyError) as error:
+                with self._lock:
+                    job.message = f"the model for {client_id} is not kept on disk: {error}"
+        self._store(job, model_config)
         with self._lock:
             job.ended = time.monotonic()
 

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from fedtext.data import ClientInfo
-from fedtext.runs import RoundResult
+from fedtext.runs import ClientFigures, PersonalGain, RoundResult
 from fedtext.vocab import CHARS
 
 RANDOM_ACCURACY = 1 / len(CHARS)  # a uniform guess over the 86 characters
@@ -266,3 +266,69 @@ def baseline_figure(history: Sequence[RoundResult], baseline: Sequence[RoundResu
     fig.update_xaxes(title_text="CPU seconds (training and evaluation)")
     fig.update_yaxes(title_text=_LABELS["accuracy"], tickformat=".1%")
     return _layout(fig, "Federated versus centralised, at equal compute")
+
+
+# Per-client figures a class can read off a heatmap: (title, colour scale, its middle).
+CLIENT_METRICS = {
+    "share": ("share of the average", "Blues", None),
+    "update_norm": ("size of its update (L2 norm)", "Oranges", None),
+    "cosine": ("agreement with the average (cosine)", "RdBu", 0.0),
+    "loss_drop": ("own loss before - after local training", "RdBu", 0.0),
+}
+
+
+def client_value(figures: ClientFigures, metric: str) -> float:
+    if metric == "loss_drop":
+        return figures.loss_before - figures.loss_after
+    return getattr(figures, metric)
+
+
+def clients_figure(
+    figures: Sequence[ClientFigures], metric: str, names: Mapping[str, str] | None = None
+) -> go.Figure:
+    """Rounds x clients, coloured by one of CLIENT_METRICS; a client absent from a round (not
+    sampled) is left blank."""
+    title, scale, middle = CLIENT_METRICS[metric]
+    names = names or {}
+    client_ids = list(dict.fromkeys(f.client_id for f in figures))
+    rounds = sorted({f.round_num for f in figures})
+    cells = {(f.client_id, f.round_num): client_value(f, metric) for f in figures}
+    z = [[cells.get((cid, r), math.nan) for r in rounds] for cid in client_ids]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=rounds,
+            y=[names.get(cid, cid) for cid in client_ids],
+            colorscale=scale,
+            zmid=middle,
+            hovertemplate="round %{x}<br>%{y}<br>" + title + ": %{z:.3g}<extra></extra>",
+            colorbar={"thickness": 10},
+        )
+    )
+    fig.update_xaxes(title_text="round", dtick=1 if len(rounds) <= 20 else None)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(hovermode="closest")
+    height = max(HEIGHT, 60 + 22 * len(client_ids))
+    return _layout(fig, f"Who moved the model: {title}", height).update_layout(hovermode="closest")
+
+
+def gains_figure(
+    gains: Sequence[PersonalGain], names: Mapping[str, str] | None = None
+) -> go.Figure:
+    """Each character's held-out accuracy gain from a model of its own, from TFF's
+    personalization evaluation: the distribution a class reads as "who is unlike the rest"."""
+    names = names or {}
+    ordered = sorted(gains, key=lambda g: g.gain)
+    fig = go.Figure(
+        go.Bar(
+            x=[g.gain for g in ordered],
+            y=[names.get(g.client_id, g.client_id) for g in ordered],
+            orientation="h",
+            marker={"color": [_BLUE if g.gain >= 0 else _RED for g in ordered]},
+            hovertemplate="%{y}: %{x:+.1f} points<extra></extra>",
+        )
+    )
+    steps = max((g.steps for g in gains), default=0)
+    fig.update_xaxes(title_text=f"held-out accuracy gained after {steps} local steps (points)")
+    height = max(HEIGHT - 60, 80 + 24 * len(ordered))
+    return _layout(fig, "A model per character: each one's gain over the global model", height)

@@ -11,9 +11,10 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, astuple, dataclass, field, fields
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from fedtext.weights import WeightsError, load_config, load_weights_arrays, save
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]{20,40}")
 MAX_AGE_DAYS = 7.0  # a classroom's runs outlive the lesson, not the term
 MAX_TOTAL_MB = 500.0  # about 60 runs of the 8 MB full-size model
+PERSONAL_DIR = "personal"  # a run's models per character, one directory each
 
 
 def data_dir() -> Path:
@@ -106,6 +108,52 @@ def history_csv(history: Sequence[RoundResult]) -> str:
 
 
 @dataclass(frozen=True)
+class ClientFigures:
+    """What one client did in one round, as TFF computed it on that client."""
+
+    round_num: int
+    client_id: str
+    share: float  # its update weight / the sum of the cohort's: its say in the average
+    update_norm: float  # global L2 norm of its model delta (0: it did not move)
+    cosine: float  # between its delta and the averaged delta; 0 when either is zero
+    loss_before: float  # nats per character on this round's own batches, global model (NaN: none)
+    loss_after: float  # the same after its local training
+    weight: float  # its raw update weight: sequences trained on ("weighted"), or 1 ("uniform")
+
+
+def clients_csv(figures: Sequence[ClientFigures]) -> str:
+    """Per-client, per-round figures as CSV text (`clients.csv` beside `metrics.csv`)."""
+    names = [f.name for f in fields(ClientFigures)]
+    lines = [",".join("round" if n == "round_num" else n for n in names)]
+    for f in figures:
+        cells = []
+        for value in astuple(f):
+            if isinstance(value, float):
+                cells.append("" if math.isnan(value) else f"{value:.6g}")
+            else:
+                cells.append(str(value))
+        lines.append(",".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class PersonalGain:
+    """A character's own model against the global one, on its held-out speeches."""
+
+    client_id: str
+    global_loss: float  # nats per character
+    global_accuracy: float
+    personal_loss: float
+    personal_accuracy: float
+    steps: int = 0  # local SGD steps from the global model
+
+    @property
+    def gain(self) -> float:
+        """Held-out accuracy gained by personalising, in points."""
+        return 100 * (self.personal_accuracy - self.global_accuracy)
+
+
+@dataclass(frozen=True)
 class SavedRun:
     run_id: str
     config: FederatedConfig
@@ -115,6 +163,9 @@ class SavedRun:
     created: float
     message: str = ""  # why the run ended early, if it did
     baseline: list[RoundResult] = field(default_factory=list)  # centralised, if it was run
+    clients: list[ClientFigures] = field(default_factory=list)  # per client, where measured
+    personal: dict[str, PersonalGain] = field(default_factory=dict)  # models per character
+    gains: list[PersonalGain] = field(default_factory=list)  # every character's, by TFF
 
 
 class RunStore:
@@ -137,20 +188,30 @@ class RunStore:
         model_config: ModelConfig,
         message: str = "",
         baseline: Sequence[RoundResult] = (),
+        clients: Sequence[ClientFigures] = (),
+        personal: Mapping[str, PersonalGain] = MappingProxyType({}),
+        gains: Sequence[PersonalGain] = (),
     ) -> Path:
         final = self.path(run_id)
         tmp = self.root / f".{run_id}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         save_arrays(weights, model_config, tmp)
         (tmp / "metrics.csv").write_text(history_csv(history))
+        if clients:
+            (tmp / "clients.csv").write_text(clients_csv(clients))
         record = {
             "config": asdict(config),
             "history": [asdict(r) for r in history],
             "created": time.time(),
             "message": message,
             "baseline": [asdict(r) for r in baseline],
+            "clients": [asdict(f) for f in clients],
+            "personal": [asdict(p) for p in personal.values()],
+            "gains": [asdict(g) for g in gains],
         }
         (tmp / "run.json").write_text(json.dumps(record))
+        if (final / PERSONAL_DIR).exists():  # the characters' models, saved as they were made
+            (final / PERSONAL_DIR).rename(tmp / PERSONAL_DIR)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)  # readers see a whole run or none
         self.prune()
@@ -170,6 +231,9 @@ class RunStore:
                 [RoundResult(**{**r, "client_ids": tuple(r["client_ids"])}) for r in points]
                 for points in (record["history"], record.get("baseline", []))
             )
+            clients = [ClientFigures(**f) for f in record.get("clients", [])]
+            personal = {p["client_id"]: PersonalGain(**p) for p in record.get("personal", [])}
+            gains = [PersonalGain(**g) for g in record.get("gains", [])]
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise WeightsError(f"run {run_id} is damaged ({type(error).__name__})") from None
         return SavedRun(
@@ -181,7 +245,21 @@ class RunStore:
             record.get("created", 0.0),
             record.get("message", ""),
             baseline,
+            clients,
+            personal,
+            gains,
         )
+
+    def personal_dir(self, run_id: str, client_id: str) -> Path:
+        """Where a run's model for one character lives (`fedtext generate --model` reads it)."""
+        if not re.fullmatch(r"[A-Z0-9_]+", client_id):
+            raise KeyError("not a client id")
+        return self.path(run_id) / PERSONAL_DIR / client_id
+
+    def save_personal(
+        self, run_id: str, client_id: str, weights: list[np.ndarray], model_config: ModelConfig
+    ) -> Path:
+        return save_arrays(weights, model_config, self.personal_dir(run_id, client_id))
 
     def prune(
         self, max_age_days: float = MAX_AGE_DAYS, max_total_mb: float = MAX_TOTAL_MB
@@ -192,7 +270,7 @@ class RunStore:
         runs = []
         for directory in self.root.iterdir():
             if directory.is_dir() and is_run_id(directory.name):
-                size = sum(f.stat().st_size for f in directory.iterdir() if f.is_file())
+                size = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
                 runs.append((directory.stat().st_mtime, size, directory))
         runs.sort()
         removed, now = [], time.time()

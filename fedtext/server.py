@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from fedtext import data, privacy, runs, runtime, sharing
 from fedtext.config import ConfigError, FederatedConfig
-from fedtext.jobs import Job, JobState, QueueFull, TrainingQueue
+from fedtext.jobs import Job, JobState, QueueFull, Task, TrainingQueue
 from fedtext.runs import RoundResult
 from fedtext.weights import WeightsError
 
@@ -112,6 +112,9 @@ class RunView:
     resumable: bool = False  # failed because TFF's worker died: it can go on from its last round
     job: Job | None = None  # while it is queued or running
     baseline: list[RoundResult] = dataclasses.field(default_factory=list)  # centralised
+    clients: list[runs.ClientFigures] = dataclasses.field(default_factory=list)  # per client
+    personal: dict[str, runs.PersonalGain] = dataclasses.field(default_factory=dict)
+    gains: list[runs.PersonalGain] = dataclasses.field(default_factory=list)
 
     @property
     def live(self) -> bool:
@@ -119,7 +122,7 @@ class RunView:
 
     @property
     def trained(self) -> bool:
-        rounds_done = not self.live or self.job.in_baseline
+        rounds_done = not self.live or self.job.task is not Task.ROUNDS
         return rounds_done and self.weights is not None and len(self.history) > 1
 
 
@@ -130,7 +133,15 @@ def find_run(
     and after a server restart); else None and why."""
     if job is not None and not job.finished:
         return RunView(
-            run_id, job.config, list(job.history), job.weights, job=job, baseline=list(job.baseline)
+            run_id,
+            job.config,
+            list(job.history),
+            job.weights,
+            job=job,
+            baseline=list(job.baseline),
+            clients=list(job.clients),
+            personal=dict(job.personal),
+            gains=list(job.gains),
         ), ""
     failed = job is not None and job.state is JobState.FAILED
     resumable = job is not None and job.resumable
@@ -156,6 +167,9 @@ def find_run(
         failed,
         resumable,
         baseline=saved.baseline,
+        clients=saved.clients,
+        personal=saved.personal,
+        gains=saved.gains,
     )
     return view, ""
 
@@ -210,6 +224,16 @@ def request_baseline(engine: Engine, run_id: str, owner: str) -> str:
     return f"Cannot run the baseline: {why}" if why else ""
 
 
+def request_personal_model(engine: Engine, run_id: str, owner: str, client_id: str) -> str:
+    """Queue a model for one of a finished run's characters: '' when queued, else why not."""
+    try:
+        stored = engine.store.load(run_id)
+    except (KeyError, WeightsError):
+        stored = None
+    why = engine.queue.personalise(run_id, owner, client_id, stored)
+    return f"Cannot make that model: {why}" if why else ""
+
+
 def request_resume(engine: Engine, run_id: str) -> str:
     """Queue a run whose TFF worker died again: '' when queued, else why not."""
     if engine.queue.resume(run_id):
@@ -229,6 +253,11 @@ def progress_text(job: Job, queue: TrainingQueue) -> tuple[float, str]:
     if job.state is JobState.QUEUED:
         ahead = queue.position(job.job_id)
         return 0.0, f"Waiting for the server: {ahead} run(s) ahead, {left}"
+    if job.task is Task.PERSONALISE:
+        return 0.5, (
+            f"Fine-tuning a model for {job.personal_client} on its own lines, then every "
+            f"character's gain · {left}"
+        )
     if job.in_baseline:
         budget = sum(r.cpu_seconds for r in history[1:]) or 1.0
         spent = sum(r.cpu_seconds for r in job.baseline[1:])

@@ -303,7 +303,8 @@ def averaging_shares(
 
 
 def model_archive(
-    directory: Path, names: Sequence[str] = ("weights.npz", "model.json", "metrics.csv")
+    directory: Path,
+    names: Sequence[str] = ("weights.npz", "model.json", "metrics.csv", "clients.csv"),
 ) -> bytes:
     """A zip of a stored run's model files, ready for `fedtext generate --model`."""
     buffer = io.BytesIO()

@@ -85,6 +85,14 @@ def build_process(
     and the clip norm live in the optimizers' hyper-parameters, so changing them needs no
     rebuild. `aggregation` picks weighted or uniform averaging, and TFF's DP mean.
     """
+    if aggregation.client_figures and not aggregation.dp_clipping:
+        # The same round from TFF's parts (state interchangeable with this one's), whose
+        # output also holds each client's figures.
+        from fedtext.contributions import build_contribution_process
+
+        return build_contribution_process(
+            model_config, client_optimizer, server_optimizer, aggregation
+        )
     with BUILD_LOCK:
         return _build_process(model_config, client_optimizer, server_optimizer, aggregation)
 
@@ -256,6 +264,7 @@ class FederatedTrainer(ModelOnClients):
     def __init__(self, config: FederatedConfig, train_data, test_data, base_dir=None):
         super().__init__(config, train_data, test_data, base_dir)
         self._state = None  # TFF server state after the last finished round
+        self.client_history: list = []  # fedtext.contributions.ClientFigures, round by round
 
     def client_datasets(self, round_num: int, client_ids: Sequence[str]) -> list[tf.data.Dataset]:
         """Each client's batches for one round, at most batches_per_client.
@@ -358,6 +367,11 @@ class FederatedTrainer(ModelOnClients):
             if not _healthy(eval_loss):
                 self._diverged(round_num, f"held-out loss {eval_loss:.3g}")
         self._state, self.weights = output.state, weights
+        clients = getattr(output, "clients", None)  # only a ContributionProcess's rounds
+        if clients is not None:
+            from fedtext.contributions import client_figures
+
+            self.client_history.extend(client_figures(round_num, cohort, clients))
         self.history.append(
             RoundResult(
                 round_num,

@@ -165,9 +165,44 @@ def test_the_privacy_dial_prices_the_run_and_a_private_run_says_what_it_spent(pa
     assert "held-out accuracy" in done and "ε = " in done and "after 1 round" in done
     copies = [c.value for c in at.caption if c.value.startswith("Copied from the 2")]
     assert len(copies) == 2, copies  # under the base text and the fine-tuned text
+    # A second run without noise: the Compare panel sets the two runs' copying side by side.
+    at = train(at, noise_multiplier=0.0)
+    [table] = [t for t in at.dataframe if "copied per 1,000" in t.value.columns]
+    assert list(table.value["run"]) == ["run 1 (DP, noise 0.1)", "this run"]
+    assert list(table.value["noise"]) == [0.1, 0.0]
+    assert table.value["ε"].iloc[0] > 0 and table.value["ε"].isna().iloc[1]
     # Weighted averaging again turns the noise off: DP cannot let big talkers dominate.
+    at.select_slider(key="noise_multiplier").set_value(0.3).run()
     at.radio(key="weighting").set_value("weighted").run()
     assert at.select_slider(key="noise_multiplier").value == 0.0
+
+
+def test_measuring_each_client_draws_who_moved_the_model(page_env):
+    at = open_page()
+    at.toggle(key="client_figures").set_value(True)
+    at = train(at, batches_per_client=20)  # past the Fool's text: unequal shares
+    [heatmap] = [
+        json.loads(e.proto.spec)["data"][0]
+        for e in at.get("plotly_chart")
+        if json.loads(e.proto.spec)["layout"]["title"]["text"].startswith("Who moved the model")
+    ]
+    assert heatmap["type"] == "heatmap" and heatmap["x"] == [1]
+    assert heatmap["y"] == ["Fool (King Lear)", "King Lear (King Lear)"]  # named, in order
+    shares = [row[0] for row in heatmap["z"]]
+    assert sum(shares) == pytest.approx(1.0) and shares[0] != shares[1]  # weighted by text
+    assert at.selectbox(key="panel_client").value == "KING_LEAR_FOOL"
+    store = page_env / "runs" / at.query_params["run"][0]
+    assert (store / "clients.csv").read_text().startswith("round,client_id,share")
+
+    # A model per character: the Fool's own, its text beside the others', every one's gain.
+    at.selectbox(key="personal_client").set_value("KING_LEAR_FOOL")
+    at.button(key="personalise").click().run()
+    at = wait_for_run(at)
+    assert at.button(key="personalise").disabled  # made once
+    assert len(at.code) == 3, [c.value for c in at.code]  # base, global, the Fool's own
+    assert any("Fool (King Lear)'s own model" in m.value for m in at.markdown)
+    titles = [json.loads(e.proto.spec)["layout"]["title"]["text"] for e in at.get("plotly_chart")]
+    assert "A model per character: each one's gain over the global model" in titles
 
 
 def test_no_client_chosen_gives_a_message(page_env):

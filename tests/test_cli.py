@@ -37,6 +37,7 @@ def test_finetune_end_to_end_saves_weights_and_metrics(tiny_model_dir, tmp_path,
         "--clients",
         "KING_LEAR_FOOL",
         "KING_LEAR_KENT",
+        "--client-figures",
         "--output",
         str(tmp_path),
     )
@@ -46,8 +47,27 @@ def test_finetune_end_to_end_saves_weights_and_metrics(tiny_model_dir, tmp_path,
     rows = (tmp_path / "metrics.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[2].startswith("1,")
     assert (tmp_path / "weights.npz").exists()
+    figures = (tmp_path / "clients.csv").read_text().splitlines()
+    assert [row.split(",")[:2] for row in figures[1:]] == [
+        ["1", "KING_LEAR_FOOL"],
+        ["1", "KING_LEAR_KENT"],
+    ]
     gen = run_cli("generate", "--model", str(tmp_path), "--prompt", "FOOL: ", "--length", "30")
     assert gen.returncode == 0 and gen.stdout.startswith("FOOL: ")
+
+    # A model of the Fool's own, from the fine-tuned one, which generate reads.
+    mine = tmp_path / "fool"
+    result = run_cli(
+        "personalise", "--model", str(tmp_path), "--client", "KING_LEAR_FOOL", "--steps", "10",
+        "--output", str(mine),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "KING_LEAR_FOOL after 10 steps, on its held-out speeches" in result.stdout
+    gen = run_cli("generate", "--model", str(mine), "--prompt", "FOOL: ", "--length", "30")
+    assert gen.returncode == 0 and gen.stdout.startswith("FOOL: ")
+    result = run_cli("personalise", "--client", "NOBODY", "--output", str(tmp_path / "x"))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
 
 
 def test_whole_federation_and_baseline_from_the_command_line(tiny_model_dir, tmp_path, database):

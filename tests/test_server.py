@@ -96,6 +96,50 @@ def test_the_baseline_is_queued_once_and_lands_beside_the_run(engine):
     )
 
 
+def test_a_model_per_character_is_made_once_and_kept_with_the_run(engine):
+    from fedtext.generation import load_generator
+
+    fool = "KING_LEAR_FOOL"
+    run_id, _ = server.submit(engine, config(rounds=1), "erin", page_open=None)
+    wait_for(engine.job(run_id))
+    assert server.request_personal_model(engine, run_id, "erin", "HAMLET_HAMLET") == (
+        "Cannot make that model: HAMLET_HAMLET did not train this model"
+    )
+    assert server.request_personal_model(engine, run_id, "erin", fool) == ""
+    job = engine.job(run_id)
+    _, text = server.progress_text(job, engine.queue)
+    assert text.startswith(("Fine-tuning a model for KING_LEAR_FOOL", "Waiting for the server"))
+    wait_for(job, timeout=300)
+    run, _ = server.find_run(run_id, None, engine.store.load)  # as stored
+    mine = run.personal[fool]
+    assert mine.steps == 60 and mine.personal_loss < mine.global_loss  # its own lines, learnt
+    assert [g.client_id for g in run.gains] == [fool] and run.gains[0].steps == 20
+    own = load_generator(engine.store.personal_dir(run_id, fool))
+    assert own.generate("KING LEAR:", 20) != engine.base.generate("KING LEAR:", 20)
+    assert server.request_personal_model(engine, run_id, "erin", fool) == (
+        f"Cannot make that model: this run has a model for {fool} already"
+    )
+
+
+def test_a_stored_run_the_queue_has_forgotten_gets_its_baseline(engine, tiny_model_dir):
+    from fedtext.weights import load_config, load_weights_arrays
+
+    run_id = "forgotten-run-abcdefghijkl"  # stored before a restart: not in the queue
+    history = [RoundResult(0, 4.4, 0.05), RoundResult(1, 4.3, 0.06, cpu_seconds=2.0)]
+    engine.store.save(
+        run_id,
+        config(rounds=1),
+        history,
+        load_weights_arrays(tiny_model_dir),
+        load_config(tiny_model_dir),
+    )
+    assert engine.job(run_id) is None
+    assert server.request_baseline(engine, run_id, "dave") == ""
+    wait_for(engine.job(run_id))
+    run, _ = server.find_run(run_id, None, engine.store.load)
+    assert run.history == history and len(run.baseline) > 1
+
+
 @pytest.mark.parametrize("run_id", ["abcdefghijklmnopqrstuvwx", "../../etc/passwd", "x" * 300])
 def test_a_link_to_no_stored_run_says_so(tmp_path, run_id):
     run, why = server.find_run(run_id, None, RunStore(tmp_path).load)

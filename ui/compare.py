@@ -3,12 +3,15 @@ one, side by side, each with the style meter."""
 
 from __future__ import annotations
 
+import math
+
 import streamlit as st
 
-from fedtext import memorisation, server, sharing, style
+from fedtext import memorisation, plots, privacy, server, sharing, style
 from fedtext.config import ConfigError
 from fedtext.prompt import PromptError
-from ui.resources import generate, load_tuned
+from fedtext.weights import WeightsError
+from ui.resources import generate, load_personal, load_saved, load_tuned
 
 
 def compare_ui() -> tuple[str, int, float, int]:
@@ -88,8 +91,110 @@ def copies_ui(box, text: str, length: int, client_ids: tuple[str, ...]) -> None:
         box.html(memorisation.copies_html(generated, probe))
 
 
+def copies_by_run_ui(engine: server.Engine, data_root: str, request: tuple) -> None:
+    """This visitor's runs side by side: their noise, epsilon, accuracy and what the same
+    request copied, so a class sees how privacy's noise changes the copying."""
+    prompt, length, temperature, seed = request
+    named = [*st.session_state.earlier_runs, ("this run", st.session_state.run_id)]
+    rows = []
+    for label, run_id in named:
+        try:
+            saved = load_saved(data_root, run_id, server.saved_stamp(engine.store, run_id))
+        except (KeyError, WeightsError):
+            continue  # gone from the store: nothing to sample
+        key = f"{run_id}:{len(saved.history)}"
+        tuned = load_tuned(key, saved.weights, engine.base.config)
+        text = generate(key, tuned, prompt, length, temperature, seed)
+        probe = memorisation.find_copies(
+            text[-length:], saved.config.client_ids, st.session_state.copy_chars
+        )
+        epsilon = privacy.epsilon_after(saved.config).epsilon
+        rows.append(
+            {
+                "run": label,
+                "noise": saved.config.noise_multiplier,
+                "ε": None if math.isinf(epsilon) else round(epsilon, 2),
+                "held-out accuracy": saved.history[-1].eval_accuracy,
+                "copied per 1,000": round(probe.per_thousand),
+            }
+        )
+    if len(rows) < 2:
+        return
+    st.caption("Your runs, the same prompt and seed: what privacy's noise does to copying")
+    st.dataframe(
+        rows,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "held-out accuracy": st.column_config.NumberColumn(format="percent"),
+            "ε": st.column_config.NumberColumn(help="empty: no differential privacy"),
+        },
+    )
+
+
+def personal_ui(
+    run: server.RunView, engine: server.Engine, request: tuple, names: dict[str, str]
+) -> None:
+    """A model per character: the global model fine-tuned briefly on one character's lines,
+    its text beside the others', and every character's gain."""
+    prompt, length, temperature, seed = request
+    st.markdown(
+        "**A model per character**: the global model, fine-tuned briefly on one character's own "
+        "lines, speaks like them"
+    )
+    pick_col, button_col = st.columns([2, 1], vertical_alignment="bottom")
+    client_id = pick_col.selectbox(
+        "Speak like", run.config.client_ids, format_func=names.get, key="personal_client"
+    )
+    have = client_id in run.personal
+    if button_col.button(
+        "Fine-tune on their lines",
+        icon=":material/person:",
+        key="personalise",
+        disabled=have or run.live,
+        width="stretch",
+        help="60 local steps from the global model on this character's training lines, then "
+        "TFF's personalization evaluation of every character (the first 8) with 20",
+    ):
+        st.session_state.notice = server.request_personal_model(
+            engine, run.run_id, st.session_state.owner, client_id
+        )
+        st.rerun()  # the whole page: it follows the queued job
+    if have:
+        figures = run.personal[client_id]
+        model_dir = engine.store.personal_dir(run.run_id, client_id)
+        stamp = server.saved_stamp(engine.store, run.run_id)
+        try:
+            own = load_personal(str(model_dir), stamp)
+        except WeightsError as error:
+            st.warning(f"The model for {names.get(client_id)} cannot be read: {error}")
+            return
+        text = generate(f"personal:{model_dir}:{stamp}", own, prompt, length, temperature, seed)
+        st.markdown(
+            f"**{names.get(client_id)}'s own model** <small>(held-out accuracy on their unseen "
+            f"speeches {figures.global_accuracy:.1%} → {figures.personal_accuracy:.1%} after "
+            f"{figures.steps} steps)</small>",
+            unsafe_allow_html=True,
+        )
+        box = st.container(key="personal_text")
+        box.code(text, language=None, wrap_lines=True)
+        style_ui(box, text)
+    if run.gains:
+        st.plotly_chart(
+            plots.gains_figure(run.gains, names),
+            width="stretch",
+            key="gains-chart",
+            config={"displayModeBar": False},
+        )
+
+
 def compare_panel(
-    run: server.RunView | None, base_dir: str, engine: server.Engine, chosen: tuple[str, ...]
+    run: server.RunView | None,
+    base_dir: str,
+    engine: server.Engine,
+    chosen: tuple[str, ...],
+    data_root: str,
+    names: dict[str, str],
 ) -> None:
     """The two models side by side. A fragment: a new prompt or seed reruns only this."""
     prompt, length, temperature, gen_seed = compare_ui()
@@ -164,6 +269,8 @@ def compare_panel(
             tuned_box.code(tuned_text, language=None, wrap_lines=True)
             style_ui(tuned_box, tuned_text)
             copies_ui(tuned_box, tuned_text, length, trained_on)
+            copies_by_run_ui(engine, data_root, (prompt, length, temperature, gen_seed))
+            personal_ui(run, engine, (prompt, length, temperature, gen_seed), names)
     except PromptError as error:
         prompt_notice.warning(f"Cannot generate: {error}", icon=":material/edit_off:")
     if not trained:

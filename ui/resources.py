@@ -54,6 +54,14 @@ def load_tuned(run_key: str, _weights: list, _config: ModelConfig) -> TextGenera
     return ready_generator(_weights, _config)
 
 
+@st.cache_resource(show_spinner=False, max_entries=8)
+def load_personal(model_dir: str, stamp: int) -> TextGenerator:
+    """A run's model for one character; `stamp` (its file's time) keys the cache."""
+    from fedtext.generation import load_generator
+
+    return load_generator(model_dir)
+
+
 @st.cache_data(show_spinner=False, max_entries=256)
 def generate(
     model_key: str,

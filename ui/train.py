@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from fedtext import plots, server
+from fedtext import data, plots, server
 from fedtext.runs import RoundResult
-from ui.resources import start_engine
+from ui.resources import load_preview, start_engine
 
 FOLLOW_EVERY_S = 1.0  # how often a page polls its live run (also the run's heartbeat)
 
@@ -100,3 +100,42 @@ def resume_button_ui(engine: server.Engine, run_id: str) -> None:
 
 def _resume(engine: server.Engine, run_id: str) -> None:
     st.session_state.notice = server.request_resume(engine, run_id)
+
+
+def clients_panel_ui(run: server.RunView, clients: dict[str, data.ClientInfo]) -> None:
+    """Rounds x clients: who had a say, who moved, who agreed; and a client's own lines."""
+    metric_col, client_col = st.columns([1.2, 1])
+    metric = metric_col.selectbox(
+        "Per client, per round",
+        list(plots.CLIENT_METRICS),
+        format_func=lambda m: plots.CLIENT_METRICS[m][0],
+        key="client_metric",
+    )
+    names = {
+        cid: f"{clients[cid].character.title()} ({clients[cid].play})"
+        for cid in run.config.client_ids
+        if cid in clients
+    }
+    st.plotly_chart(
+        plots.clients_figure(run.clients, metric, names),
+        width="stretch",
+        key="clients-chart",
+        config={"displayModeBar": False},
+    )
+    weighting = (
+        "weighted by their text: the bigger talkers get the bigger say"
+        if run.config.weighting == "weighted"
+        else "uniform: one vote each, however much they said"
+    )
+    st.caption(
+        f"Averaging {weighting}. An update that agrees with the average (cosine near 1) pulled "
+        "the model where the others did; a loss drop is what local training did to the "
+        "character's own batches."
+    )
+    client_id = client_col.selectbox(
+        "Read a client's lines", list(names), format_func=names.get, key="panel_client"
+    )
+    if client_id:
+        with st.container(height=120, key="panel_lines"):
+            for speech in load_preview(client_id):
+                st.text(speech)
