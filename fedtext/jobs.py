@@ -390,12 +390,9 @@ class TrainingQueue:
                 others = [cid for cid in job.config.client_ids if cid != client_id]
                 measured = [client_id, *others][:GAIN_CLIENTS]
                 steps = dataclasses.replace(settings, steps=GAIN_STEPS)
-                gains = [
-                    PersonalGain(*dataclasses.astuple(g), GAIN_STEPS)
-                    for g in evaluate_personalisation(
-                        job.weights, model_config, measured, self.train_data, self.test_data, steps
-                    )
-                ]
+                gains = evaluate_personalisation(
+                    job.weights, model_config, measured, self.train_data, self.test_data, steps
+                )
             with self._lock:
                 job.personal = {**job.personal, client_id: figures}
                 job.personal_weights = {**job.personal_weights, client_id: mine.weights}

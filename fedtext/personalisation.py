@@ -19,6 +19,7 @@ import tensorflow as tf
 from fedtext.config import ConfigError, ModelConfig
 from fedtext.model import BUILD_LOCK, MaskedLoss, build_model, compile_for_evaluation, load_model
 from fedtext.preprocess import preprocess, stack_batches
+from fedtext.runs import PersonalGain
 from fedtext.vocab import PAD_ID
 from fedtext.weights import save_arrays
 
@@ -74,20 +75,7 @@ class PersonalisationResult:
         return 100 * (self.personal_accuracy - self.global_accuracy)
 
 
-@dataclass(frozen=True)
-class ClientGain:
-    """One client's row of TFF's personalization evaluation."""
-
-    client_id: str
-    global_loss: float
-    global_accuracy: float
-    personal_loss: float
-    personal_accuracy: float
-
-    @property
-    def gain(self) -> float:
-        """Held-out accuracy gained by personalising, in points."""
-        return 100 * (self.personal_accuracy - self.global_accuracy)
+ClientGain = PersonalGain  # one client's row of TFF's personalization evaluation
 
 
 def training_rows(train_data, client_id: str, config: PersonaliseConfig):
@@ -274,6 +262,7 @@ def evaluate_personalisation(
                 float(baseline["accuracy"][i]),
                 float(personal["loss"][i]),
                 float(personal["accuracy"][i]),
+                config.steps,
             )
         )
     return gains

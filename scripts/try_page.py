@@ -3,8 +3,10 @@ wait for the run, and report what the page shows (times, accuracy, both texts, t
 scores); optionally a screenshot.
 
     .venv/bin/python scripts/try_page.py [--screenshot docs/screenshot.png] [--baseline]
-    .venv/bin/python scripts/try_page.py --query "noise=0.1&rounds=5" --copies \
+    .venv/bin/python scripts/try_page.py --query "noise=0.3&rounds=5" --copies --copy-chars 6 \
         --screenshot docs/privacy.png        # a link's setup: here the privacy dial
+    .venv/bin/python scripts/try_page.py --client-figures --personalise --height 3000 \
+        --screenshot docs/clients.png        # who moved the model, and a model per character
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ def main() -> int:
     parser.add_argument(
         "--copies", action="store_true", help="mark copies rather than colour by style"
     )
+    parser.add_argument("--copy-chars", type=int, default=None, help="the shortest copy marked")
+    parser.add_argument("--client-figures", action="store_true", help="measure each client")
+    parser.add_argument("--height", type=int, default=2000, help="the browser window's height")
+    parser.add_argument(
+        "--personalise", action="store_true", help="then a model for the first character"
+    )
     args = parser.parse_args()
 
     from playwright.sync_api import expect, sync_playwright
@@ -66,7 +74,7 @@ def main() -> int:
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            page = browser.new_page(viewport={"width": 1440, "height": 2000})
+            page = browser.new_page(viewport={"width": 1440, "height": args.height})
             started = time.perf_counter()
             while True:
                 try:
@@ -79,6 +87,10 @@ def main() -> int:
             page.locator(".st-key-base_text pre").wait_for(timeout=180_000)
             train = page.locator(".st-key-train").get_by_role("button", name="Train")
             expect(train).to_be_enabled(timeout=180_000)
+            if args.client_figures:
+                page.get_by_text("Averaging, privacy, per-client figures").click()
+                page.get_by_text("Measure each client").click()
+                time.sleep(1)
             time.sleep(2)  # the engine compiles its other rounds meanwhile; as a visitor waits
             clicked = time.perf_counter()
             train.click()
@@ -100,6 +112,23 @@ def main() -> int:
                 caption = page.get_by_text(re.compile(r"\(ratio \d"))
                 caption.wait_for(timeout=600_000)
                 print(caption.inner_text())
+            if args.copy_chars is not None:
+                page.get_by_label("Shortest copy").fill(str(args.copy_chars))
+                page.get_by_label("Shortest copy").press("Enter")
+                time.sleep(3)
+                for probe in page.get_by_text(re.compile("^Copied from the")).all():
+                    print(probe.inner_text())
+            if args.client_figures:  # the panel's most telling figure: who agreed with whom
+                page.get_by_text("share of the average").first.click()
+                page.get_by_text("agreement with the average (cosine)").first.click()
+                time.sleep(2)
+            if args.personalise:
+                started_own = time.perf_counter()
+                page.get_by_role("button", name="Fine-tune on their lines").click()
+                page.locator(".st-key-personal_text pre").wait_for(timeout=600_000)
+                own = page.get_by_text(re.compile(r"'s own model"))
+                print(f"\n{own.first.inner_text()} ({time.perf_counter() - started_own:.0f} s)")
+                print(page.locator(".st-key-personal_text pre").inner_text())
             if args.screenshot:
                 page.get_by_text("Mark copies" if args.copies else "Colour by style").click()
                 time.sleep(3)

@@ -106,6 +106,22 @@ class KillingProcess:
             killer.join()
 
 
+def plain_fedavg(**settings):
+    """Plain Federated Averaging with plain SGD (the tutorial's algorithm) at a tiny model's
+    rate, 2 batches a client: the server's new model is the base plus the averaged update."""
+    from fedtext.config import FederatedConfig
+
+    plain = dict(
+        client_optimizer="sgd",
+        client_learning_rate=1.0,
+        clip_norm=0.0,
+        server_optimizer="sgd",
+        server_learning_rate=1.0,
+        batches_per_client=2,
+    )
+    return FederatedConfig(**{**plain, **settings})
+
+
 def wait_for(job, timeout=120):
     """Until the queue is done with the job: finished, and its run stored."""
     deadline = time.monotonic() + timeout

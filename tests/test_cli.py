@@ -213,8 +213,13 @@ def test_sigterm_stops_the_worker_too(tiny_model_dir, tmp_path, database):
 def test_bad_input_gets_one_line(args, message, capsys, tiny_model_dir, database):
     if args[0] == "finetune":
         args = [*args, "--base", str(tiny_model_dir)]
+    assert_refused_in_one_line(args, message, capsys)
+
+
+def assert_refused_in_one_line(argv: list[str], message: str, capsys) -> None:
+    """The command exits with status 2 and one line on stderr that says `message`."""
     try:
-        code = main(args)
+        code = main(argv)
     except SystemExit as exit_:  # argparse
         code = exit_.code
     err = capsys.readouterr().err
@@ -310,11 +315,4 @@ def test_dp_finetune_prints_epsilon_each_round_and_at_the_end(tiny_model_dir, tm
 )
 def test_bad_privacy_input_gets_one_line(args, message, capsys, tiny_model_dir, database):
     argv = ["finetune", *args, "--output", "x", "--base", str(tiny_model_dir)]
-    try:
-        code = main(argv)
-    except SystemExit as exit_:  # argparse
-        code = exit_.code
-    err = capsys.readouterr().err
-    assert code == 2
-    assert message in err
-    assert len(err.strip().splitlines()) == 1
+    assert_refused_in_one_line(argv, message, capsys)

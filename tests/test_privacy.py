@@ -18,6 +18,7 @@ from fedtext.privacy import (
     guarantee,
 )
 from fedtext.training import FederatedTrainer
+from tests.conftest import plain_fedavg
 
 # Unequal clients: the Fool fills two batches of 8 sequences, the King of France (874
 # characters of training text) only 8 sequences.
@@ -26,18 +27,7 @@ BIG, SMALL = "KING_LEAR_FOOL", "KING_LEAR_KING_OF_FRANCE"
 
 def config(**overrides) -> FederatedConfig:
     # Plain SGD on the server at 1.0: the new model is the base plus the averaged update.
-    settings = dict(
-        client_ids=(BIG, SMALL),
-        rounds=1,
-        client_optimizer="sgd",
-        client_learning_rate=1.0,
-        clip_norm=0.0,
-        server_optimizer="sgd",
-        server_learning_rate=1.0,
-        batches_per_client=2,
-    )
-    settings.update(overrides)
-    return FederatedConfig(**settings)
+    return plain_fedavg(**{"client_ids": (BIG, SMALL), "rounds": 1, **overrides})
 
 
 def train(cfg, client_data, model_dir, aggregation=None):

@@ -10,24 +10,13 @@ import pytest
 from fedtext.config import ConfigError, FederatedConfig
 from fedtext.runs import history_csv
 from fedtext.training import FederatedTrainer, TrainingDiverged
+from tests.conftest import plain_fedavg
 
 CLIENTS = ("KING_LEAR_KING_LEAR", "KING_LEAR_FOOL", "KING_LEAR_KENT")
 
 
 def small_config(**overrides) -> FederatedConfig:
-    # Plain Federated Averaging with plain SGD: the tutorial's algorithm at a tiny model's rate.
-    settings = dict(
-        client_ids=CLIENTS[:2],
-        rounds=3,
-        client_optimizer="sgd",
-        client_learning_rate=1.0,
-        clip_norm=0.0,
-        server_optimizer="sgd",
-        server_learning_rate=1.0,
-        batches_per_client=2,
-    )
-    settings.update(overrides)
-    return FederatedConfig(**settings)
+    return plain_fedavg(**{"client_ids": CLIENTS[:2], "rounds": 3, **overrides})
 
 
 @pytest.fixture(scope="module")
