@@ -137,6 +137,7 @@ except data.DataError as error:
 loading.empty()
 engine = start_engine(base_dir, data_root)  # TensorFlow loads while the page draws
 init_session(clients)
+names = {cid: f"{c.character.title()} ({c.play})" for cid, c in clients.items()}
 with st.container():  # messages about the link; one element whatever they are
     for problem in st.session_state.problems:
         st.warning(problem)
@@ -232,10 +233,9 @@ with results_col:
     if run is not None and len(run.baseline) > 1:
         baseline_ui(run)
     if run is not None and run.clients:
-        clients_panel_ui(run, clients)
+        clients_panel_ui(run, names)
 
 st.markdown("**4 · Compare**: the same prompt and seed through both models")
-names = {cid: f"{c.character.title()} ({c.play})" for cid, c in clients.items()}
 st.fragment(compare_panel)(run, base_dir, engine, tuple(client_ids), data_root, names)
 
 st.markdown("**5 · Keep**: results and the setup")

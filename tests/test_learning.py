@@ -5,23 +5,14 @@ import pytest
 
 from fedtext.config import PRESETS, CentralisedConfig, FederatedConfig, preset_config
 from fedtext.training import FederatedTrainer
+from tests.conftest import plain_fedavg
 
 CLIENTS = ("KING_LEAR_FOOL", "KING_LEAR_KENT")
 
 
 def config(**overrides) -> FederatedConfig:
-    settings = dict(
-        client_ids=CLIENTS,
-        rounds=2,
-        client_optimizer="sgd",
-        client_learning_rate=0.5,
-        clip_norm=0.0,
-        server_optimizer="sgd",
-        server_learning_rate=1.0,
-        batches_per_client=2,
-        batch_size=8,
-    )
-    return FederatedConfig(**{**settings, **overrides})
+    settings = dict(client_ids=CLIENTS, rounds=2, client_learning_rate=0.5, batch_size=8)
+    return plain_fedavg(**{**settings, **overrides})
 
 
 def train(client_data, tiny_model_dir, **overrides) -> FederatedTrainer:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from fedtext import data, plots, server
+from fedtext import plots, server
 from fedtext.runs import RoundResult
 from ui.resources import load_preview, start_engine
 
@@ -102,7 +102,7 @@ def _resume(engine: server.Engine, run_id: str) -> None:
     st.session_state.notice = server.request_resume(engine, run_id)
 
 
-def clients_panel_ui(run: server.RunView, clients: dict[str, data.ClientInfo]) -> None:
+def clients_panel_ui(run: server.RunView, names: dict[str, str]) -> None:
     """Rounds x clients: who had a say, who moved, who agreed; and a client's own lines."""
     metric_col, client_col = st.columns([1.2, 1])
     metric = metric_col.selectbox(
@@ -111,11 +111,7 @@ def clients_panel_ui(run: server.RunView, clients: dict[str, data.ClientInfo]) -
         format_func=lambda m: plots.CLIENT_METRICS[m][0],
         key="client_metric",
     )
-    names = {
-        cid: f"{clients[cid].character.title()} ({clients[cid].play})"
-        for cid in run.config.client_ids
-        if cid in clients
-    }
+    names = {cid: names[cid] for cid in run.config.client_ids if cid in names}
     st.plotly_chart(
         plots.clients_figure(run.clients, metric, names),
         width="stretch",

@@ -27,6 +27,19 @@ SWEEP_BASE: dict[str, object] = dict(
     batches_per_client=5,
     clients_per_round=0,
 )
+
+
+def _sgd_b8_fedavgm(client_learning_rate: float, server_learning_rate: float) -> dict:
+    """Client SGD on batches of 8, FedAvgM on the server: the family the defaults came from."""
+    return dict(
+        client_optimizer="sgd",
+        client_learning_rate=client_learning_rate,
+        batch_size=8,
+        server_optimizer="momentum",
+        server_learning_rate=server_learning_rate,
+    )
+
+
 # name -> settings over SWEEP_BASE (client ids and rounds are set by the sweep)
 CANDIDATES: dict[str, dict[str, object]] = {
     "tutorial": {k: v for k, v in PRESETS["tutorial"].items() if k not in ("client_ids", "rounds")},
@@ -62,41 +75,11 @@ CANDIDATES: dict[str, dict[str, object]] = {
         server_learning_rate=1.0,
     ),
     "sgd 0.03 b8 x5": dict(client_optimizer="sgd", client_learning_rate=0.03, batch_size=8),
-    "sgd 0.03 b8 x5 fedavgm 0.3": dict(
-        client_optimizer="sgd",
-        client_learning_rate=0.03,
-        batch_size=8,
-        server_optimizer="momentum",
-        server_learning_rate=0.3,
-    ),
-    "sgd 0.03 b8 x5 fedavgm 1": dict(
-        client_optimizer="sgd",
-        client_learning_rate=0.03,
-        batch_size=8,
-        server_optimizer="momentum",
-        server_learning_rate=1.0,
-    ),
-    "sgd 0.1 clip 1 b8 x5 fedavgm 0.3": dict(
-        client_optimizer="sgd",
-        client_learning_rate=0.1,
-        batch_size=8,
-        server_optimizer="momentum",
-        server_learning_rate=0.3,
-    ),
-    "sgd 0.03 b8 x5 fedavgm 0.5": dict(
-        client_optimizer="sgd",
-        client_learning_rate=0.03,
-        batch_size=8,
-        server_optimizer="momentum",
-        server_learning_rate=0.5,
-    ),
-    "sgd 0.05 clip 1 b8 x5 fedavgm 0.3": dict(
-        client_optimizer="sgd",
-        client_learning_rate=0.05,
-        batch_size=8,
-        server_optimizer="momentum",
-        server_learning_rate=0.3,
-    ),
+    "sgd 0.03 b8 x5 fedavgm 0.3": _sgd_b8_fedavgm(0.03, 0.3),
+    "sgd 0.03 b8 x5 fedavgm 1": _sgd_b8_fedavgm(0.03, 1.0),
+    "sgd 0.1 clip 1 b8 x5 fedavgm 0.3": _sgd_b8_fedavgm(0.1, 0.3),
+    "sgd 0.03 b8 x5 fedavgm 0.5": _sgd_b8_fedavgm(0.03, 0.5),
+    "sgd 0.05 clip 1 b8 x5 fedavgm 0.3": _sgd_b8_fedavgm(0.05, 0.3),
 }
 
 CLIENT_SETS = {"tutorial": TUTORIAL_CLIENTS}
