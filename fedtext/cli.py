@@ -111,6 +111,22 @@ def _add_federated_args(parser: argparse.ArgumentParser, preset: str | None) -> 
         "written to clients.csv; rounds take about a third longer; not with DP",
     )
     parser.add_argument("--base", type=Path, default=None, help="base model directory")
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="HOST:PORT,...",
+        help="spread each round's clients over these `fedtext worker`s (default: "
+        "$FEDTEXT_WORKERS, else one worker on this machine)",
+    )
+
+
+def _workers(text: str):
+    from fedtext.cluster import parse_workers
+
+    try:
+        return parse_workers(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 _CONFIG_ARGS = (
@@ -235,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
     personalise.add_argument("--steps", type=int, default=None, help="SGD steps (default 60)")
     personalise.add_argument("--learning-rate", type=_float, default=None)
     personalise.add_argument("--seed", type=int, default=0)
+
+    worker = sub.add_parser(
+        "worker", help="serve TFF rounds for another machine's 'finetune --workers'"
+    )
+    from fedtext.worker import add_arguments
+
+    add_arguments(worker)
     return parser
 
 
@@ -325,8 +348,12 @@ def _run_rounds(trainer) -> str | None:
     config = trainer.config
     if config.private:
         from fedtext.privacy import epsilon_after
+    shown = 0
     try:
         for result in trainer.rounds():
+            for notice in trainer.notices[shown:]:
+                print(f"fedtext: {notice}", file=sys.stderr, flush=True)
+            shown = len(trainer.notices)
             suffix = ""
             if config.private and result.round_num:
                 suffix = f" | ε = {epsilon_after(config, result.round_num).epsilon:.2f}"
@@ -526,6 +553,18 @@ def cmd_tutorial(args: argparse.Namespace) -> int:
     return 1 if diverged else 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from fedtext.data import cache_dir
+    from fedtext.worker import serve
+
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port {args.port} is not a port from 1 to 65535")
+    if args.clients_at_once < 1:
+        raise ConfigError(f"--clients-at-once {args.clients_at_once} must be at least 1")
+    log_path = args.log or cache_dir() / f"worker-{args.port}.log"
+    return serve(args.port, args.host, log_path, args.clients_at_once)
+
+
 COMMANDS = {
     "tutorial": cmd_tutorial,
     "data": cmd_data,
@@ -534,6 +573,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "generate": cmd_generate,
     "personalise": cmd_personalise,
+    "worker": cmd_worker,
 }
 
 
@@ -544,13 +584,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fedtext.data import DataError
     from fedtext.prompt import PromptError
     from fedtext.weights import WeightsError
+    from fedtext.worker import WorkerStartError
 
     args = build_parser().parse_args(argv)
     runtime.stop_on_sigterm()
     start = time.perf_counter()
     try:
-        if args.command != "generate":  # NumPy only, and it checks its request first
+        if args.command not in ("generate", "worker"):  # neither needs TensorFlow here
             runtime.import_tensorflow(quiet=True)
+        if getattr(args, "workers", None):
+            runtime.use_workers(args.workers)
         return COMMANDS[args.command](args)
     except (
         ConfigError,
@@ -559,6 +602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         PromptError,
         WeightsError,
         runtime.WorkerError,
+        WorkerStartError,
         FloatingPointError,
     ) as error:
         print(f"fedtext: {error}", file=sys.stderr)

@@ -54,12 +54,12 @@ def _prepare_child() -> None:
 
 
 def worker_binary_path() -> Path:
-    import tensorflow_federated
+    from fedtext.worker import WorkerStartError, binary_path
 
-    path = Path(tensorflow_federated.__file__).parent / "data" / "worker_binary"
-    if not path.is_file():
-        raise WorkerError(f"TFF's worker binary is missing at {path}; reinstall the project")
-    return path
+    try:
+        return binary_path()
+    except WorkerStartError as error:
+        raise WorkerError(str(error)) from None
 
 
 class WorkerService:
@@ -139,48 +139,97 @@ class WorkerService:
 
 
 _service: WorkerService | None = None
-_context = None  # TFF's execution context through _service
+_local_context = None  # TFF's execution context through _service
+_cluster = None  # fedtext.cluster.Cluster, when rounds go to `fedtext worker`s
+_worker_addresses: tuple | None = None  # use_workers(); None: FEDTEXT_WORKERS, if set
 _install_lock = threading.Lock()
 
 
-def install(log_path: Path | None = None) -> WorkerService:
-    """Make TFF run computations through our worker service (idempotent); returns it."""
-    global _service, _context
+def use_workers(addresses) -> None:
+    """Run the next computations on these `fedtext worker` addresses (a sequence of
+    `cluster.WorkerAddress`); on this machine's own worker with an empty one; as
+    FEDTEXT_WORKERS says with None."""
+    global _worker_addresses, _cluster
     with _install_lock:
-        if _service is not None:
-            _set_context_for_this_thread()
-            return _service
-        from tensorflow_federated.python.core.backends.native import compiler
-        from tensorflow_federated.python.core.environments.tensorflow_frontend import (
-            tensorflow_computation,
-        )
-        from tensorflow_federated.python.core.impl.execution_contexts import (
-            sync_execution_context,
-        )
-        from tensorflow_federated.python.core.impl.executor_stacks import python_executor_stacks
-        from tensorflow_federated.python.core.impl.types import placements
+        _worker_addresses = None if addresses is None else tuple(addresses)
+        if _cluster is not None:
+            _cluster.close()
+            _cluster = None
 
-        from fedtext.data import cache_dir
-        from fedtext.remote import RemoteExecutor
 
-        service = WorkerService(log_path or cache_dir() / "tff-worker.log")
+def configured_workers() -> tuple:
+    """The workers computations go to: use_workers()'s, else FEDTEXT_WORKERS's, else none."""
+    if _worker_addresses is not None:
+        return _worker_addresses
+    text = os.environ.get("FEDTEXT_WORKERS", "").strip()
+    if not text:
+        return ()
+    from fedtext.cluster import parse_workers
 
-        def executor_stack(cardinalities):
-            cardinalities.setdefault(placements.CLIENTS, 0)
-            executor = RemoteExecutor(service.get_stub())
-            executor.set_cardinalities(cardinalities)
-            return executor
+    try:
+        return parse_workers(text)
+    except ValueError as error:
+        raise WorkerError(f"FEDTEXT_WORKERS: {error}") from None
 
-        context = sync_execution_context.SyncExecutionContext(
-            executor_fn=python_executor_stacks.ResourceManagingExecutorFactory(executor_stack),
-            compiler_fn=compiler.desugar_and_transform_to_native,
-            transform_args=tensorflow_computation.transform_args,
-            transform_result=tensorflow_computation.transform_result,
-        )
-        atexit.register(shutdown)
-        _service, _context = service, context
+
+def install(log_path: Path | None = None) -> WorkerService | None:
+    """Make TFF run computations through our worker service, or over the configured
+    `fedtext worker`s (idempotent, and for this thread); returns the local service, if used."""
+    global _cluster
+    with _install_lock:
+        workers = configured_workers()
+        if workers and _cluster is None:
+            from fedtext.cluster import Cluster
+
+            cluster = Cluster(workers, _GRPC_OPTIONS)
+            try:
+                cluster.connect()
+            except WorkerError:
+                cluster.close()
+                raise
+            atexit.register(shutdown)
+            _cluster = cluster
+            log.info("TFF rounds go to %s", ", ".join(map(str, workers)))
+        if not workers and _service is None:
+            _install_local(log_path)
         _set_context_for_this_thread()
-        return service
+        return None if workers else _service
+
+
+def _install_local(log_path: Path | None) -> None:
+    global _service, _local_context
+    from tensorflow_federated.python.core.backends.native import compiler
+    from tensorflow_federated.python.core.environments.tensorflow_frontend import (
+        tensorflow_computation,
+    )
+    from tensorflow_federated.python.core.impl.execution_contexts import sync_execution_context
+    from tensorflow_federated.python.core.impl.executor_stacks import python_executor_stacks
+    from tensorflow_federated.python.core.impl.types import placements
+
+    from fedtext.data import cache_dir
+    from fedtext.remote import RemoteExecutor
+
+    service = WorkerService(log_path or cache_dir() / "tff-worker.log")
+
+    def executor_stack(cardinalities):
+        cardinalities.setdefault(placements.CLIENTS, 0)
+        executor = RemoteExecutor(service.get_stub())
+        executor.set_cardinalities(cardinalities)
+        return executor
+
+    _local_context = sync_execution_context.SyncExecutionContext(
+        executor_fn=python_executor_stacks.ResourceManagingExecutorFactory(executor_stack),
+        compiler_fn=compiler.desugar_and_transform_to_native,
+        transform_args=tensorflow_computation.transform_args,
+        transform_result=tensorflow_computation.transform_result,
+    )
+    atexit.register(shutdown)
+    _service = service
+
+
+def drop_worker(address) -> tuple:
+    """After `cluster.WorkerLost`: leave that worker out; returns the workers that remain."""
+    return _cluster.drop(address) if _cluster is not None else ()
 
 
 def import_tensorflow(quiet: bool = False) -> None:
@@ -233,7 +282,8 @@ def _set_context_for_this_thread() -> None:
     """TFF's context stack is thread-local: each thread that runs computations needs it set."""
     from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
 
-    context_stack_impl.context_stack.set_default_context(_context)
+    context = _cluster.context if _cluster is not None else _local_context
+    context_stack_impl.context_stack.set_default_context(context)
 
 
 def worker_cpu_seconds() -> float:
@@ -251,9 +301,12 @@ def worker_cpu_seconds() -> float:
 
 
 def shutdown() -> None:
-    """Stop the worker if one runs; safe to call any number of times."""
+    """Stop the worker if one runs, and close the connections to remote ones; safe to call
+    any number of times."""
     if _service is not None:
         _service.stop()
+    if _cluster is not None:
+        _cluster.close()
 
 
 def stop_on_sigterm() -> None:

@@ -4,6 +4,7 @@ private), as an iterator of round results."""
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -25,6 +26,8 @@ from fedtext.model import (
 from fedtext.preprocess import first_rows, preprocess, stack_batches, to_ids
 from fedtext.runs import RoundResult
 from fedtext.weights import base_model_dir
+
+log = logging.getLogger(__name__)
 
 _INPUT_SPEC = (
     tf.TensorSpec(shape=[None, None], dtype=tf.int64),
@@ -265,6 +268,7 @@ class FederatedTrainer(ModelOnClients):
         super().__init__(config, train_data, test_data, base_dir)
         self._state = None  # TFF server state after the last finished round
         self.client_history: list = []  # fedtext.contributions.ClientFigures, round by round
+        self.notices: list[str] = []  # rounds run again after a `fedtext worker` was lost
 
     def client_datasets(self, round_num: int, client_ids: Sequence[str]) -> list[tf.data.Dataset]:
         """Each client's batches for one round, at most batches_per_client.
@@ -324,7 +328,9 @@ class FederatedTrainer(ModelOnClients):
 
         runtime.install()  # sets TFF's context for this thread, if another thread built it
         if self._state is None:
-            self._state = self._initial_state(process)
+            self._state = self._despite_lost_workers(
+                lambda: self._initial_state(process), "the first round's set-up"
+            )
         for round_num in range(len(self.history), self.config.rounds + 1):
             yield self._run_round(process, round_num)
 
@@ -347,7 +353,11 @@ class FederatedTrainer(ModelOnClients):
         cohort = self.sample_clients(round_num)
         datasets = self.client_datasets(round_num, cohort)
         try:
-            output = process.next(self._state, datasets)
+            output = self._despite_lost_workers(
+                lambda: process.next(self._state, datasets), f"round {round_num}"
+            )
+        except WorkerError:
+            raise
         except Exception as error:  # gRPC and TFF raise many kinds when the worker dies
             raise WorkerError(
                 f"round {round_num} failed in the TFF worker ({type(error).__name__}); "
@@ -387,6 +397,25 @@ class FederatedTrainer(ModelOnClients):
             )
         )
         return self.history[-1]
+
+    def _despite_lost_workers(self, call, what: str):
+        """`call()`; when one of several `fedtext worker`s is lost during it, again on the
+        others (the same inputs give the same result), with a notice naming the worker."""
+        from fedtext import runtime
+        from fedtext.cluster import WorkerLost
+
+        while True:
+            try:
+                return call()
+            except WorkerLost as lost:
+                remaining = runtime.drop_worker(lost.address)
+                again = (
+                    f"running it again on {', '.join(map(str, remaining))}"
+                    if remaining
+                    else "waiting for a worker to come back"
+                )
+                self.notices.append(f"{what} failed: {lost}; {again}")
+                log.warning(self.notices[-1])
 
     def _diverged(self, round_num: int, what: str):
         self.eval_model.set_weights(self.weights)

@@ -1,0 +1,309 @@
+"""`fedtext worker`: TFF's worker for another machine's rounds, reachable only where asked.
+
+TFF's `worker_binary` has no address flag: it listens on every interface. So it runs in a
+private network namespace (a Linux user namespace: no privileges needed) that only a small
+gate process shares with it; this process listens on the address asked for (loopback unless
+`--host` says otherwise) and forwards each connection through the gate. The binary's output
+goes to a log file, and the three processes stop together: SIGTERM, Ctrl-C or SIGKILL of this
+one takes the gate and the binary with it (parent-death signals).
+
+Where user namespaces are not allowed (Docker's default seccomp profile, some hardened
+kernels) the binary can only run as it is, on every interface, which needs `--host 0.0.0.0`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import fcntl
+import importlib.util
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+EVERY_INTERFACE = ("0.0.0.0", "::")
+_READY_TIMEOUT_S = 60.0
+_CHUNK = 1 << 18
+_CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
+_SIOCSIFFLAGS, _IFF_UP, _IFF_LOOPBACK, _IFF_RUNNING = 0x8914, 0x1, 0x8, 0x40
+_PR_SET_PDEATHSIG = 1
+
+
+class WorkerStartError(RuntimeError):
+    """The worker could not be started; one-line reason."""
+
+
+def binary_path() -> Path:
+    """TFF's worker binary, found without importing TFF (and TensorFlow with it)."""
+    spec = importlib.util.find_spec("tensorflow_federated")
+    if spec is None or not spec.submodule_search_locations:
+        raise WorkerStartError("TensorFlow Federated is not installed; run scripts/setup.sh")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "worker_binary"
+    if not path.is_file():
+        raise WorkerStartError(f"TFF's worker binary is missing at {path}; reinstall the project")
+    return path
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _enter_private_network() -> None:
+    """In the gate's child before exec: a network of its own, with only loopback, up."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    _die_with_parent()  # after unshare, which could reset it
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        flags = _IFF_UP | _IFF_LOOPBACK | _IFF_RUNNING
+        fcntl.ioctl(probe, _SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags))
+
+
+def _binary_command(port: int, concurrent_clients: int) -> list[str]:
+    return [
+        str(binary_path()),
+        f"--port={port}",
+        f"--max_concurrent_computation_calls={concurrent_clients}",
+    ]
+
+
+# ---------------------------------------------------------------- the gate, inside the namespace
+
+
+def run_gate(control_fd: int, port: int, concurrent_clients: int, log_path: Path) -> int:
+    """Start the binary here, then answer each byte on `control_fd` with a socket connected to
+    it (SCM_RIGHTS); ends when either side goes."""
+    control = socket.socket(fileno=control_fd)
+    with open(log_path, "ab") as log_file:
+        binary = subprocess.Popen(
+            _binary_command(port, concurrent_clients),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
+        )
+    threading.Thread(target=_hang_up_when_done, args=(binary, control), daemon=True).start()
+    try:
+        control.sendall(b"R" if _wait_listening(port, binary) else b"F")
+        while control.recv(1):
+            with socket.create_connection(("127.0.0.1", port)) as connection:
+                socket.send_fds(control, [b"C"], [connection.fileno()])
+    except OSError:
+        pass  # the binary or the forwarder went: both mean stop
+    finally:
+        if binary.poll() is None:
+            binary.terminate()
+            binary.wait()
+    return binary.returncode or 0
+
+
+def _hang_up_when_done(binary: subprocess.Popen, control: socket.socket) -> None:
+    binary.wait()
+    with contextlib.suppress(OSError):
+        control.shutdown(socket.SHUT_RDWR)
+
+
+def _wait_listening(port: int, binary: subprocess.Popen) -> bool:
+    deadline = time.monotonic() + _READY_TIMEOUT_S
+    while binary.poll() is None and time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+# ---------------------------------------------------------------- the forwarder, outside
+
+
+class Worker:
+    """`fedtext worker`: the binary behind a gate, forwarded from `host:port`."""
+
+    def __init__(self, port: int, host: str, log_path: Path, concurrent_clients: int):
+        self.port, self.host, self.log_path = port, host, log_path
+        self.concurrent_clients = concurrent_clients
+        self._control: socket.socket | None = None
+        self._control_lock = threading.Lock()
+        self._children: list[subprocess.Popen] = []
+
+    def serve(self) -> int:
+        """Runs until the binary ends or SIGTERM / Ctrl-C; returns an exit status."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        private, reason = self._start_gate()
+        if not private:
+            if self.host not in EVERY_INTERFACE:
+                raise WorkerStartError(
+                    f"cannot give TFF's worker a private network here ({reason}), and it "
+                    "listens on every interface; pass --host 0.0.0.0 to accept that (on a "
+                    "private network only)"
+                )
+            return self._serve_binary_as_is()
+        return asyncio.run(self._forward())
+
+    def _start_gate(self) -> tuple[bool, str]:
+        outside, inside = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            with open(self.log_path, "ab") as log_file:
+                gate = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "fedtext.worker",
+                        str(inside.fileno()),
+                        str(self.port),
+                        str(self.concurrent_clients),
+                        str(self.log_path),
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stderr=log_file,
+                    pass_fds=[inside.fileno()],
+                    preexec_fn=_enter_private_network,
+                )
+        except (subprocess.SubprocessError, OSError) as error:
+            outside.close()
+            return False, f"user namespaces are not allowed: {error}"
+        finally:
+            inside.close()
+        self._children.append(gate)
+        if outside.recv(1) != b"R":
+            gate.wait()
+            raise WorkerStartError(f"TFF's worker did not start; see {self.log_path}")
+        self._control = outside
+        return True, ""
+
+    def _serve_binary_as_is(self) -> int:
+        with open(self.log_path, "ab") as log_file:
+            binary = subprocess.Popen(
+                _binary_command(self.port, self.concurrent_clients),
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
+        self._children.append(binary)
+        print(
+            f"fedtext worker: TFF worker_binary on port {self.port} of every interface "
+            f"(no private network here; log {self.log_path})",
+            flush=True,
+        )
+        return binary.wait()
+
+    def _connect_inside(self) -> socket.socket:
+        with self._control_lock:
+            self._control.sendall(b"C")
+            _, fds, _, _ = socket.recv_fds(self._control, 1, 1)
+        if not fds:
+            raise ConnectionError("the TFF worker has stopped")
+        return socket.socket(fileno=fds[0])
+
+    async def _forward(self) -> int:
+        loop = asyncio.get_running_loop()
+        stopped = loop.create_future()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, lambda: stopped.done() or stopped.set_result(0))
+        # A thread, not the loop's executor: asyncio.run waits for its executor at the end.
+        watch = threading.Thread(
+            target=_set_when_done, args=(self._children[0], loop, stopped), daemon=True
+        )
+        watch.start()
+
+        async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+            try:
+                inner = await loop.run_in_executor(None, self._connect_inside)
+                inner_reader, inner_writer = await asyncio.open_connection(sock=inner)
+            except OSError:
+                writer.close()
+                return
+            await asyncio.gather(_pump(reader, inner_writer), _pump(inner_reader, writer))
+
+        try:
+            server = await asyncio.start_server(connection, self.host, self.port)
+        except OSError as error:
+            address = _join(self.host, self.port)
+            raise WorkerStartError(f"cannot listen on {address}: {error.strerror}") from None
+        print(
+            f"fedtext worker: listening on {_join(self.host, self.port)} "
+            f"(TFF worker_binary in a private network; log {self.log_path})",
+            flush=True,
+        )
+        async with server:
+            status = await stopped
+        return status
+
+    def stop(self) -> None:
+        for child in self._children:
+            if child.poll() is None:
+                child.terminate()
+        for child in self._children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
+def _set_when_done(gate: subprocess.Popen, loop, stopped) -> None:
+    status = gate.wait()
+
+    def finish():
+        if not stopped.done():
+            print("fedtext worker: TFF's worker stopped; see its log", file=sys.stderr)
+            stopped.set_result(status or 1)
+
+    with contextlib.suppress(RuntimeError):  # the loop has ended: stopping anyway
+        loop.call_soon_threadsafe(finish)
+
+
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(_CHUNK):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+
+def _join(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def serve(port: int, host: str, log_path: Path, concurrent_clients: int) -> int:
+    """`fedtext worker`: serve TFF rounds on `host:port` until stopped."""
+    worker = Worker(port, host, log_path, concurrent_clients)
+    try:
+        return worker.serve()
+    finally:
+        worker.stop()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, required=True, help="port to listen on")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default loopback; TFF's gRPC is plaintext: use a private "
+        "network or a tunnel)",
+    )
+    parser.add_argument("--log", type=Path, default=None, help="the worker's log file")
+    parser.add_argument(
+        "--clients-at-once",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="clients the worker trains at once (default: one per core)",
+    )
+
+
+if __name__ == "__main__":  # the gate: python -m fedtext.worker FD PORT CLIENTS LOG
+    fd, port, clients, log = sys.argv[1:5]
+    sys.exit(run_gate(int(fd), int(port), int(clients), Path(log)))
