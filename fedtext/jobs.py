@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fedtext.allocator import release_free_memory
 from fedtext.config import FederatedConfig, ServerLimits
 from fedtext.runs import PersonalGain, RoundResult, RunStore, new_run_id
 from fedtext.weights import base_model_dir, load_config
@@ -68,6 +69,7 @@ class Job:
     personal_client: str = ""  # the character a queued or running PERSONALISE job is for
     weights: list[np.ndarray] | None = None  # after the last finished round
     message: str = ""
+    notices: list[str] = field(default_factory=list)  # rounds run again after a worker was lost
     submitted: float = field(default_factory=time.monotonic)
     last_seen: float = field(default_factory=time.monotonic)
     stop_requested: bool = False
@@ -280,6 +282,9 @@ class TrainingQueue:
                 self._run_personalise(job)
             else:
                 self._run(job)
+            # A run's transient copies of the model (gRPC messages, NumPy and TensorFlow
+            # buffers) are free now but stay resident in glibc's arenas until handed back.
+            release_free_memory()
 
     def _run(self, job: Job) -> None:
         # Imported here, not at the top: a page imports this module before TensorFlow loads.
@@ -298,6 +303,7 @@ class TrainingQueue:
                 with self._lock:
                     job.history = list(trainer.history)
                     job.clients = list(trainer.client_history)
+                    job.notices = list(trainer.notices)
                     job.weights = trainer.weights
                     if result.round_num:
                         self._round_seconds.append(result.seconds)

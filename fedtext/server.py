@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fedtext import data, privacy, runs, runtime, sharing
+from fedtext import allocator, data, privacy, runs, runtime, sharing
 from fedtext.config import ConfigError, FederatedConfig
 from fedtext.jobs import Job, JobState, QueueFull, Task, TrainingQueue
 from fedtext.runs import RoundResult
@@ -32,6 +32,10 @@ class Engine:
     the clients' data and the compiled round, then the training queue every visitor shares."""
 
     def __init__(self, base_dir: Path, data_root: Path):
+        # Before TensorFlow's thread pools, gRPC's and the training queue's threads exist: each
+        # would otherwise keep an arena of its own, and what a round freed stays in them
+        # (fedtext.allocator).
+        allocator.limit_arenas()
         self.step = "loading the Dickens base model"
         self.error = ""  # why the engine could not start, for the page to show
         self.base: TextGenerator | None = None
@@ -94,6 +98,7 @@ class Engine:
                 build_process(self.base.config, *kinds)
             except Exception:  # a job that asks for it tries again and fails with the reason
                 logging.getLogger(__name__).exception("building the %s round failed", kinds)
+        allocator.release_free_memory()  # what the imports and the tracing freed
 
     def job(self, run_id: str) -> Job | None:
         return self.queue.get(run_id) if self.queue is not None and run_id else None
@@ -267,8 +272,10 @@ def progress_text(job: Job, queue: TrainingQueue) -> tuple[float, str]:
     if not history:
         return 0.0, f"Round 0: evaluating the base model · {left}"
     spent = f" · privacy spent ε = {privacy.epsilon_after(job.config, done).epsilon:.2f}"
+    lost = f" · {job.notices[-1]}" if job.notices else ""
     return done / total, (
         f"Round {done + 1} of {total} running · {left}{spent if job.config.private else ''}"
+        f"{lost}"
     )
 
 

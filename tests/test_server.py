@@ -3,6 +3,7 @@ its queue, the run a link points to, and the words the page shows about a run.""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 
@@ -10,6 +11,7 @@ import pytest
 
 from fedtext import server, sharing
 from fedtext.config import PRESETS, FederatedConfig
+from fedtext.jobs import JobState
 from fedtext.runs import RoundResult, RunStore
 from tests.conftest import wait_for
 
@@ -77,6 +79,19 @@ def test_a_second_run_from_one_visitor_is_refused_with_a_message(engine):
     assert server.request_resume(engine, first) == (
         "This run cannot be resumed any more: train it again."
     )
+
+
+def test_a_round_run_again_after_a_lost_worker_shows_in_the_progress_line(engine):
+    run_id, _ = server.submit(engine, config(rounds=2), "frank", page_open=None)
+    wait_for(engine.job(run_id))
+    notice = "round 2 failed: TFF worker 10.0.0.7:5001 stopped answering; running it again on …"
+    running = dataclasses.replace(
+        engine.job(run_id), state=JobState.RUNNING, history=engine.job(run_id).history[:2]
+    )
+    _, before = server.progress_text(running, engine.queue)
+    assert before.startswith("Round 2 of 2 running") and notice not in before
+    running.notices = [notice]
+    assert server.progress_text(running, engine.queue)[1] == f"{before} · {notice}"
 
 
 def test_the_baseline_is_queued_once_and_lands_beside_the_run(engine):
