@@ -287,6 +287,30 @@ def serve(port: int, host: str, log_path: Path, concurrent_clients: int) -> int:
         worker.stop()
 
 
+def start_loopback(
+    port: int, log_path: Path, timeout: float = _READY_TIMEOUT_S
+) -> subprocess.Popen:
+    """`python -m fedtext worker --port PORT` on this machine, returned once it answers; it
+    stops when the calling thread's process ends (for tests and benchmarks)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fedtext", "worker", "--port", str(port), "--log", str(log_path)],
+        stdout=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # it listens once TFF's worker is ready
+        if process.poll() is not None:
+            raise WorkerStartError(f"fedtext worker --port {port} exited; see {log_path}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    process.wait()
+    raise WorkerStartError(f"fedtext worker --port {port} not ready after {timeout:.0f} s")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, required=True, help="port to listen on")
     parser.add_argument(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +19,8 @@ import pytest
 from fedtext import runtime
 from fedtext.cluster import Cluster, ClusterError, WorkerAddress, parse_workers
 from fedtext.training import FederatedTrainer
-from tests.conftest import ROOT, die_with_pytest, plain_fedavg, stop
+from fedtext.worker import start_loopback
+from tests.conftest import ROOT, plain_fedavg, stop
 
 CLIENTS = ("KING_LEAR_KING_LEAR", "KING_LEAR_FOOL", "KING_LEAR_KENT", "KING_LEAR_EDGAR")
 
@@ -51,21 +51,8 @@ class LoopbackWorker:
     def __init__(self, port: int, log: Path):
         self.address = WorkerAddress("127.0.0.1", port)
         self.log = log
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "fedtext", "worker", "--port", str(port), "--log", str(log)],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            preexec_fn=die_with_pytest,
-        )
+        self.process = start_loopback(port, log)
         self.pids: set[int] = {self.process.pid}
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # it listens once TFF's worker is ready
-            assert self.process.poll() is None, f"fedtext worker exited; see {log}"
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
         assert self.binary() is not None
 
     def binary(self) -> int | None:
@@ -214,3 +201,24 @@ def test_bad_worker_options_get_one_line(argv, message):
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_workers_benchmark_times_rounds_on_one_two_and_three_workers(
+    tiny_model_dir, tmp_path, client_data
+):
+    from fedtext import bench
+    from fedtext.bench.workers import run_workers
+
+    train, test = client_data
+    settings = bench.Settings(
+        base_dir=tiny_model_dir, out_dir=tmp_path, sections=("workers",), quick=True
+    )
+    results = bench.Results(settings)
+    run_workers({"train": train, "test": test}, settings, results)
+    rows = {row.key: row for row in results.rows}
+    assert rows["workers.local_round_s"].value > 0
+    for count in (1, 2, 3):
+        row = rows[f"workers.round_s.{count}"]
+        assert row.value > 0 and "x the own worker" in row.note
+    parameters = sum(w.size for w in np.load(tiny_model_dir / "weights.npz").values())
+    assert rows["workers.state_mb"].value == pytest.approx(parameters * 4 / 1e6)  # float32

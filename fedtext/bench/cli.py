@@ -17,6 +17,7 @@ from fedtext.bench.page import run_page
 from fedtext.bench.privacy import run_privacy
 from fedtext.bench.report import last_document, previous_values, write_outputs
 from fedtext.bench.results import OUT_DIR, ROOT, SECTIONS, Results, Settings
+from fedtext.bench.workers import run_workers
 
 
 def random_base_model(directory: Path) -> Path:
@@ -48,9 +49,11 @@ def run(settings: Settings, update_readme: bool = False) -> Results:
         ({"memory"}, lambda: run_memory(settings, results)),
         ({"page"}, lambda: run_page(settings, results)),
         ({"privacy"}, lambda: run_privacy(ctx, settings, results)),
+        ({"workers"}, lambda: run_workers(ctx, settings, results)),
     ]
     try:
-        if {"overhead", "scaling", "learning", "federation", "privacy"} & set(settings.sections):
+        data_sections = {"overhead", "scaling", "learning", "federation", "privacy", "workers"}
+        if data_sections & set(settings.sections):
             ctx["train"], ctx["test"] = data.load_client_data()
         for sections, step in steps:
             if sections & set(settings.sections):

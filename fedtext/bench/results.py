@@ -19,6 +19,7 @@ SECTIONS = (
     "learning",
     "federation",
     "privacy",
+    "workers",
 )
 
 
@@ -50,7 +51,7 @@ class Settings:
     quick: bool = False
     repeats: int = 3  # timed rounds per scaling point; medians over these
     overhead_repeats: int = 5  # more for the two headline ratios
-    federation_rounds: int = 400  # an upper bound: the CPU budget ends the run first
+    federation_rounds: int = 1000  # an upper bound: the CPU budget ends the run first
     random_weights: bool = False  # the base model is untrained: learning figures mean nothing
 
     @property
