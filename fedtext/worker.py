@@ -134,6 +134,7 @@ class Worker:
         self._control: socket.socket | None = None
         self._control_lock = threading.Lock()
         self._children: list[subprocess.Popen] = []
+        self.forwarded = {"in": 0, "out": 0}  # bytes, for the log
 
     def serve(self) -> int:
         """Runs until the binary ends or SIGTERM / Ctrl-C; returns an exit status."""
@@ -223,7 +224,12 @@ class Worker:
             except OSError:
                 writer.close()
                 return
-            await asyncio.gather(_pump(reader, inner_writer), _pump(inner_reader, writer))
+            try:
+                await asyncio.gather(
+                    self._pump(reader, inner_writer, "in"), self._pump(inner_reader, writer, "out")
+                )
+            except asyncio.CancelledError:
+                pass  # stopping; re-raised, 3.11's stream callback would log it as an error
 
         try:
             server = await asyncio.start_server(connection, self.host, self.port)
@@ -237,7 +243,26 @@ class Worker:
         )
         async with server:
             status = await stopped
+        with open(self.log_path, "a") as log_file:  # what `python -m fedtext.bench` reads
+            print(
+                f"fedtext worker: forwarded {self.forwarded['in']} bytes in and "
+                f"{self.forwarded['out']} bytes out",
+                file=log_file,
+            )
         return status
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, direction: str
+    ) -> None:
+        try:
+            while data := await reader.read(_CHUNK):
+                self.forwarded[direction] += len(data)
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
 
     def stop(self) -> None:
         for child in self._children:
@@ -261,17 +286,6 @@ def _set_when_done(gate: subprocess.Popen, loop, stopped) -> None:
 
     with contextlib.suppress(RuntimeError):  # the loop has ended: stopping anyway
         loop.call_soon_threadsafe(finish)
-
-
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(_CHUNK):
-            writer.write(data)
-            await writer.drain()
-    except OSError:
-        pass
-    finally:
-        writer.close()
 
 
 def _join(host: str, port: int) -> str:

@@ -220,5 +220,6 @@ def test_the_workers_benchmark_times_rounds_on_one_two_and_three_workers(
     for count in (1, 2, 3):
         row = rows[f"workers.round_s.{count}"]
         assert row.value > 0 and "x the own worker" in row.note
+        assert rows[f"workers.traffic_mb.{count}"].value > rows["workers.state_mb"].value
     parameters = sum(w.size for w in np.load(tiny_model_dir / "weights.npz").values())
     assert rows["workers.state_mb"].value == pytest.approx(parameters * 4 / 1e6)  # float32

@@ -5,6 +5,7 @@ this measures the machinery's cost, not a speed-up."""
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import tempfile
 from pathlib import Path
@@ -38,6 +39,12 @@ def _round_seconds(ctx: dict, settings: Settings, rounds: int) -> list[float]:
     return [r.seconds for r in history[2:-1]]
 
 
+def _bytes_forwarded(log_path: Path) -> int:
+    """What a stopped `fedtext worker` forwarded, both ways, from the last line of its log."""
+    found = re.findall(r"forwarded (\d+) bytes in and (\d+) bytes out", log_path.read_text())
+    return sum(map(int, found[-1])) if found else 0
+
+
 def run_workers(ctx: dict, settings: Settings, results: Results) -> None:
     import portpicker
 
@@ -65,7 +72,8 @@ def run_workers(ctx: dict, settings: Settings, results: Results) -> None:
     with tempfile.TemporaryDirectory() as logs:
         for count in WORKER_COUNTS:
             ports = [portpicker.pick_unused_port() for _ in range(count)]
-            workers = [start_loopback(p, Path(logs) / f"worker-{p}.log") for p in ports]
+            log_paths = [Path(logs) / f"worker-{p}.log" for p in ports]
+            workers = [start_loopback(p, log) for p, log in zip(ports, log_paths, strict=True)]
             try:
                 runtime.use_workers([WorkerAddress("127.0.0.1", p) for p in ports])
                 seconds = statistics.median(_round_seconds(ctx, settings, rounds))
@@ -74,25 +82,36 @@ def run_workers(ctx: dict, settings: Settings, results: Results) -> None:
                 for worker in workers:
                     worker.terminate()
                     worker.wait()
-            rows.append(
-                Row(
-                    f"workers.round_s.{count}",
-                    "7 workers",
-                    f"round over {count} `fedtext worker`(s) on loopback",
-                    seconds,
-                    "s",
-                    note=f"{seconds / floor:.2f}x the own worker; {len(CLIENTS)} clients, "
-                    f"{at_once} at once per worker, all on this machine's cores",
+            # Per round, over the warm-up, the timed and the last rounds alike.
+            traffic_mb = sum(map(_bytes_forwarded, log_paths)) / 1e6 / (rounds + 2)
+            rows.extend(
+                (
+                    Row(
+                        f"workers.round_s.{count}",
+                        "7 workers",
+                        f"round over {count} `fedtext worker`(s) on loopback",
+                        seconds,
+                        "s",
+                        note=f"{seconds / floor:.2f}x the own worker; {len(CLIENTS)} clients, "
+                        f"{at_once} at once per worker, all on this machine's cores",
+                    ),
+                    Row(
+                        f"workers.traffic_mb.{count}",
+                        "7 workers",
+                        f"bytes to and from {count} worker(s) a round, all together",
+                        traffic_mb,
+                        "MB",
+                        note=f"{traffic_mb / state_mb:.1f}x the model's weights",
+                    ),
                 )
             )
     rows.append(
         Row(
             "workers.state_mb",
             "7 workers",
-            "server state each worker receives a round (and its partial sum sent back)",
+            "the model's weights, as float32: the unit of what a round sends",
             state_mb,
             "MB",
-            note="the model's weights as float32",
         )
     )
     results.add(*rows)
