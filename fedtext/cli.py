@@ -116,7 +116,8 @@ def _add_federated_args(parser: argparse.ArgumentParser, preset: str | None) -> 
         type=_workers,
         metavar="HOST:PORT,...",
         help="spread each round's clients over these `fedtext worker`s (default: "
-        "$FEDTEXT_WORKERS, else one worker on this machine)",
+        "$FEDTEXT_WORKERS, else one worker on this machine); CPU seconds then count this "
+        "process only",
     )
 
 
@@ -255,9 +256,20 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser(
         "worker", help="serve TFF rounds for another machine's 'finetune --workers'"
     )
-    from fedtext.worker import add_arguments
-
-    add_arguments(worker)
+    worker.add_argument("--port", type=int, required=True, help="port to listen on")
+    worker.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default loopback; TFF's gRPC is plaintext: use a private "
+        "network or a tunnel)",
+    )
+    worker.add_argument("--log", type=Path, default=None, help="the worker's log file")
+    worker.add_argument(
+        "--clients-at-once",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="clients the worker trains at once (default: one per core)",
+    )
     return parser
 
 
@@ -594,6 +606,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             runtime.import_tensorflow(quiet=True)
         if getattr(args, "workers", None):
             runtime.use_workers(args.workers)
+            runtime.install()  # every worker answers, or one line names those that do not
         return COMMANDS[args.command](args)
     except (
         ConfigError,

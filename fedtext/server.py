@@ -274,8 +274,7 @@ def progress_text(job: Job, queue: TrainingQueue) -> tuple[float, str]:
     spent = f" · privacy spent ε = {privacy.epsilon_after(job.config, done).epsilon:.2f}"
     lost = f" · {job.notices[-1]}" if job.notices else ""
     return done / total, (
-        f"Round {done + 1} of {total} running · {left}{spent if job.config.private else ''}"
-        f"{lost}"
+        f"Round {done + 1} of {total} running · {left}{spent if job.config.private else ''}{lost}"
     )
 
 

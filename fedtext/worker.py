@@ -13,7 +13,6 @@ kernels) the binary can only run as it is, on every interface, which needs `--ho
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import ctypes
@@ -323,23 +322,6 @@ def start_loopback(
     process.kill()
     process.wait()
     raise WorkerStartError(f"fedtext worker --port {port} not ready after {timeout:.0f} s")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, required=True, help="port to listen on")
-    parser.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to listen on (default loopback; TFF's gRPC is plaintext: use a private "
-        "network or a tunnel)",
-    )
-    parser.add_argument("--log", type=Path, default=None, help="the worker's log file")
-    parser.add_argument(
-        "--clients-at-once",
-        type=int,
-        default=len(os.sched_getaffinity(0)),
-        help="clients the worker trains at once (default: one per core)",
-    )
 
 
 if __name__ == "__main__":  # the gate: python -m fedtext.worker FD PORT CLIENTS LOG
