@@ -347,6 +347,7 @@ class FederatedTrainer(ModelOnClients):
         )
 
     def _run_round(self, process, round_num: int) -> RoundResult:
+        from fedtext.cluster import ClusterError
         from fedtext.runtime import WorkerError, worker_cpu_seconds
 
         start, cpu_start = time.perf_counter(), time.process_time() + worker_cpu_seconds()
@@ -356,7 +357,7 @@ class FederatedTrainer(ModelOnClients):
             output = self._despite_lost_workers(
                 lambda: process.next(self._state, datasets), f"round {round_num}"
             )
-        except WorkerError:
+        except ClusterError:  # every `fedtext worker` lost: its message says so
             raise
         except Exception as error:  # gRPC and TFF raise many kinds when the worker dies
             raise WorkerError(
