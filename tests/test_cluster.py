@@ -223,3 +223,16 @@ def test_the_workers_benchmark_times_rounds_on_one_two_and_three_workers(
         assert rows[f"workers.traffic_mb.{count}"].value > rows["workers.state_mb"].value
     parameters = sum(w.size for w in np.load(tiny_model_dir / "weights.npz").values())
     assert rows["workers.state_mb"].value == pytest.approx(parameters * 4 / 1e6)  # float32
+
+
+def test_without_user_namespaces_a_worker_refuses_to_listen_everywhere_unasked(
+    tmp_path, monkeypatch
+):
+    from fedtext import worker
+
+    def no_namespaces():
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(worker, "_enter_private_network", no_namespaces)
+    with pytest.raises(worker.WorkerStartError, match=r"pass --host 0\.0\.0\.0 to accept that"):
+        worker.serve(portpicker.pick_unused_port(), "127.0.0.1", tmp_path / "w.log", 1)
