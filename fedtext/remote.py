@@ -44,7 +44,15 @@ def _serialize_into(value: object, type_spec: computation_types.Type, target) ->
 
 
 class RemoteExecutor(remote_executor.RemoteExecutor):
-    """TFF's `RemoteExecutor`; structs and server values are serialized in place."""
+    """TFF's `RemoteExecutor`; structs and server values are serialized in place, and a value
+    the worker holds is released as soon as nothing here refers to it."""
+
+    def __init__(self, stub, dispose_batch_size: int = 1, stream_structs: bool = False):
+        # TFF releases worker values 20 at a time by default, so a round's copies of the 16 MB
+        # model and its optimizer state stayed in the worker for several rounds: the page's
+        # default run peaked at 2.7 GB in the worker with 20, 1.8 GB with 1 (a local gRPC call
+        # per value; no change in a round's CPU time).
+        super().__init__(stub, dispose_batch_size, stream_structs)
 
     async def create_value(self, value, type_spec=None):
         in_place = isinstance(type_spec, computation_types.StructType) or (

@@ -33,9 +33,9 @@ class Engine:
 
     def __init__(self, base_dir: Path, data_root: Path):
         # Before TensorFlow's thread pools, gRPC's and the training queue's threads exist: each
-        # would otherwise keep an arena of its own, and what a round freed stays in them
-        # (fedtext.allocator).
-        allocator.limit_arenas()
+        # would otherwise keep an arena of its own, and a round's freed copies of the model
+        # stay resident in them (fedtext.allocator).
+        allocator.configure()
         self.step = "loading the Dickens base model"
         self.error = ""  # why the engine could not start, for the page to show
         self.base: TextGenerator | None = None

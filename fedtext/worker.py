@@ -29,6 +29,11 @@ import time
 from pathlib import Path
 
 EVERY_INTERFACE = ("0.0.0.0", "::")
+# glibc gives each of the worker's threads (gRPC's, TensorFlow's pools, a client per core) an
+# arena of its own, up to 8 per core, and keeps what a round freed in them: with 2 the page's
+# default run (2 clients, 20 rounds) peaked at 1.63 GB in the worker instead of 1.84 GB. A
+# value already in the environment wins.
+BINARY_ENV = {"MALLOC_ARENA_MAX": "2"}
 _READY_TIMEOUT_S = 60.0
 _CHUNK = 1 << 18
 _CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
@@ -84,6 +89,7 @@ def run_gate(control_fd: int, port: int, concurrent_clients: int, log_path: Path
     with open(log_path, "ab") as log_file:
         binary = subprocess.Popen(
             _binary_command(port, concurrent_clients),
+            env={**BINARY_ENV, **os.environ},
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -184,6 +190,7 @@ class Worker:
         with open(self.log_path, "ab") as log_file:
             binary = subprocess.Popen(
                 _binary_command(self.port, self.concurrent_clients),
+                env={**BINARY_ENV, **os.environ},
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
