@@ -35,6 +35,7 @@ def _page_usable(page) -> bool:
 
 
 PAGE_TIMEOUT_S = 120.0  # a page not usable by then counts as failed
+TRAIN_TIMEOUT_S = 600.0  # the default run from the page, sampled for memory until it ends
 BASE_TEXT = ".st-key-base_text pre"  # the base model's generation
 SETTLE_S = 5.0  # idle memory: resident size that changed less than 2% over this long
 TRAIN_BUTTON = r"\btrain\b"  # the page's button that starts training (its icon may come first)
@@ -132,7 +133,7 @@ def run_page(settings: Settings, results: Results) -> None:
         rows["train"].note = "no button labelled Train on the page: see memory.cli_peak_mb"
     else:
         rows["train"].value = trained / 2**20
-        rows["train"].note = "sampled for 60 s after pressing the page's Train button"
+        rows["train"].note = "sampled from pressing the page's Train button to the run's end"
     results.add(*rows.values())
 
 
@@ -197,9 +198,13 @@ def _time_page(browser, app: Path, train: bool) -> PageTiming:
         idle = _settled_rss(proc.pid)
         peak = None
         if train and usable is not None:
+            # Until the run has ended: the worker's memory grows over the rounds.
+            finished = page.get_by_text(re.compile(r"Trained \d+ rounds? in"))
             with PeakRss(proc.pid) as sampler:
                 button.click()
-                time.sleep(60)
+                deadline = time.monotonic() + TRAIN_TIMEOUT_S
+                while finished.count() == 0 and time.monotonic() < deadline:
+                    time.sleep(1.0)
             peak = sampler.peak
         return PageTiming(first_draw, usable, idle, peak)
     finally:
