@@ -126,3 +126,27 @@ def test_generation_is_timed_against_its_own_matrix_vector_floor(tiny_model_dir,
     assert rows["generation.latency_s"].target_max == rows["generation.again_s"].target_max == 0.1
     # The tiny model's products, 183 x 32: 39 for the prompt and 199 for the 200 characters.
     assert "238 bare 183x32" in rows["generation.floor_s"].measure
+
+
+def test_the_whole_federation_samples_every_client_with_its_own_settings(
+    tiny_model_dir, tmp_path, client_data
+):
+    """The federation section trains all clients, a cohort a round, with FEDERATION_SETUP
+    (not the page's defaults), and reports held-out accuracy on everyone's speeches."""
+    from fedtext.bench.learning import FEDERATION, FEDERATION_SETUP, run_federation
+
+    train, test = client_data
+    results = bench.Results(
+        bench.Settings(
+            base_dir=tiny_model_dir, out_dir=tmp_path, sections=("federation",), quick=True
+        )
+    )
+    run_federation({"train": train, "test": test}, results.settings, results)
+    rows = {row.key: row for row in results.rows}
+    accuracy = rows["learning.federation.heldout_accuracy"]
+    cohort = FEDERATION_SETUP["clients_per_round"]
+    assert f"({len(train.client_ids)} clients, {cohort} a round, FedAdam" in accuracy.measure
+    assert 0 < accuracy.value < 1
+    assert rows["learning.federation.cpu_minutes"].value > 0
+    curve = results.learning[FEDERATION]
+    assert curve[0]["round"] == 0 and len(curve) >= 2
