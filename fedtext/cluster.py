@@ -22,7 +22,6 @@ from fedtext.runtime import WorkerError
 
 log = logging.getLogger(__name__)
 
-WORKERS_ENV = "FEDTEXT_WORKERS"  # HOST:PORT,... for the page and the command line
 _CONNECT_TIMEOUT_S = 30.0
 _PROBE_TIMEOUT_S = 2.0  # a lost worker's check before each computation, under load
 _RETURN_TIMEOUT_S = 60.0  # with every worker lost: how long to wait for one to come back
