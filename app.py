@@ -146,6 +146,9 @@ live = run is not None and run.live
 
 explain_box = st.container()
 clients_col, settings_col, results_col = st.columns([1.15, 0.8, 1.35], gap="medium")
+# Filled before the clients' table and the charts: the browser draws in the order elements
+# arrive, and Plotly's first chart costs it seconds on 2 cores (the base text came 1.4 s later).
+compare_box = st.container()
 
 with settings_col:
     st.markdown("**2 · Settings**")
@@ -181,11 +184,6 @@ with clients_col:
     shares = sharing.averaging_shares(
         chosen, settings["batches_per_client"], settings["batch_size"]
     )
-    chosen_ui(chosen, shares)
-
-with explain_box:
-    explain_ui(setup, shares)
-privacy_ui(privacy_box, setup)
 
 if train:
     try:
@@ -208,6 +206,16 @@ if stop and live:
 if st.session_state.notice:
     progress.error(st.session_state.notice)
     st.session_state.notice = ""
+
+with compare_box:
+    st.markdown("**4 · Compare**: the same prompt and seed through both models")
+    st.fragment(compare_panel)(run, base_dir, engine, tuple(client_ids), data_root, names)
+
+with clients_col:
+    chosen_ui(chosen, shares)
+with explain_box:
+    explain_ui(setup, shares)
+privacy_ui(privacy_box, setup)
 
 with results_col:
     st.markdown("**3 · Train**: held-out accuracy on the chosen characters' unseen speeches")
@@ -234,9 +242,6 @@ with results_col:
         baseline_ui(run)
     if run is not None and run.clients:
         clients_panel_ui(run, names)
-
-st.markdown("**4 · Compare**: the same prompt and seed through both models")
-st.fragment(compare_panel)(run, base_dir, engine, tuple(client_ids), data_root, names)
 
 st.markdown("**5 · Keep**: results and the setup")
 keep_ui(run, data_root)

@@ -85,6 +85,7 @@ class CentralisedTrainer(ModelOnClients):
             if not _healthy(train_loss):
                 self.eval_model.set_weights(self.weights)
                 raise TrainingDiverged(f"centralised training diverged (loss {train_loss:.3g})")
+            cpu_seconds = time.process_time() - start
             eval_loss, eval_accuracy = self.evaluate(weights)
             self.weights = weights
             self.history.append(
@@ -95,7 +96,7 @@ class CentralisedTrainer(ModelOnClients):
                     train_loss=train_loss,
                     num_examples=self.recipe.steps_per_point * self.recipe.batch_size,
                     seconds=time.perf_counter() - wall,
-                    cpu_seconds=time.process_time() - start,
+                    cpu_seconds=cpu_seconds,
                 )
             )
             yield self.history[-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -15,15 +16,18 @@ from fedtext.config import (
     DEFAULT_CLIENTS,
     DP_CLIPPINGS,
     PRESETS,
+    SAMPLINGS,
     SERVER_OPTIMIZERS,
     TUTORIAL_EVAL_CLIENT,
     WEIGHTINGS,
+    WHOLE_FEDERATION_PRESETS,
     ConfigError,
     FederatedConfig,
     PretrainConfig,
 )
 
 ALL_CLIENTS = "all"  # --clients all: the whole federation
+UNTIL_BUDGET = 1_000_000  # the rounds of a run that --cpu-minutes ends
 
 
 def _float(text: str) -> float:
@@ -32,6 +36,13 @@ def _float(text: str) -> float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _positive_float(text: str) -> float:
+    value = _float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
 
 
 def _count(text: str) -> int:
@@ -53,7 +64,9 @@ def _add_federated_args(parser: argparse.ArgumentParser, preset: str | None) -> 
         choices=tuple(PRESETS),
         default=preset,
         help="start from named settings (tutorial: TFF's tutorial as published; fedavg, "
-        "fedavgm, fedadam: Reddi et al. 2021's Shakespeare settings)",
+        "fedavgm, fedadam: Reddi et al. 2021's Shakespeare settings; federation: every "
+        "character, a cohort of 2 drawn by text each round, FedAdam; pair it with "
+        "--cpu-minutes)",
     )
     parser.add_argument(
         "--clients",
@@ -78,6 +91,12 @@ def _add_federated_args(parser: argparse.ArgumentParser, preset: str | None) -> 
     )
     parser.add_argument(
         "--clients-per-round", type=int, help="sample this many clients each round (0: all)"
+    )
+    parser.add_argument(
+        "--sampling",
+        choices=SAMPLINGS,
+        help="draw each round's clients equally likely (uniform, the default) or in proportion "
+        "to their text (by_text; pair it with --weighting uniform)",
     )
     parser.add_argument("--seed", type=int)
     parser.add_argument(
@@ -140,6 +159,7 @@ _CONFIG_ARGS = (
     "batch_size",
     "batches_per_client",
     "clients_per_round",
+    "sampling",
     "eval_every",
     "seed",
     "weighting",
@@ -156,6 +176,8 @@ def _federated_config(args: argparse.Namespace, all_ids=None) -> FederatedConfig
         settings["client_ids"] = tuple(all_ids() if all_ids else ())
     elif args.clients:
         settings["client_ids"] = tuple(args.clients)
+    if args.preset in WHOLE_FEDERATION_PRESETS and not args.clients:
+        settings["client_ids"] = tuple(all_ids() if all_ids else ())
     settings.setdefault("client_ids", DEFAULT_CLIENTS)
     settings.update(
         {k: getattr(args, k) for k in _CONFIG_ARGS if getattr(args, k, None) is not None}
@@ -225,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_federated_args(finetune, preset=None)
     finetune.add_argument("--output", type=Path, required=True)
     finetune.add_argument("--eval-every", type=int, help="evaluate every N rounds (and the last)")
+    finetune.add_argument(
+        "--cpu-minutes",
+        type=_positive_float,
+        help="stop after the last round that fits in this much training CPU time (this "
+        "process and the TFF worker; evaluation not counted); --rounds, if given, still caps",
+    )
     finetune.add_argument(
         "--baseline",
         action="store_true",
@@ -352,7 +380,7 @@ def _print_round(result, unit: str = "round", suffix: str = "") -> None:
     )
 
 
-def _run_rounds(trainer) -> str | None:
+def _run_rounds(trainer, cpu_budget_s: float | None = None) -> str | None:
     """Print every round (with DP, the epsilon spent so far); returns the divergence message,
     if training diverged."""
     from fedtext.training import TrainingDiverged
@@ -362,7 +390,7 @@ def _run_rounds(trainer) -> str | None:
         from fedtext.privacy import epsilon_after
     shown = 0
     try:
-        for result in trainer.rounds():
+        for result in trainer.rounds(cpu_budget_s):
             for notice in trainer.notices[shown:]:
                 print(f"fedtext: {notice}", file=sys.stderr, flush=True)
             shown = len(trainer.notices)
@@ -401,10 +429,18 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     train, test = data.load_client_data()
     config = _federated_config(args, lambda: train.client_ids)
+    budget = None if args.cpu_minutes is None else args.cpu_minutes * 60
+    if budget is not None and args.rounds is None:
+        config = dataclasses.replace(config, rounds=UNTIL_BUDGET)
     _check_writable(args.output)
     trainer = FederatedTrainer(config, train, test, _base_dir(args.base))
+    until = f"{config.rounds} rounds" if budget is None else ""
+    if budget is not None:
+        until = f"{args.cpu_minutes:g} CPU minutes" + (
+            f" or {config.rounds} rounds" if args.rounds is not None else ""
+        )
     print(
-        f"Federated Averaging: {config.rounds} rounds, {len(trainer.client_ids):,} clients, "
+        f"Federated Averaging: {until}, {len(trainer.client_ids):,} clients, "
         f"{config.cohort_size} per round; client {config.client_optimizer} at "
         f"{config.client_learning_rate:g} on batches of {config.batch_size} (clip "
         f"{config.clip_norm or 'off'}), server {config.server_optimizer} at "
@@ -412,7 +448,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         flush=True,
     )
     _describe_privacy(config, args)
-    diverged = _run_rounds(trainer)
+    diverged = _run_rounds(trainer, budget)
     trainer.eval_model.set_weights(trainer.weights)
     save_weights(trainer.eval_model, trainer.model_config, args.output)
     (args.output / "metrics.csv").write_text(history_csv(trainer.history))

@@ -12,6 +12,10 @@ SERVER_OPTIMIZERS = ("sgd", "momentum", "adam")
 # Federated Averaging's client weights: by each client's number of training sequences (TFF's
 # build_weighted_fed_avg, the tutorial's) or one vote per client (build_unweighted_fed_avg).
 WEIGHTINGS = ("weighted", "uniform")
+# How a round's cohort is drawn: every chosen client equally likely, or with a chance in
+# proportion to its training text (Li et al. 2020's FedProx scheme; with uniform weighting the
+# round is then an unbiased estimate of training on the pooled text).
+SAMPLINGS = ("uniform", "by_text")
 # DP-FedAvg's clipping of each client's update: TFF's adaptive (the clip follows the median
 # update norm) or a fixed norm.
 DP_CLIPPINGS = ("adaptive", "fixed")
@@ -122,6 +126,7 @@ class FederatedConfig:
     server_learning_rate: float = 0.3
     batches_per_client: int = 5  # local steps per round; the tutorial's .take(5)
     clients_per_round: int = 0  # 0 means every chosen client takes part in every round
+    sampling: str = "uniform"  # one of SAMPLINGS; applies when clients_per_round samples
     # Sequences per local step, the tutorial's 8. A batch of 64 reads 2.7x more text per second,
     # but early in fine-tuning the number of steps matters more than their size: batch 64 gained
     # less in the same time.
@@ -171,6 +176,7 @@ class FederatedConfig:
                 f"clients per round ({self.clients_per_round}) exceeds the "
                 f"{len(self.client_ids)} chosen clients"
             )
+        _one_of("sampling", self.sampling, SAMPLINGS)
         _at_least("batch size", self.batch_size, 1)
         _at_least("sequence length", self.seq_length, 2)
         _at_least("evaluate every", self.eval_every, 1)
@@ -261,7 +267,26 @@ PRESETS: dict[str, dict[str, object]] = {
         server_optimizer="adam",
         server_learning_rate=0.01,
     ),
+    # The whole federation within a CPU budget (docs/learning.md, "The whole federation"): a
+    # small cohort drawn by text and averaged uniformly, one local step each, so the server's
+    # Adam takes many steps on an unbiased estimate of the pooled text's gradient. The client
+    # rate only scales that pseudo-gradient, keeping it well above FedAdam's epsilon.
+    "federation": dict(
+        client_optimizer="sgd",
+        client_learning_rate=10.0,
+        clip_norm=1.0,
+        batch_size=32,
+        batches_per_client=1,
+        clients_per_round=2,
+        sampling="by_text",
+        weighting="uniform",
+        server_optimizer="adam",
+        server_learning_rate=1e-3,
+        eval_every=200,
+    ),
 }
+# Presets whose clients are every character of every play (the command line's --clients all).
+WHOLE_FEDERATION_PRESETS = ("federation",)
 
 
 def preset_config(name: str, **overrides) -> FederatedConfig:

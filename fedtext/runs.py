@@ -53,7 +53,9 @@ class RoundResult:
     train_accuracy: float | None = None
     num_examples: int = 0  # sequences of seq_length characters trained on this round
     seconds: float = 0.0  # wall time of the round, evaluation included
-    cpu_seconds: float = 0.0  # CPU time of the round: this process and the TFF worker together
+    # CPU time of the round's training, this process and the TFF worker together; evaluation
+    # is left out (it measures the model, it does not train it: 50 CPU s for the whole federation)
+    cpu_seconds: float = 0.0
     client_ids: tuple[str, ...] = ()  # the clients that took part this round
 
 

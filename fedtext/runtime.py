@@ -95,7 +95,7 @@ class WorkerService:
         import portpicker
         from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub
 
-        from fedtext.worker import BINARY_ENV
+        from fedtext.worker import binary_env
 
         port = portpicker.pick_unused_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +110,7 @@ class WorkerService:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 preexec_fn=_prepare_child,
-                env={**BINARY_ENV, **os.environ},
+                env=binary_env(_CONCURRENT_CLIENTS),
             )
         channel = grpc.insecure_channel(f"localhost:{port}", _GRPC_OPTIONS)
         self._stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(channel)

@@ -236,6 +236,14 @@ class ModelOnClients:
         is done once; each round then only chunks, shuffles and batches.
         """
         ids = self._train_ids.get(client_id)
+        database = getattr(self.train_data, "fedtext_database", None)
+        if ids is None and database is not None:
+            # Every chosen client at once: a sampled federation meets new clients every round.
+            from fedtext.data import load_text_ids
+
+            unread = [cid for cid in self.client_ids if cid not in self._train_ids]
+            self._train_ids.update(load_text_ids({client_id, *unread}, path=database))
+            ids = self._train_ids[client_id]
         if ids is None:
             chars = to_ids(self.train_data.create_tf_dataset_for_client(client_id))
             parts = chars.batch(1 << 16).as_numpy_iterator()
@@ -244,8 +252,9 @@ class ModelOnClients:
 
     def pooled_ids(self) -> np.ndarray:
         """Every chosen client's training text, one after another, as ids."""
-        if len(self.client_ids) < len(self.train_data.client_ids):
-            return np.concatenate([self.text_ids(cid) for cid in self.client_ids])
+        fast = getattr(self.train_data, "fedtext_database", None) is not None
+        if fast or len(self.client_ids) < len(self.train_data.client_ids):
+            return np.concatenate([np.zeros(0, np.int64), *map(self.text_ids, self.client_ids)])
         # The whole federation in one pipeline: one per client took minutes.
         chars = to_ids(self.train_data.create_tf_dataset_from_all_clients())
         return np.concatenate([np.zeros(0, np.int64), *chars.batch(1 << 16).as_numpy_iterator()])
@@ -308,11 +317,17 @@ class FederatedTrainer(ModelOnClients):
         if self.config.cohort_size >= len(self.client_ids):
             return self.client_ids
         rng = np.random.default_rng([self.config.seed, round_num])
-        chosen = rng.choice(len(self.client_ids), self.config.cohort_size, replace=False)
+        chance = None
+        if self.config.sampling == "by_text":
+            sizes = np.array([len(self.text_ids(cid)) for cid in self.client_ids], np.float64)
+            chance = sizes / sizes.sum() if sizes.sum() else None
+        chosen = rng.choice(len(self.client_ids), self.config.cohort_size, replace=False, p=chance)
         return tuple(self.client_ids[i] for i in sorted(chosen))
 
-    def rounds(self) -> Iterator[RoundResult]:
-        """Round 0 (the base model), then one result per round of Federated Averaging.
+    def rounds(self, cpu_budget_s: float | None = None) -> Iterator[RoundResult]:
+        """Round 0 (the base model), then one result per round of Federated Averaging, until
+        the config's rounds, or the last round that fits in `cpu_budget_s` of training CPU time
+        (judged by the round before it; the last round is always evaluated).
 
         Calling it again after an error (a dead TFF worker, say) goes on from the last
         finished round with the server state of that round.
@@ -332,7 +347,19 @@ class FederatedTrainer(ModelOnClients):
                 lambda: self._initial_state(process), "the first round's set-up"
             )
         for round_num in range(len(self.history), self.config.rounds + 1):
-            yield self._run_round(process, round_num)
+            last = round_num == self.config.rounds or self._budget_ends(cpu_budget_s)
+            yield self._run_round(process, round_num, last or self.config.evaluates(round_num))
+            if last:
+                return
+
+    def _budget_ends(self, cpu_budget_s: float | None) -> bool:
+        """Whether the next round is the last that fits the budget: a round after it, as long
+        as the one before, would not."""
+        if cpu_budget_s is None:
+            return False
+        spent = [r.cpu_seconds for r in self.history[1:]]
+        previous = spent[-1] if spent else 0.0
+        return sum(spent) + 2 * previous > cpu_budget_s
 
     def _initial_state(self, process):
         import tensorflow_federated as tff
@@ -346,7 +373,7 @@ class FederatedTrainer(ModelOnClients):
             ),
         )
 
-    def _run_round(self, process, round_num: int) -> RoundResult:
+    def _run_round(self, process, round_num: int, evaluate: bool) -> RoundResult:
         from fedtext.cluster import ClusterError
         from fedtext.runtime import WorkerError, worker_cpu_seconds
 
@@ -372,8 +399,10 @@ class FederatedTrainer(ModelOnClients):
         weights = [np.asarray(w) for w in (*model_weights.trainable, *model_weights.non_trainable)]
         if not _healthy(train_loss) or not all(np.isfinite(w).all() for w in weights):
             self._diverged(round_num, f"train loss {train_loss:.3g}")
+        # A worker that restarted mid-round failed the round; this one started after.
+        cpu_seconds = max(0.0, time.process_time() + worker_cpu_seconds() - cpu_start)
         eval_loss, eval_accuracy = math.nan, math.nan  # not evaluated this round
-        if self.config.evaluates(round_num):
+        if evaluate:
             eval_loss, eval_accuracy = self.evaluate(weights)
             if not _healthy(eval_loss):
                 self._diverged(round_num, f"held-out loss {eval_loss:.3g}")
@@ -392,8 +421,7 @@ class FederatedTrainer(ModelOnClients):
                 train_accuracy=float(train["accuracy"]),
                 num_examples=int(train["num_examples"]),
                 seconds=time.perf_counter() - start,
-                # A worker that restarted mid-round failed the round; this one started after.
-                cpu_seconds=max(0.0, time.process_time() + worker_cpu_seconds() - cpu_start),
+                cpu_seconds=cpu_seconds,
                 client_ids=cohort,
             )
         )

@@ -29,11 +29,26 @@ import time
 from pathlib import Path
 
 EVERY_INTERFACE = ("0.0.0.0", "::")
-# glibc gives each of the worker's threads (gRPC's, TensorFlow's pools, a client per core) an
-# arena of its own, up to 8 per core, and keeps what a round freed in them: with 2 the page's
-# default run (2 clients, 20 rounds) peaked at 1.63 GB in the worker instead of 1.84 GB. A
-# value already in the environment wins.
-BINARY_ENV = {"MALLOC_ARENA_MAX": "2"}
+
+
+def binary_env(concurrent_clients: int) -> dict[str, str]:
+    """The TFF worker binary's environment; a value already in the environment wins.
+
+    glibc gives each of the worker's threads (gRPC's, TensorFlow's pools, a client per core) an
+    arena of its own, up to 8 per core, and keeps what a round freed in them: with 2 arenas the
+    page's default run peaked at 1.63 GB in the worker instead of 1.84 GB. With a client per
+    core, TensorFlow's default of an intra-op thread per core has two clients' threads take
+    turns on every core: one each cost 13% less CPU for the same rounds (2 clients x 4 steps
+    of 64 on 2 cores, 7.86 -> 6.82 CPU s a round) and no more wall time.
+    """
+    cores = len(os.sched_getaffinity(0))
+    return {
+        "MALLOC_ARENA_MAX": "2",
+        "TF_NUM_INTRAOP_THREADS": str(max(1, cores // max(1, concurrent_clients))),
+        **os.environ,
+    }
+
+
 _READY_TIMEOUT_S = 60.0
 _CHUNK = 1 << 18
 _CLONE_NEWUSER, _CLONE_NEWNET = 0x10000000, 0x40000000
@@ -89,7 +104,7 @@ def run_gate(control_fd: int, port: int, concurrent_clients: int, log_path: Path
     with open(log_path, "ab") as log_file:
         binary = subprocess.Popen(
             _binary_command(port, concurrent_clients),
-            env={**BINARY_ENV, **os.environ},
+            env=binary_env(concurrent_clients),
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -190,7 +205,7 @@ class Worker:
         with open(self.log_path, "ab") as log_file:
             binary = subprocess.Popen(
                 _binary_command(self.port, self.concurrent_clients),
-                env={**BINARY_ENV, **os.environ},
+                env=binary_env(self.concurrent_clients),
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

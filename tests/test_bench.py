@@ -131,9 +131,10 @@ def test_generation_is_timed_against_its_own_matrix_vector_floor(tiny_model_dir,
 def test_the_whole_federation_samples_every_client_with_its_own_settings(
     tiny_model_dir, tmp_path, client_data
 ):
-    """The federation section trains all clients, a cohort a round, with FEDERATION_SETUP
-    (not the page's defaults), and reports held-out accuracy on everyone's speeches."""
-    from fedtext.bench.learning import FEDERATION, FEDERATION_SETUP, run_federation
+    """The federation section trains all clients, a cohort a round, with the federation
+    preset (not the page's defaults), and reports held-out accuracy on everyone's speeches."""
+    from fedtext.bench.learning import FEDERATION, run_federation
+    from fedtext.config import PRESETS
 
     train, test = client_data
     results = bench.Results(
@@ -144,8 +145,8 @@ def test_the_whole_federation_samples_every_client_with_its_own_settings(
     run_federation({"train": train, "test": test}, results.settings, results)
     rows = {row.key: row for row in results.rows}
     accuracy = rows["learning.federation.heldout_accuracy"]
-    cohort = FEDERATION_SETUP["clients_per_round"]
-    assert f"({len(train.client_ids)} clients, {cohort} a round, FedAdam" in accuracy.measure
+    cohort = PRESETS["federation"]["clients_per_round"]
+    assert f"({len(train.client_ids)} clients, {cohort} a round drawn by text" in accuracy.measure
     assert 0 < accuracy.value < 1
     assert rows["learning.federation.cpu_minutes"].value > 0
     curve = results.learning[FEDERATION]

@@ -101,6 +101,28 @@ def test_whole_federation_and_baseline_from_the_command_line(tiny_model_dir, tmp
     assert len(baseline) >= 3  # header, the base model, one point or more
 
 
+def test_the_federation_preset_trains_every_client_within_a_cpu_budget(
+    tiny_model_dir, tmp_path, database
+):
+    """--preset federation: every character, 2 drawn by text a round, until --cpu-minutes;
+    the last round is evaluated, and the rounds' CPU time stays within one round of it."""
+    budget_s = 12.0
+    result = run_cli(
+        "finetune", "--base", str(tiny_model_dir), "--preset", "federation",
+        "--cpu-minutes", str(budget_s / 60), "--eval-every", "100000", "--output", str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"Federated Averaging: {budget_s / 60:g} CPU minutes, 1,154 clients, 2 per round" in (
+        result.stdout
+    )
+    rows = [line.split(",") for line in (tmp_path / "metrics.csv").read_text().splitlines()]
+    header, rounds = rows[0], rows[2:]
+    cpu = [float(row[header.index("cpu_seconds")]) for row in rounds]
+    assert len(rounds) >= 3 and budget_s / 2 <= sum(cpu) <= budget_s + max(cpu)
+    assert rounds[-1][header.index("eval_accuracy")] not in ("", "nan")
+    assert all(row[header.index("eval_accuracy")] in ("", "nan") for row in rounds[:-1])
+
+
 def test_the_pages_model_zip_loads_with_generate(tiny_model_dir, tmp_path):
     """The page's download button hands out sharing.model_archive; generate --model reads it."""
     import shutil
@@ -203,6 +225,8 @@ def test_sigterm_stops_the_worker_too(tiny_model_dir, tmp_path, database):
         (["finetune", "--rounds", "two", "--output", "x"], "invalid int value"),
         (["finetune", "--clip-norm", "-1", "--output", "x"], "clip norm must be"),
         (["finetune", "--batch-size", "0", "--output", "x"], "batch size must be"),
+        (["finetune", "--cpu-minutes", "0", "--output", "x"], "must be a positive number"),
+        (["finetune", "--sampling", "biggest", "--output", "x"], "invalid choice: 'biggest'"),
         (["finetune", "--preset", "fedsgd", "--output", "x"], "invalid choice: 'fedsgd'"),
         (["finetune", "--output", "README.md/run"], "cannot write the output directory"),
         (["generate", "--prompt", "caf\u00e9 \u2603"], "does not know: '\u2603'"),

@@ -124,6 +124,34 @@ def test_clients_are_sampled_per_round(client_data, tiny_model_dir):
     assert [other.sample_clients(r) for r in range(1, 13)] != cohorts
 
 
+def test_sampling_by_text_draws_big_speakers_more_often(client_data, tiny_model_dir):
+    train, test = client_data
+    clients = ("KING_LEAR_KING_LEAR", "KING_LEAR_CURAN", "KING_LEAR_OLD_MAN")
+    config = small_config(client_ids=clients, clients_per_round=1, sampling="by_text")
+    trainer = FederatedTrainer(config, train, test, tiny_model_dir)
+    sizes = {cid: len(trainer.text_ids(cid)) for cid in clients}
+    draws = [trainer.sample_clients(r)[0] for r in range(1, 201)]
+    share = draws.count("KING_LEAR_KING_LEAR") / len(draws)
+    expected = sizes["KING_LEAR_KING_LEAR"] / sum(sizes.values())
+    assert expected > 0.9 and abs(share - expected) < 0.05  # Lear speaks 98% of their text
+    uniform = FederatedTrainer(
+        dataclasses.replace(config, sampling="uniform"), train, test, tiny_model_dir
+    )
+    assert [uniform.sample_clients(r)[0] for r in range(1, 201)].count(clients[0]) < 100
+
+
+def test_text_read_from_the_database_is_tff_pipelines_text(client_data, tiny_model_dir):
+    from fedtext.preprocess import to_ids
+
+    train, test = client_data
+    trainer = FederatedTrainer(small_config(client_ids=CLIENTS), train, test, tiny_model_dir)
+    for cid in CLIENTS:
+        through_tff = np.concatenate(
+            list(to_ids(train.create_tf_dataset_for_client(cid)).batch(1 << 16).as_numpy_iterator())
+        )
+        np.testing.assert_array_equal(trainer.text_ids(cid), through_tff)
+
+
 def test_each_round_draws_fresh_batches(client_data, tiny_model_dir):
     train, test = client_data
     trainer = FederatedTrainer(small_config(), train, test, tiny_model_dir)
