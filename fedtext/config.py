@@ -270,10 +270,11 @@ PRESETS: dict[str, dict[str, object]] = {
     # The whole federation within a CPU budget (docs/learning.md, "The whole federation"): a
     # small cohort drawn by text and averaged uniformly, one local step each, so the server's
     # Adam takes many steps on an unbiased estimate of the pooled text's gradient. The client
-    # rate only scales that pseudo-gradient, keeping it well above FedAdam's epsilon.
+    # rate only scales that pseudo-gradient: at 1,000 FedAdam's epsilon (1e-3) no longer damps
+    # it, which gained 0.4 to 0.6 points over a rate of 10 at 5 and 10 CPU minutes.
     "federation": dict(
         client_optimizer="sgd",
-        client_learning_rate=10.0,
+        client_learning_rate=1000.0,
         clip_norm=1.0,
         batch_size=32,
         batches_per_client=1,

@@ -152,6 +152,27 @@ def test_text_read_from_the_database_is_tff_pipelines_text(client_data, tiny_mod
         np.testing.assert_array_equal(trainer.text_ids(cid), through_tff)
 
 
+def test_the_worker_runs_one_intra_op_thread_per_concurrent_client(client_data, tiny_model_dir):
+    """Two clients at once on 2 cores, each with TensorFlow's default of a thread per core,
+    had four threads take turns on two cores: the worker gets cores // clients at once."""
+    import os
+
+    from fedtext import runtime
+    from tests.conftest import worker_pids
+
+    train, test = client_data
+    list(FederatedTrainer(small_config(rounds=1), train, test, tiny_model_dir).rounds())
+    (pid,) = worker_pids()
+    with open(f"/proc/{pid}/environ", "rb") as environ:
+        variables = dict(
+            item.decode().split("=", 1) for item in environ.read().split(b"\0") if b"=" in item
+        )
+    cores, at_once = len(os.sched_getaffinity(0)), runtime._CONCURRENT_CLIENTS
+    expected = os.environ.get("TF_NUM_INTRAOP_THREADS", str(max(1, cores // at_once)))
+    assert variables["TF_NUM_INTRAOP_THREADS"] == expected
+    assert variables["MALLOC_ARENA_MAX"] == os.environ.get("MALLOC_ARENA_MAX", "2")
+
+
 def test_each_round_draws_fresh_batches(client_data, tiny_model_dir):
     train, test = client_data
     trainer = FederatedTrainer(small_config(), train, test, tiny_model_dir)
