@@ -191,7 +191,7 @@ DEFAULT_SETUP: dict[str, object] = preset_setup("defaults")
 PREBUILT_PROCESSES = tuple(
     dict.fromkeys(
         (setup["client_optimizer"], setup["server_optimizer"])
-        for setup in map(preset_setup, ("defaults", *PRESETS))
+        for setup in map(preset_setup, PRESET_LABELS)
     )
 )
 
