@@ -434,11 +434,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, rounds=UNTIL_BUDGET)
     _check_writable(args.output)
     trainer = FederatedTrainer(config, train, test, _base_dir(args.base))
-    until = f"{config.rounds} rounds" if budget is None else ""
+    until = f"{config.rounds} rounds"
     if budget is not None:
-        until = f"{args.cpu_minutes:g} CPU minutes" + (
-            f" or {config.rounds} rounds" if args.rounds is not None else ""
-        )
+        capped = f" or {until}" if args.rounds is not None else ""
+        until = f"{args.cpu_minutes:g} CPU minutes{capped}"
     print(
         f"Federated Averaging: {until}, {len(trainer.client_ids):,} clients, "
         f"{config.cohort_size} per round; client {config.client_optimizer} at "
