@@ -60,18 +60,14 @@ def _curve(history) -> list[dict]:
     return curve
 
 
-def train_for(trainer, budget_s: float | None = None, cpu: bool = False) -> str:
-    """Run a trainer's rounds until they are done or have taken `budget_s` of wall time (of CPU
-    time with `cpu`); returns why it stopped early, if it diverged."""
+def train_for(trainer, cpu_budget_s: float | None = None) -> str:
+    """Run a trainer's rounds until they are done, or until the last that fits in
+    `cpu_budget_s` of training CPU time; returns why it stopped early, if it diverged."""
     from fedtext.training import TrainingDiverged
 
-    spent = 0.0
     try:
-        for result in trainer.rounds():
-            if result.round_num:
-                spent += result.cpu_seconds if cpu else result.seconds
-            if budget_s is not None and spent >= budget_s:
-                break
+        for _ in trainer.rounds(cpu_budget_s):
+            pass
     except TrainingDiverged as error:
         return str(error)
     return ""
@@ -178,7 +174,7 @@ def run_default_page(ctx: dict, settings: Settings, results: Results) -> None:
 def run_federation(ctx: dict, settings: Settings, results: Results) -> None:
     """Every client, a sample each round, evaluated on the whole federation's held-out split."""
     from fedtext.config import preset_config
-    from fedtext.training import FederatedTrainer, TrainingDiverged
+    from fedtext.training import FederatedTrainer
 
     # The command line's `--preset federation`, which docs/learning.md's sweep chose.
     config = preset_config(
@@ -189,12 +185,7 @@ def run_federation(ctx: dict, settings: Settings, results: Results) -> None:
     )
     trainer = FederatedTrainer(config, ctx["train"], ctx["test"], settings.base_dir)
     budget = (0.1 if settings.quick else FEDERATION_CPU_MINUTES) * 60
-    note = ""
-    try:
-        for _ in trainer.rounds(cpu_budget_s=budget):
-            pass
-    except TrainingDiverged as error:
-        note = str(error)
+    note = train_for(trainer, budget)
     history = trainer.history
     accuracy = history[-1].eval_accuracy
     if math.isnan(accuracy):  # diverged: the last good round was not evaluated
