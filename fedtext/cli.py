@@ -18,6 +18,7 @@ from fedtext.config import (
     PRESETS,
     SAMPLINGS,
     SERVER_OPTIMIZERS,
+    SERVER_SCHEDULES,
     TUTORIAL_EVAL_CLIENT,
     WEIGHTINGS,
     WHOLE_FEDERATION_PRESETS,
@@ -83,6 +84,12 @@ def _add_federated_args(parser: argparse.ArgumentParser, preset: str | None) -> 
     )
     parser.add_argument("--server-optimizer", choices=SERVER_OPTIMIZERS)
     parser.add_argument("--server-lr", type=_float, dest="server_learning_rate")
+    parser.add_argument(
+        "--server-schedule",
+        choices=SERVER_SCHEDULES,
+        help="keep the server's rate (constant, the default) or let it fall linearly to zero "
+        "by the last round, or by the end of --cpu-minutes",
+    )
     parser.add_argument(
         "--batch-size", type=int, help="sequences per local step (the tutorial's: 8)"
     )
@@ -156,6 +163,7 @@ _CONFIG_ARGS = (
     "clip_norm",
     "server_optimizer",
     "server_learning_rate",
+    "server_schedule",
     "batch_size",
     "batches_per_client",
     "clients_per_round",
@@ -443,7 +451,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         f"{config.cohort_size} per round; client {config.client_optimizer} at "
         f"{config.client_learning_rate:g} on batches of {config.batch_size} (clip "
         f"{config.clip_norm or 'off'}), server {config.server_optimizer} at "
-        f"{config.server_learning_rate:g}",
+        f"{config.server_learning_rate:g}"
+        + (", falling linearly to 0" if config.server_schedule == "linear" else ""),
         flush=True,
     )
     _describe_privacy(config, args)

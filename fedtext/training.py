@@ -168,6 +168,12 @@ def _set_hparams(process, state, config: FederatedConfig):
     return process.set_hparams(state, hparams)
 
 
+def _set_server_rate(process, state, rate: float):
+    hparams = process.get_hparams(state)
+    hparams["finalizer"]["learning_rate"] = np.float32(rate)
+    return process.set_hparams(state, hparams)
+
+
 def _round_seed(seed: int, round_num: int, client_id: str) -> int:
     return int.from_bytes(
         np.random.default_rng([seed, round_num, *client_id.encode()]).bytes(4), "little"
@@ -276,6 +282,7 @@ class FederatedTrainer(ModelOnClients):
     def __init__(self, config: FederatedConfig, train_data, test_data, base_dir=None):
         super().__init__(config, train_data, test_data, base_dir)
         self._state = None  # TFF server state after the last finished round
+        self._server_rate = config.server_learning_rate  # the rate in that state
         self.client_history: list = []  # fedtext.contributions.ClientFigures, round by round
         self.notices: list[str] = []  # rounds run again after a `fedtext worker` was lost
 
@@ -348,9 +355,29 @@ class FederatedTrainer(ModelOnClients):
             )
         for round_num in range(len(self.history), self.config.rounds + 1):
             last = round_num == self.config.rounds or self._budget_ends(cpu_budget_s)
-            yield self._run_round(process, round_num, last or self.config.evaluates(round_num))
+            evaluate = last or self.config.evaluates(round_num)
+            yield self._run_round(process, round_num, evaluate, cpu_budget_s)
             if last:
                 return
+
+    def _follow_schedule(self, process, round_num: int, cpu_budget_s: float | None) -> None:
+        """Sets the server's learning rate for this round from how much of the run is done:
+        its rounds, or its CPU budget when that ends it sooner."""
+        c = self.config
+        if c.server_schedule == "constant":
+            return
+        progress = (round_num - 1) / c.rounds
+        if cpu_budget_s:
+            progress = max(progress, sum(r.cpu_seconds for r in self.history[1:]) / cpu_budget_s)
+        rate = c.server_rate(progress)
+        # Each change sends the server state through TFF once more (0.2-0.3 s for this model),
+        # so over a long run the rate moves in steps of 1/50 of where it started.
+        if abs(rate - self._server_rate) < c.server_learning_rate / 50:
+            return
+        self._state = self._despite_lost_workers(
+            lambda: _set_server_rate(process, self._state, rate), f"round {round_num}'s set-up"
+        )
+        self._server_rate = rate
 
     def _budget_ends(self, cpu_budget_s: float | None) -> bool:
         """Whether the next round is the last that fits the budget: a round after it, as long
@@ -373,7 +400,9 @@ class FederatedTrainer(ModelOnClients):
             ),
         )
 
-    def _run_round(self, process, round_num: int, evaluate: bool) -> RoundResult:
+    def _run_round(
+        self, process, round_num: int, evaluate: bool, cpu_budget_s: float | None = None
+    ) -> RoundResult:
         from fedtext.cluster import ClusterError
         from fedtext.runtime import WorkerError, worker_cpu_seconds
 
@@ -381,6 +410,7 @@ class FederatedTrainer(ModelOnClients):
         cohort = self.sample_clients(round_num)
         datasets = self.client_datasets(round_num, cohort)
         try:
+            self._follow_schedule(process, round_num, cpu_budget_s)
             output = self._despite_lost_workers(
                 lambda: process.next(self._state, datasets), f"round {round_num}"
             )

@@ -115,6 +115,7 @@ def test_the_federation_preset_trains_every_client_within_a_cpu_budget(
     assert f"Federated Averaging: {budget_s / 60:g} CPU minutes, 1,154 clients, 2 per round" in (
         result.stdout
     )
+    assert "falling linearly to 0" in result.stdout  # the preset's server schedule
     rows = [line.split(",") for line in (tmp_path / "metrics.csv").read_text().splitlines()]
     header, rounds = rows[0], rows[2:]
     cpu = [float(row[header.index("cpu_seconds")]) for row in rounds]
@@ -227,6 +228,7 @@ def test_sigterm_stops_the_worker_too(tiny_model_dir, tmp_path, database):
         (["finetune", "--batch-size", "0", "--output", "x"], "batch size must be"),
         (["finetune", "--cpu-minutes", "0", "--output", "x"], "must be a positive number"),
         (["finetune", "--sampling", "biggest", "--output", "x"], "invalid choice: 'biggest'"),
+        (["finetune", "--server-schedule", "cosine", "--output", "x"], "invalid choice: 'cosine'"),
         (["finetune", "--preset", "fedsgd", "--output", "x"], "invalid choice: 'fedsgd'"),
         (["finetune", "--output", "README.md/run"], "cannot write the output directory"),
         (["generate", "--prompt", "caf\u00e9 \u2603"], "does not know: '\u2603'"),

@@ -96,6 +96,27 @@ def test_server_rate_one_half_moves_the_model_half_as_far_in_round_one(client_da
     )
 
 
+def test_a_linear_schedule_halves_the_server_rate_in_round_two_of_two(client_data, tiny_model_dir):
+    """Round 1 runs at the full rate, round 2 at half: from the same round-1 model and the same
+    batches, plain averaging then moves the model half as far."""
+    after_one = train(client_data, tiny_model_dir, rounds=1)
+    constant = train(client_data, tiny_model_dir, rounds=2)
+    linear = train(client_data, tiny_model_dir, rounds=2, server_schedule="linear")
+
+    def moved(trainer: FederatedTrainer) -> float:
+        return float(
+            np.sqrt(
+                sum(
+                    np.sum((a - b) ** 2)
+                    for a, b in zip(trainer.weights, after_one.weights, strict=True)
+                )
+            )
+        )
+
+    assert moved(constant) > 0
+    assert moved(linear) == pytest.approx(0.5 * moved(constant), rel=1e-3)
+
+
 def test_the_tutorial_preset_is_the_tutorials_setting():
     tutorial = preset_config("tutorial")
     assert (

@@ -197,7 +197,8 @@ def run_federation(ctx: dict, settings: Settings, results: Results) -> None:
             "learning.federation.heldout_accuracy",
             "6 learning",
             f"whole federation ({len(trainer.client_ids)} clients, {config.cohort_size} a round "
-            f"drawn by text, FedAdam {config.server_learning_rate:g}, "
+            f"drawn by text, FedAdam {config.server_learning_rate:g}"
+            f"{' falling to 0' if config.server_schedule == 'linear' else ''}, "
             f"{config.batches_per_client} step of {config.batch_size}), held-out accuracy "
             f"after {history[-1].round_num} rounds",
             accuracy,

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,12 @@ BASE_TEXT = ".st-key-base_text pre"  # the base model's generation
 SETTLE_S = 5.0  # idle memory: resident size that changed less than 2% over this long
 TRAIN_BUTTON = r"\btrain\b"  # the page's button that starts training (its icon may come first)
 USABLE_RATIO_MAX = 0.6  # issue 13: usable in at most 0.6x the time `import tensorflow` takes
+# The floor under any Streamlit page on this machine: a page with nothing but a Train button and a
+# text where the base model's goes, timed like the real one.
+BARE_PAGE = """import streamlit as st
+st.button("Train")
+st.container(key="base_text").code("The base model's text would be here.")
+"""
 IMPORT_TF = (
     "import time; t = time.perf_counter(); import tensorflow; print(time.perf_counter() - t)"
 )
@@ -78,6 +85,20 @@ def run_page(settings: Settings, results: Results) -> None:
             None,
             "s",
         ),
+        "bare": Row(
+            "page.bare_streamlit_s",
+            "3 cold start",
+            "streamlit run to a bare page (a Train button and a text, nothing else): the floor",
+            None,
+            "s",
+        ),
+        "bare_ratio": Row(
+            "page.usable_bare_ratio",
+            "3 cold start",
+            "usable page / bare page",
+            None,
+            "x",
+        ),
         "ratio": Row(
             "page.usable_ratio",
             "3 cold start",
@@ -103,12 +124,16 @@ def run_page(settings: Settings, results: Results) -> None:
             row.note = skip
         results.add(*rows.values())
         return
-    first, usable, imports, idle, trained = [], [], [], [], None
-    with sync_playwright() as pw:
+    first, usable, imports, bare, idle, trained = [], [], [], [], [], None
+    with sync_playwright() as pw, tempfile.TemporaryDirectory() as scratch:
         chromium = shutil.which("chromium") or shutil.which("chromium-browser")
         browser = pw.chromium.launch(executable_path=chromium)  # open before the clock starts
+        bare_app = Path(scratch) / "bare.py"
+        bare_app.write_text(BARE_PAGE)
         for attempt in range(1 if settings.quick else 3):
             imports.append(_time_import_tensorflow())  # interleaved: the same machine state
+            bare_timing = _time_page(browser, bare_app, train=False, settle=False)
+            bare += [bare_timing.usable] if bare_timing.usable is not None else []
             timing = _time_page(browser, app, train=attempt == 0)
             first += [timing.first_draw] if timing.first_draw is not None else []
             usable += [timing.usable] if timing.usable is not None else []
@@ -119,6 +144,7 @@ def run_page(settings: Settings, results: Results) -> None:
         (rows["first"], first),
         (rows["usable"], usable),
         (rows["import"], imports),
+        (rows["bare"], bare),
     ):
         row.value = median(values) if values else None
         row.note = (
@@ -128,6 +154,8 @@ def run_page(settings: Settings, results: Results) -> None:
         )
     if rows["usable"].value is not None:
         rows["ratio"].value = rows["usable"].value / rows["import"].value
+        if rows["bare"].value:
+            rows["bare_ratio"].value = rows["usable"].value / rows["bare"].value
     rows["idle"].value = median(idle) / 2**20
     rows["idle"].note = "once the page has loaded the base model and TFF (resident size settled)"
     if trained is None:
@@ -153,8 +181,9 @@ class PageTiming:
     peak: int | None  # bytes while training from the page
 
 
-def _time_page(browser, app: Path, train: bool) -> PageTiming:
-    """One cold start of the page, timed from `streamlit run`."""
+def _time_page(browser, app: Path, train: bool, settle: bool = True) -> PageTiming:
+    """One cold start of the page, timed from `streamlit run`; `settle` also waits for its
+    resident size to settle."""
     import re
 
     import portpicker
@@ -197,6 +226,8 @@ def _time_page(browser, app: Path, train: bool) -> PageTiming:
                 page.locator(BASE_TEXT).count() > 0 and button.count() > 0 and button.is_enabled()
             )
         )
+        if not settle:
+            return PageTiming(None, usable, 0, None)
         first_draw = wait_until(lambda: _page_drawn(page))
         idle = _settled_rss(proc.pid)
         peak = None
