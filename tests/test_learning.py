@@ -22,14 +22,18 @@ def train(client_data, tiny_model_dir, **overrides) -> FederatedTrainer:
     return trainer
 
 
+def distance(weights: list, reference: list) -> float:
+    """Global norm of the difference between two lists of weight arrays."""
+    return float(
+        np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(weights, reference, strict=True)))
+    )
+
+
 def delta_norm(trainer: FederatedTrainer, base_dir) -> float:
     """Global norm of the model's change from the base weights."""
     from fedtext.weights import load_weights_arrays
 
-    base = load_weights_arrays(base_dir)
-    return float(
-        np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(trainer.weights, base, strict=True)))
-    )
+    return distance(trainer.weights, load_weights_arrays(base_dir))
 
 
 def weights_differ(a: FederatedTrainer, b: FederatedTrainer) -> bool:
@@ -102,19 +106,11 @@ def test_a_linear_schedule_halves_the_server_rate_in_round_two_of_two(client_dat
     after_one = train(client_data, tiny_model_dir, rounds=1)
     constant = train(client_data, tiny_model_dir, rounds=2)
     linear = train(client_data, tiny_model_dir, rounds=2, server_schedule="linear")
-
-    def moved(trainer: FederatedTrainer) -> float:
-        return float(
-            np.sqrt(
-                sum(
-                    np.sum((a - b) ** 2)
-                    for a, b in zip(trainer.weights, after_one.weights, strict=True)
-                )
-            )
-        )
-
-    assert moved(constant) > 0
-    assert moved(linear) == pytest.approx(0.5 * moved(constant), rel=1e-3)
+    moved_constant = distance(constant.weights, after_one.weights)
+    assert moved_constant > 0
+    assert distance(linear.weights, after_one.weights) == pytest.approx(
+        0.5 * moved_constant, rel=1e-3
+    )
 
 
 def test_the_tutorial_preset_is_the_tutorials_setting():
