@@ -169,6 +169,7 @@ _CONFIG_ARGS = (
     "clients_per_round",
     "sampling",
     "eval_every",
+    "rounds_per_call",
     "seed",
     "weighting",
     "noise_multiplier",
@@ -190,6 +191,8 @@ def _federated_config(args: argparse.Namespace, all_ids=None) -> FederatedConfig
     settings.update(
         {k: getattr(args, k) for k in _CONFIG_ARGS if getattr(args, k, None) is not None}
     )
+    if settings.get("client_figures") and getattr(args, "rounds_per_call", None) is None:
+        settings["rounds_per_call"] = 1  # each round's figures come back with it
     if getattr(args, "dp_clip", None) is not None:
         if args.dp_clipping == "adaptive":
             raise ConfigError("--dp-clip sets a fixed clip: leave out --dp-clipping adaptive")
@@ -255,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_federated_args(finetune, preset=None)
     finetune.add_argument("--output", type=Path, required=True)
     finetune.add_argument("--eval-every", type=int, help="evaluate every N rounds (and the last)")
+    finetune.add_argument(
+        "--rounds-per-call",
+        type=int,
+        help="run this many rounds in one call to the TFF worker, so the server state crosses "
+        "once per call (the same rounds; the federation preset's: 8)",
+    )
     finetune.add_argument(
         "--cpu-minutes",
         type=_positive_float,

@@ -160,6 +160,12 @@ class FederatedConfig:
     # 2 shared cores), so they are asked for. Off under differential privacy, whose guarantee
     # covers the model, not per-client norms and losses sent to the server.
     client_figures: bool = False
+    # Rounds sent to the TFF worker in one call, so the server state (48 MB for the shipped
+    # model with FedAdam) crosses between this process and the worker once per call, not once
+    # per round. The rounds are the same; only the model of a call's last round comes back, so
+    # a call also ends at every evaluated round. With `fedtext worker`s it is always 1: a call
+    # of several rounds cannot be split among them.
+    rounds_per_call: int = 1
 
     def __post_init__(self):
         object.__setattr__(self, "client_ids", tuple(self.client_ids))
@@ -187,6 +193,9 @@ class FederatedConfig:
         _at_least("sequence length", self.seq_length, 2)
         _at_least("evaluate every", self.eval_every, 1)
         _at_least("seed", self.seed, 0)
+        _at_least("rounds per call", self.rounds_per_call, 1)
+        if self.client_figures and self.rounds_per_call > 1:
+            raise ConfigError("client figures need one round per call (rounds per call 1)")
         _one_of("weighting", self.weighting, WEIGHTINGS)
         if (
             not isinstance(self.noise_multiplier, (int, float))
@@ -298,6 +307,7 @@ PRESETS: dict[str, dict[str, object]] = {
         server_learning_rate=2e-3,
         server_schedule="linear",
         eval_every=200,
+        rounds_per_call=8,
     ),
 }
 # Presets whose clients are every character of every play (the command line's --clients all).

@@ -174,6 +174,29 @@ def _set_server_rate(process, state, rate: float):
     return process.set_hparams(state, hparams)
 
 
+@functools.lru_cache(maxsize=8)
+def _rounds_in_one_call(process, count: int):
+    """`count` rounds of `process` composed into one TFF computation: the server state stays
+    in the worker from one round to the next. Takes (state, [each round's client datasets]),
+    returns (state after the last round, [each round's metrics])."""
+    import tensorflow_federated as tff
+
+    state_type, clients_type = process.next.type_signature.parameter
+
+    with BUILD_LOCK:
+
+        @tff.federated_computation(state_type, tff.StructType([clients_type] * count))
+        def rounds(state, cohorts):
+            metrics = []
+            for i in range(count):
+                output = process.next(state, cohorts[i])
+                state = output.state
+                metrics.append(output.metrics)
+            return state, metrics
+
+    return rounds
+
+
 def _round_seed(seed: int, round_num: int, client_id: str) -> int:
     return int.from_bytes(
         np.random.default_rng([seed, round_num, *client_id.encode()]).bytes(4), "little"
@@ -353,12 +376,15 @@ class FederatedTrainer(ModelOnClients):
             self._state = self._despite_lost_workers(
                 lambda: self._initial_state(process), "the first round's set-up"
             )
-        for round_num in range(len(self.history), self.config.rounds + 1):
-            last = round_num == self.config.rounds or self._budget_ends(cpu_budget_s)
-            evaluate = last or self.config.evaluates(round_num)
-            yield self._run_round(process, round_num, evaluate, cpu_budget_s)
+        round_num = len(self.history)
+        while round_num <= self.config.rounds:
+            count, last = self._next_call(round_num, cpu_budget_s)
+            final = round_num + count - 1
+            evaluate = last or self.config.evaluates(final)
+            yield from self._run_rounds(process, round_num, count, evaluate, cpu_budget_s)
             if last:
                 return
+            round_num = final + 1
 
     def _follow_schedule(self, process, round_num: int, cpu_budget_s: float | None) -> None:
         """Sets the server's learning rate for this round from how much of the run is done:
@@ -379,14 +405,24 @@ class FederatedTrainer(ModelOnClients):
         )
         self._server_rate = rate
 
-    def _budget_ends(self, cpu_budget_s: float | None) -> bool:
-        """Whether the next round is the last that fits the budget: a round after it, as long
-        as the one before, would not."""
-        if cpu_budget_s is None:
-            return False
-        spent = [r.cpu_seconds for r in self.history[1:]]
-        previous = spent[-1] if spent else 0.0
-        return sum(spent) + 2 * previous > cpu_budget_s
+    def _next_call(self, round_num: int, cpu_budget_s: float | None) -> tuple[int, bool]:
+        """How many rounds the next call to the worker runs from `round_num`, and whether they
+        end the run: the config's rounds per call, up to the next evaluated round, or as many
+        rounds as long as the one before as the budget has left (then the run ends)."""
+        from fedtext import runtime
+
+        c = self.config
+        count = 1 if runtime.configured_workers() else c.rounds_per_call
+        count = min(count, c.rounds - round_num + 1)
+        count = next((n for n in range(1, count) if c.evaluates(round_num + n - 1)), count)
+        last = round_num + count - 1 == c.rounds
+        if cpu_budget_s is not None:
+            spent = [r.cpu_seconds for r in self.history[1:]]
+            previous = spent[-1] if spent else 0.0
+            fit = math.inf if previous <= 0 else (cpu_budget_s - sum(spent)) // previous
+            if fit <= count:
+                count, last = max(1, int(fit)), True
+        return count, last
 
     def _initial_state(self, process):
         import tensorflow_federated as tff
@@ -400,62 +436,82 @@ class FederatedTrainer(ModelOnClients):
             ),
         )
 
-    def _run_round(
-        self, process, round_num: int, evaluate: bool, cpu_budget_s: float | None = None
-    ) -> RoundResult:
+    def _run_rounds(
+        self,
+        process,
+        first: int,
+        count: int,
+        evaluate: bool,
+        cpu_budget_s: float | None = None,
+    ) -> list[RoundResult]:
+        """Rounds `first` to `first + count - 1` in one call to the worker; only the last one's
+        model comes back, and only it is evaluated (when `evaluate`)."""
         from fedtext.cluster import ClusterError
         from fedtext.runtime import WorkerError, worker_cpu_seconds
 
+        final = first + count - 1
+        which = f"round {first}" if count == 1 else f"rounds {first}-{final}"
         start, cpu_start = time.perf_counter(), time.process_time() + worker_cpu_seconds()
-        cohort = self.sample_clients(round_num)
-        datasets = self.client_datasets(round_num, cohort)
+        numbers = range(first, final + 1)
+        cohorts = [self.sample_clients(r) for r in numbers]
+        datasets = [self.client_datasets(r, c) for r, c in zip(numbers, cohorts, strict=True)]
+        if count == 1:
+            call = lambda: process.next(self._state, datasets[0])  # noqa: E731
+        else:
+            call = lambda: _rounds_in_one_call(process, count)(self._state, datasets)  # noqa: E731
         try:
-            self._follow_schedule(process, round_num, cpu_budget_s)
-            output = self._despite_lost_workers(
-                lambda: process.next(self._state, datasets), f"round {round_num}"
-            )
+            self._follow_schedule(process, first, cpu_budget_s)
+            output = self._despite_lost_workers(call, which)
         except ClusterError:  # every `fedtext worker` lost: its message says so
             raise
         except Exception as error:  # gRPC and TFF raise many kinds when the worker dies
             raise WorkerError(
-                f"round {round_num} failed in the TFF worker ({type(error).__name__}); "
-                f"the model of round {round_num - 1} is kept and training can go on"
+                f"{which} failed in the TFF worker ({type(error).__name__}); "
+                f"the model of round {first - 1} is kept and training can go on"
             ) from error
+        state, metrics = (output.state, [output.metrics]) if count == 1 else output
         # The state comes back as numpy already; process.get_model_weights would send all of
         # it to the worker and back (16 MB of weights each way) for the same arrays.
-        model_weights = output.state.global_model_weights
-        train = output.metrics["client_work"]["train"]
-        train_loss = float(train["char_loss"])
+        model_weights = state.global_model_weights
+        trains = [m["client_work"]["train"] for m in metrics]
+        for round_num, train in zip(numbers, trains, strict=True):
+            if not _healthy(float(train["char_loss"])):
+                self._diverged(round_num, f"train loss {float(train['char_loss']):.3g}", first)
         weights = [np.asarray(w) for w in (*model_weights.trainable, *model_weights.non_trainable)]
-        if not _healthy(train_loss) or not all(np.isfinite(w).all() for w in weights):
-            self._diverged(round_num, f"train loss {train_loss:.3g}")
-        # A worker that restarted mid-round failed the round; this one started after.
+        if not all(np.isfinite(w).all() for w in weights):
+            self._diverged(final, "weights not finite", first)
+        # A worker that restarted mid-call failed the call; this one started after.
         cpu_seconds = max(0.0, time.process_time() + worker_cpu_seconds() - cpu_start)
+        trained = time.perf_counter()
         eval_loss, eval_accuracy = math.nan, math.nan  # not evaluated this round
         if evaluate:
             eval_loss, eval_accuracy = self.evaluate(weights)
             if not _healthy(eval_loss):
-                self._diverged(round_num, f"held-out loss {eval_loss:.3g}")
-        self._state, self.weights = output.state, weights
+                self._diverged(final, f"held-out loss {eval_loss:.3g}", first)
+        evaluation = time.perf_counter() - trained
+        self._state, self.weights = state, weights
         clients = getattr(output, "clients", None)  # only a ContributionProcess's rounds
         if clients is not None:
             from fedtext.contributions import client_figures
 
-            self.client_history.extend(client_figures(round_num, cohort, clients))
-        self.history.append(
-            RoundResult(
-                round_num,
-                eval_loss,
-                eval_accuracy,
-                train_loss=train_loss,
-                train_accuracy=float(train["accuracy"]),
-                num_examples=int(train["num_examples"]),
-                seconds=time.perf_counter() - start,
-                cpu_seconds=cpu_seconds,
-                client_ids=cohort,
+            self.client_history.extend(client_figures(first, cohorts[0], clients))
+        for round_num, train, cohort in zip(numbers, trains, cohorts, strict=True):
+            last = round_num == final
+            self.history.append(
+                RoundResult(
+                    round_num,
+                    eval_loss if last else math.nan,
+                    eval_accuracy if last else math.nan,
+                    train_loss=float(train["char_loss"]),
+                    train_accuracy=float(train["accuracy"]),
+                    num_examples=int(train["num_examples"]),
+                    # The call's time, shared evenly: its rounds are one piece of work.
+                    seconds=(trained - start) / count + (evaluation if last else 0.0),
+                    cpu_seconds=cpu_seconds / count,
+                    client_ids=cohort,
+                )
             )
-        )
-        return self.history[-1]
+        return self.history[-count:]
 
     def _despite_lost_workers(self, call, what: str):
         """`call()`; when one of several `fedtext worker`s is lost during it, again on the
@@ -476,11 +532,12 @@ class FederatedTrainer(ModelOnClients):
                 self.notices.append(f"{what} failed: {lost}; {again}")
                 log.warning(self.notices[-1])
 
-    def _diverged(self, round_num: int, what: str):
+    def _diverged(self, round_num: int, what: str, first: int):
+        """Raises for `round_num`, keeping the model from before `first` (the call's first)."""
         self.eval_model.set_weights(self.weights)
         raise TrainingDiverged(
             f"training diverged in round {round_num} ({what}); kept the weights of round "
-            f"{round_num - 1}; try a lower learning rate"
+            f"{first - 1}; try a lower learning rate"
         )
 
 

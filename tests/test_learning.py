@@ -113,6 +113,53 @@ def test_a_linear_schedule_halves_the_server_rate_in_round_two_of_two(client_dat
     )
 
 
+def test_rounds_in_one_call_are_the_same_rounds(client_data, tiny_model_dir):
+    """Rounds 1-3 in one call to the worker and round 4 in another (the evaluated one ends a
+    call) give the model, cohorts and losses of four calls of one round each."""
+    settings = dict(
+        rounds=4,
+        eval_every=4,
+        server_optimizer="adam",
+        server_learning_rate=0.01,
+        clients_per_round=1,
+        sampling="by_text",
+    )
+    one_by_one = train(client_data, tiny_model_dir, **settings)
+    together = train(client_data, tiny_model_dir, rounds_per_call=3, **settings)
+    assert [r.round_num for r in together.history] == [0, 1, 2, 3, 4]
+    assert [r.client_ids for r in together.history] == [r.client_ids for r in one_by_one.history]
+    assert [r.train_loss for r in together.history[1:]] == pytest.approx(
+        [r.train_loss for r in one_by_one.history[1:]], rel=1e-5
+    )
+    assert np.isnan(together.history[3].eval_accuracy)
+    assert together.history[4].eval_accuracy == pytest.approx(
+        one_by_one.history[4].eval_accuracy, abs=1e-6
+    )
+    assert distance(together.weights, one_by_one.weights) < 1e-5 * delta_norm(
+        one_by_one, tiny_model_dir
+    )
+
+
+def test_a_call_ends_at_an_evaluated_round_and_when_the_budget_runs_out(
+    client_data, tiny_model_dir
+):
+    from fedtext.runs import RoundResult
+
+    train_data, test_data = client_data
+    trainer = FederatedTrainer(
+        config(rounds=100, rounds_per_call=8, eval_every=10), train_data, test_data, tiny_model_dir
+    )
+    assert trainer._next_call(1, None) == (8, False)
+    assert trainer._next_call(9, None) == (2, False)  # round 10 is evaluated
+    assert trainer._next_call(97, None) == (4, True)  # the last round
+    trainer.history = [RoundResult(0, 2.0, 0.4)] + [
+        RoundResult(r, 2.0, 0.4, cpu_seconds=1.0) for r in range(1, 21)
+    ]
+    assert trainer._next_call(21, 29.5) == (8, False)  # 9 rounds of 1 s fit
+    assert trainer._next_call(21, 25.5) == (5, True)
+    assert trainer._next_call(21, 20.5) == (1, True)  # a run always ends with a round
+
+
 def test_the_tutorial_preset_is_the_tutorials_setting():
     tutorial = preset_config("tutorial")
     assert (
