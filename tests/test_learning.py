@@ -156,7 +156,8 @@ def test_a_call_ends_at_an_evaluated_round_and_when_the_budget_runs_out(
         RoundResult(r, 2.0, 0.4, cpu_seconds=1.0) for r in range(1, 21)
     ]
     assert trainer._next_call(21, 29.5) == (8, False)  # 9 rounds of 1 s fit
-    assert trainer._next_call(21, 25.5) == (5, True)
+    assert trainer._next_call(21, 25.5) == (1, False)  # the last 5 one a call
+    assert trainer._next_call(21, 21.5) == (1, True)
     assert trainer._next_call(21, 20.5) == (1, True)  # a run always ends with a round
 
 
