@@ -407,8 +407,9 @@ class FederatedTrainer(ModelOnClients):
 
     def _next_call(self, round_num: int, cpu_budget_s: float | None) -> tuple[int, bool]:
         """How many rounds the next call to the worker runs from `round_num`, and whether they
-        end the run: the config's rounds per call, up to the next evaluated round; one round
-        when the budget has room for no more than a call's rounds as long as the last."""
+        end the run: the config's rounds per call, up to the next evaluated round. Under a
+        budget, one round while a round's cost is unknown (the first) and once the budget has
+        room for no more than a call's rounds as long as the last."""
         from fedtext import runtime
 
         c = self.config
@@ -418,8 +419,9 @@ class FederatedTrainer(ModelOnClients):
         last = round_num + count - 1 == c.rounds
         if cpu_budget_s is not None:
             spent = [r.cpu_seconds for r in self.history[1:]]
-            previous = spent[-1] if spent else 0.0
-            fit = math.inf if previous <= 0 else (cpu_budget_s - sum(spent)) // previous
+            if not spent:  # what a round costs is not known yet: one round finds out
+                return 1, round_num == c.rounds
+            fit = (cpu_budget_s - sum(spent)) // spent[-1] if spent[-1] > 0 else math.inf
             if fit <= count:
                 # The last rounds one a call: a call of fewer rounds would be a computation
                 # the worker compiles anew (the federation's last 3 rounds cost 6.8 CPU s

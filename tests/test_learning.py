@@ -152,9 +152,9 @@ def test_a_call_ends_at_an_evaluated_round_and_when_the_budget_runs_out(
     assert trainer._next_call(1, None) == (8, False)
     assert trainer._next_call(9, None) == (2, False)  # round 10 is evaluated
     assert trainer._next_call(97, None) == (4, True)  # the last round
-    trainer.history = [RoundResult(0, 2.0, 0.4)] + [
-        RoundResult(r, 2.0, 0.4, cpu_seconds=1.0) for r in range(1, 21)
-    ]
+    trainer.history = [RoundResult(0, 2.0, 0.4)]
+    assert trainer._next_call(1, 1000.0) == (1, False)  # a round's cost is not known yet
+    trainer.history += [RoundResult(r, 2.0, 0.4, cpu_seconds=1.0) for r in range(1, 21)]
     assert trainer._next_call(21, 29.5) == (8, False)  # 9 rounds of 1 s fit
     assert trainer._next_call(21, 25.5) == (1, False)  # the last 5 one a call
     assert trainer._next_call(21, 21.5) == (1, True)
