@@ -10,8 +10,10 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent import futures
 from pathlib import Path
 
+import grpc
 import numpy as np
 import portpicker
 import pytest
@@ -158,6 +160,26 @@ def test_a_worker_that_does_not_answer_is_named():
         with pytest.raises(ClusterError, match=f"no answer from TFF worker {silent} after 1 s"):
             cluster.connect(timeout=1)
     finally:
+        cluster.close()
+
+
+def test_a_returned_worker_is_taken_back_however_long_it_was_away():
+    """gRPC shares a subchannel per address between channels: a probe's new channel used to
+    inherit the backoff the failed probes built up, and missed a worker that was back."""
+    address = WorkerAddress("127.0.0.1", portpicker.pick_unused_port())
+    cluster = Cluster([address], [])
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    try:
+        cluster.drop(address)
+        for _ in range(5):  # a worker away for a while: each check before a computation fails
+            cluster._take_back_returned()
+        assert cluster.active == ()
+        server.add_insecure_port(str(address))
+        server.start()
+        cluster._take_back_returned()
+        assert cluster.active == (address,)
+    finally:
+        server.stop(None)
         cluster.close()
 
 
