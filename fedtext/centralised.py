@@ -41,11 +41,14 @@ class CentralisedTrainer(ModelOnClients):
         """CPU time of the points so far, training and evaluation."""
         return sum(r.cpu_seconds for r in self.history[1:])
 
-    def _build_step(self):
+    def _make_optimizer(self) -> tf.keras.optimizers.Optimizer:
         r = self.recipe
-        model = self.eval_model
         kind = {"sgd": tf.keras.optimizers.SGD, "adam": tf.keras.optimizers.Adam}
-        optimizer = kind[r.optimizer](r.learning_rate, global_clipnorm=r.clip_norm or None)
+        return kind[r.optimizer](r.learning_rate, global_clipnorm=r.clip_norm or None)
+
+    def _build_step(self):
+        model = self.eval_model
+        optimizer = self._make_optimizer()
         loss_fn = MaskedLoss()
 
         @tf.function(

@@ -17,30 +17,23 @@ import tensorflow as tf
 from fedtext import data
 from fedtext.centralised import CentralisedTrainer
 from fedtext.config import CentralisedConfig, preset_config
-from fedtext.model import MaskedLoss
 
 
 class BudgetedTrainer(CentralisedTrainer):
-    """The centralised baseline with Adam's rate set before each step from the CPU spent."""
+    """The centralised baseline with its optimizer's rate set before each step from the CPU
+    spent."""
 
     def __init__(self, *args, budget_s: float, warmup: int, **kwargs):
         super().__init__(*args, **kwargs)
         self.budget_s, self.warmup, self.steps = budget_s, warmup, 0
         self.point_started = time.process_time()
 
-    def _build_step(self):
-        model, loss_fn, peak = self.eval_model, MaskedLoss(), self.recipe.learning_rate
-        optimizer = tf.keras.optimizers.Adam(peak, global_clipnorm=self.recipe.clip_norm)
+    def _make_optimizer(self) -> tf.keras.optimizers.Optimizer:
+        self.optimizer = super()._make_optimizer()
+        return self.optimizer
 
-        @tf.function(
-            input_signature=[tf.TensorSpec([None, None], tf.int64)] * 2, reduce_retracing=True
-        )
-        def step(x, y):
-            with tf.GradientTape() as tape:
-                loss = loss_fn(y, model(x, training=True))
-            grads = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-            return loss
+    def _build_step(self):
+        step, peak = super()._build_step(), self.recipe.learning_rate
 
         def scheduled_step(x, y):
             self.steps += 1
@@ -48,7 +41,7 @@ class BudgetedTrainer(CentralisedTrainer):
             rate = peak * max(0.0, 1 - spent / self.budget_s)
             if self.steps <= self.warmup:
                 rate = min(rate, peak * self.steps / self.warmup)
-            optimizer.learning_rate.assign(rate)
+            self.optimizer.learning_rate.assign(rate)
             return step(x, y)
 
         return scheduled_step
