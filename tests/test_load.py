@@ -23,6 +23,9 @@ ROUNDS = 3
 async def open_page(browser, url: str):
     context = await browser.new_context(viewport={"width": 1280, "height": 1400})
     page = await context.new_page()
+    # Eight pages, the server and the TFF worker share the machine's cores: a click may wait
+    # long for its page's turn (30 s, Playwright's default, was once too short on 2 cores).
+    page.set_default_timeout(120_000)
     await page.goto(url, timeout=120_000)
     await page.wait_for_function(USABLE_JS, timeout=180_000, polling=200)
     return page
@@ -60,7 +63,8 @@ async def generate_while(browser, url: str, busy: asyncio.Event, samples: list) 
         await page.get_by_role("button", name="Again").click()
         while (await base.count()) == 0 or await base.inner_text() == before:
             await asyncio.sleep(0.02)
-            assert time.perf_counter() - start < 60, "no new text within 60 s"
+            # a hang, not a speed goal: the latency is printed below (worst 28-49 s on 2 cores)
+            assert time.perf_counter() - start < 180, "no new text within 180 s"
         samples.append(time.perf_counter() - start)
         seed = int(await page.locator(".st-key-gen_seed input").input_value())
         prompt = await page.get_by_label("Prompt").input_value()
