@@ -2,7 +2,7 @@
 with Federated Averaging, watch each round land on the charts, and compare what both models write.
 
 `streamlit run app.py`. This file lays the page out top to bottom; its sections are drawn by
-`ui/`, and everything they compute comes from `fedtext` (`fedtext.server` for the shared server).
+`ui/`, and everything they compute comes from `fedtext` (`fedtext.service.backend`).
 """
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ from pathlib import Path
 
 import streamlit as st
 
+from fedtext.config import ConfigError, FederatedConfig
+from fedtext.learning.records import history_csv
+from fedtext.model.weights import base_model_dir
+from fedtext.service import backend, links, store
+
 # Nothing imported here loads TensorFlow (8 s on a small machine): the engine's thread does, while
 # the first page draws.
-from fedtext import data, memorisation, runs, server, sharing
-from fedtext.config import ConfigError, FederatedConfig
-from fedtext.prompt import TUTORIAL_PROMPT
-from fedtext.runs import history_csv
-from fedtext.weights import base_model_dir
+from fedtext.text import memorisation, plays
+from fedtext.text.prompt import TUTORIAL_PROMPT
 from ui.clients import chosen_ui, clients_ui
 from ui.compare import compare_panel
 from ui.resources import load_clients, load_saved, start_engine
@@ -44,11 +46,11 @@ st.markdown(
 MAX_EARLIER = 3  # earlier runs kept on the charts for comparison
 
 
-def init_session(clients: dict[str, data.ClientInfo]) -> None:
+def init_session(clients: dict[str, plays.ClientInfo]) -> None:
     """Once per visitor: the link's setup (or the defaults) into the widgets, and an owner id."""
     if "owner" in st.session_state:
         return
-    setup, problems = sharing.setup_from_params(st.query_params.to_dict(), clients)
+    setup, problems = links.setup_from_params(st.query_params.to_dict(), clients)
     for field, value in setup.items():
         st.session_state[field] = value
     st.session_state.update(
@@ -58,7 +60,7 @@ def init_session(clients: dict[str, data.ClientInfo]) -> None:
         earlier_runs=[],  # (label, run id) of the same runs, for the Compare panel
         pending=None,
         notice="",
-        run_id=st.query_params.get(sharing.RUN_PARAM, ""),
+        run_id=st.query_params.get(links.RUN_PARAM, ""),
         prompt=TUTORIAL_PROMPT,
         length=200,
         temperature=1.0,
@@ -69,13 +71,13 @@ def init_session(clients: dict[str, data.ClientInfo]) -> None:
     )
 
 
-def current_run(engine: server.Engine, data_root: str) -> server.RunView | None:
+def current_run(engine: backend.Engine, data_root: str) -> backend.RunView | None:
     """This visitor's run, from the link; a warning and a cleared link when it cannot be had."""
     run_id = st.session_state.run_id
     if not run_id:
         return None
-    stamp = server.saved_stamp(engine.store, run_id)
-    run, why = server.find_run(
+    stamp = backend.saved_stamp(engine.store, run_id)
+    run, why = backend.find_run(
         run_id, engine.job(run_id), lambda rid: load_saved(data_root, rid, stamp)
     )
     if run is None:
@@ -84,14 +86,14 @@ def current_run(engine: server.Engine, data_root: str) -> server.RunView | None:
     return run
 
 
-def keep_ui(run: server.RunView | None, data_root: str) -> None:
+def keep_ui(run: backend.RunView | None, data_root: str) -> None:
     """Downloads of a trained run, and the link that holds the setup."""
     keep = st.columns([1, 1, 2.5], vertical_alignment="center")
     if run is not None and run.trained:
-        store_dir = runs.RunStore(Path(data_root)).path(run.run_id)
+        store_dir = store.RunStore(Path(data_root)).path(run.run_id)
         keep[0].download_button(
             "Fine-tuned model (.zip)",
-            lambda: sharing.model_archive(store_dir),
+            lambda: links.model_archive(store_dir),
             icon=":material/download:",
             file_name="fedtext-model.zip",
             mime="application/zip",
@@ -126,12 +128,12 @@ def keep_ui(run: server.RunView | None, data_root: str) -> None:
 
 # ---------------------------------------------------------------- the page, top to bottom
 
-base_dir, data_root = str(base_model_dir()), str(runs.data_dir())
+base_dir, data_root = str(base_model_dir()), str(store.data_dir())
 loading = st.empty()  # the first start after an install builds the plays' database: seconds
 try:
     loading.info("Reading Shakespeare's plays…", icon=":material/hourglass_top:")
     clients = load_clients()
-except data.DataError as error:
+except plays.DataError as error:
     loading.error(f"The page cannot start: {error}.")
     st.stop()
 loading.empty()
@@ -181,19 +183,17 @@ with clients_col:
     client_ids = clients_ui(clients)
     chosen = [clients[cid] for cid in client_ids]
     setup = {"client_ids": client_ids, **settings}
-    shares = sharing.averaging_shares(
-        chosen, settings["batches_per_client"], settings["batch_size"]
-    )
+    shares = links.averaging_shares(chosen, settings["batches_per_client"], settings["batch_size"])
 
 if train:
     try:
         config = FederatedConfig(**{**setup, "client_ids": tuple(client_ids)})
-        sharing.LIMITS.check(config)
+        links.LIMITS.check(config)
     except ConfigError as error:
         progress.error(f"Cannot start training: {error}")
     else:
         if run is not None and len(run.history) > 1:
-            label = server.run_label(len(st.session_state.earlier) + 1, run.config)
+            label = backend.run_label(len(st.session_state.earlier) + 1, run.config)
             st.session_state.earlier = [*st.session_state.earlier, (label, list(run.history))][
                 -MAX_EARLIER:
             ]
@@ -234,7 +234,7 @@ with results_col:
         st.session_state.earlier if show_earlier else [],
     )
     if run is not None and not live:
-        kind, text = server.describe(run)
+        kind, text = backend.describe(run)
         getattr(progress, kind)(text)
     if run is not None and run.trained and not run.baseline:
         baseline_button_ui(engine, run.run_id)
@@ -246,9 +246,9 @@ with results_col:
 st.markdown("**5 · Keep**: results and the setup")
 keep_ui(run, data_root)
 
-params = sharing.setup_to_params(setup)
+params = links.setup_to_params(setup)
 if st.session_state.run_id:
-    params[sharing.RUN_PARAM] = st.session_state.run_id
+    params[links.RUN_PARAM] = st.session_state.run_id
 if params != st.query_params.to_dict():
     st.query_params.from_dict(params)
 

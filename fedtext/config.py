@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from fedtext.vocab import VOCAB_SIZE
+from fedtext.text.vocab import VOCAB_SIZE
 
 CLIENT_OPTIMIZERS = ("sgd", "adam")
 SERVER_OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -96,7 +96,7 @@ class Aggregation:
     noise_multiplier: float = 0.0
     clients_per_round: int = 0  # the DP mean divides the noised sum by this, not by the count
     dp_clip: float = 0.0  # the fixed clip; unused by adaptive clipping
-    # Each round also reports every client's figures (fedtext.contributions); never with DP.
+    # Each round also reports every client's figures; never with DP.
     client_figures: bool = False
 
     def __post_init__(self):
@@ -147,7 +147,7 @@ class FederatedConfig:
     weighting: str = "weighted"
     # DP-FedAvg (McMahan et al. 2018): Gaussian noise of this many times the clip norm is added
     # to the sum of clipped client updates each round; 0 turns differential privacy off. About 1
-    # or more is needed for a meaningful epsilon (fedtext.privacy).
+    # or more is needed for a meaningful epsilon (fedtext.learning.privacy).
     noise_multiplier: float = 0.0
     dp_clipping: str = "adaptive"  # TFF's default: no clip to guess, it tracks the median norm
     # The fixed clip on each client's update (L2 norm of its weight change): TFF's adaptive
@@ -155,7 +155,7 @@ class FederatedConfig:
     # lr x clip_norm x batches = 0.15, so this clips only the fastest-moving clients.
     dp_clip: float = 0.1
     # Per client and round: its share of the average, update norm, cosine with the average and
-    # own loss before and after (fedtext.contributions). The two extra passes over each client's
+    # own loss before and after. The two extra passes over each client's
     # batches made a round of the shipped model 1.36x TFF's plain one (2 clients x 5 batches,
     # 2 shared cores), so they are asked for. Off under differential privacy, whose guarantee
     # covers the model, not per-client norms and losses sent to the server.

@@ -14,9 +14,9 @@ import time
 
 import tensorflow as tf
 
-from fedtext import data
-from fedtext.centralised import CentralisedTrainer
 from fedtext.config import CentralisedConfig, preset_config
+from fedtext.learning.centralised import CentralisedTrainer
+from fedtext.text import plays
 
 
 class BudgetedTrainer(CentralisedTrainer):
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=100, help="steps between evaluations")
     args = parser.parse_args()
 
-    train, test = data.load_client_data()
+    train, test = plays.load_client_data()
     config = preset_config("federation", client_ids=tuple(train.client_ids), rounds=100_000)
     recipe = CentralisedConfig(
         optimizer="adam",

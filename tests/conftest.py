@@ -36,7 +36,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     import tensorflow as tf
 
     from fedtext.config import ModelConfig
-    from fedtext.model import build_model, save_weights
+    from fedtext.model.keras_model import build_model, save_weights
 
     tf.keras.utils.set_random_seed(0)
     config = ModelConfig(**TINY)
@@ -47,22 +47,22 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def database():
-    from fedtext import data
+    from fedtext.text import plays
 
-    return data.database_path()
+    return plays.database_path()
 
 
 @pytest.fixture(scope="session")
 def client_data(database):
-    from fedtext import data
+    from fedtext.text import plays
 
-    return data.load_client_data(database)
+    return plays.load_client_data(database)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def no_worker_left_behind():
     yield
-    from fedtext import runtime
+    from fedtext.distribution import runtime
 
     runtime.shutdown()
     assert worker_pids() == [], "a TFF worker process outlived the tests"
@@ -86,7 +86,7 @@ class KillingProcess:
 
         def kill_workers():
             while not done.is_set():
-                from fedtext import runtime
+                from fedtext.distribution import runtime
 
                 pid = runtime.install().pid
                 if pid is not None:

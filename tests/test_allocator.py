@@ -1,8 +1,8 @@
-"""glibc's allocator settings for the page's server process (fedtext.allocator)."""
+"""glibc's allocator settings for the page's server process (fedtext.service.allocator)."""
 
 import numpy as np
 
-from fedtext import allocator
+from fedtext.service import allocator
 
 
 def test_settings_and_trim_leave_allocations_working():

@@ -11,10 +11,11 @@ import pytest
 from streamlit.runtime.scriptrunner.script_cache import ScriptCache
 from streamlit.testing.v1 import AppTest, app_test, local_script_runner
 
-from fedtext import plots, sharing, training
 from fedtext.config import FederatedConfig
-from fedtext.data import ClientInfo
-from fedtext.runs import RoundResult
+from fedtext.learning import training
+from fedtext.learning.records import RoundResult
+from fedtext.service import links, plots
+from fedtext.text.plays import ClientInfo
 from tests.conftest import KillingProcess
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
@@ -49,9 +50,9 @@ def train(at: AppTest, **settings) -> AppTest:
     """Set the clients and settings (one short round unless told), press Train, wait for it."""
     at.multiselect(key="client_ids").set_value(CLIENTS)
     for key, value in {"rounds": 1, "batches_per_client": 1, **settings}.items():
-        if key in sharing.BOUNDS:
+        if key in links.BOUNDS:
             at.number_input(key=key).set_value(value)
-        elif isinstance(sharing.CHOICES[key][0], str):
+        elif isinstance(links.CHOICES[key][0], str):
             at.radio(key=key).set_value(value)
         else:
             at.select_slider(key=key).set_value(value)
@@ -142,7 +143,7 @@ def test_the_tutorial_preset_sets_its_clients_and_settings_in_one_click(page_env
     at.selectbox(key="preset").set_value("tutorial").run()
     assert not at.exception
     assert at.multiselect(key="client_ids").value == list(
-        sharing.preset_setup("tutorial")["client_ids"]
+        links.preset_setup("tutorial")["client_ids"]
     )
     assert at.select_slider(key="client_learning_rate").value == 0.5
     assert at.select_slider(key="batch_size").value == 8
@@ -275,7 +276,7 @@ def test_a_run_whose_worker_died_says_so_and_resumes_from_its_last_round(page_en
 def test_an_unreadable_base_model_is_named_and_the_page_still_draws(
     page_env, tmp_path, monkeypatch
 ):
-    from fedtext.weights import base_model_dir
+    from fedtext.model.weights import base_model_dir
 
     broken = tmp_path / "broken-model"
     shutil.copytree(base_model_dir(), broken)
@@ -307,7 +308,7 @@ def test_a_link_opens_its_setup_and_names_what_it_ignored(page_env):
         }
     )
     assert at.multiselect(key="client_ids").value == ["HAMLET_HAMLET"]
-    assert at.number_input(key="rounds").value == sharing.LIMITS.max_rounds
+    assert at.number_input(key="rounds").value == links.LIMITS.max_rounds
     assert at.radio(key="server_optimizer").value == "adam"
     assert at.select_slider(key="client_learning_rate").value == 0.03
     warnings = " ".join(w.value for w in at.warning)
@@ -322,7 +323,7 @@ def test_a_link_opens_its_setup_and_names_what_it_ignored(page_env):
 
 def test_setup_round_trips_through_a_link():
     setup = {
-        **sharing.DEFAULT_SETUP,
+        **links.DEFAULT_SETUP,
         "client_ids": ["A", "B"],
         "rounds": 3,
         "server_optimizer": "adam",
@@ -336,7 +337,7 @@ def test_setup_round_trips_through_a_link():
         "dp_clipping": "fixed",
         "dp_clip": 0.03,
     }
-    params = sharing.setup_to_params(setup)
+    params = links.setup_to_params(setup)
     assert params == {
         "clients": "A,B",
         "rounds": "3",
@@ -351,13 +352,13 @@ def test_setup_round_trips_through_a_link():
         "dp_clipping": "fixed",
         "dp_clip": "0.03",
     }
-    assert sharing.setup_from_params(params, {"A", "B"}) == (setup, [])
-    assert sharing.setup_to_params(sharing.DEFAULT_SETUP) == {}  # the default link is bare
+    assert links.setup_from_params(params, {"A", "B"}) == (setup, [])
+    assert links.setup_to_params(links.DEFAULT_SETUP) == {}  # the default link is bare
     # A hand-made link asking for noise with weighted averaging gets the uniform weighting
     # that differential privacy needs; a negative noise is refused.
-    setup, problems = sharing.setup_from_params({"noise": "1", "weighting": "weighted"}, {"A"})
+    setup, problems = links.setup_from_params({"noise": "1", "weighting": "weighted"}, {"A"})
     assert setup["noise_multiplier"] == 1.0 and setup["weighting"] == "uniform" and not problems
-    setup, problems = sharing.setup_from_params({"noise": "-1"}, {"A"})
+    setup, problems = links.setup_from_params({"noise": "-1"}, {"A"})
     assert setup["noise_multiplier"] == 0.0 and problems == [
         "the link's noise='-1' is not a positive number"
     ]
@@ -369,16 +370,16 @@ def client(cid: str, chars: int, speeches: int = 10) -> ClientInfo:
 
 def test_averaging_shares_follow_sequences_trained_capped_by_batches():
     small, big = client("small", 2 * 101 - 10), client("big", 100_000)
-    assert sharing.sequences_per_round(small, batches_per_client=1, batch_size=8) == 2
-    assert sharing.sequences_per_round(big, batches_per_client=1, batch_size=8) == 8
-    assert sharing.averaging_shares([small, big], 1, 8) == {"small": 0.2, "big": 0.8}
-    assert sharing.averaging_shares([small, big], 5, 8)["big"] == 40 / 42
-    assert sharing.averaging_shares([small, big], 1, 64)["big"] == 64 / 66
+    assert links.sequences_per_round(small, batches_per_client=1, batch_size=8) == 2
+    assert links.sequences_per_round(big, batches_per_client=1, batch_size=8) == 8
+    assert links.averaging_shares([small, big], 1, 8) == {"small": 0.2, "big": 0.8}
+    assert links.averaging_shares([small, big], 5, 8)["big"] == 40 / 42
+    assert links.averaging_shares([small, big], 1, 64)["big"] == 64 / 66
 
 
 def test_averaging_shares_count_what_the_engine_trains_on(client_data, tiny_model_dir):
-    from fedtext.data import load_clients
-    from fedtext.training import FederatedTrainer
+    from fedtext.learning.training import FederatedTrainer
+    from fedtext.text.plays import load_clients
 
     ids = ("KING_LEAR_FOOL", "HAMLET_HAMLET", "ALL_S_WELL_THAT_ENDS_WELL_BOTH")
     known = {c.client_id: c for c in load_clients()}
@@ -389,21 +390,21 @@ def test_averaging_shares_count_what_the_engine_trains_on(client_data, tiny_mode
     )
     for cid, batches in zip(ids, trainer.client_datasets(1, ids), strict=True):
         rows = sum(int(x.shape[0]) for x, _ in batches)
-        assert sharing.sequences_per_round(known[cid], batches_per_client=60, batch_size=16) == rows
+        assert links.sequences_per_round(known[cid], batches_per_client=60, batch_size=16) == rows
 
 
 def test_quick_picks():
     clients = [client("a", 10), client("b", 30), client("c", 20)]
-    assert sharing.pick_biggest(clients, 2) == ["b", "c"]
-    assert sharing.pick_random(clients, 5, seed=0) == ["a", "b", "c"]  # all there are
+    assert links.pick_biggest(clients, 2) == ["b", "c"]
+    assert links.pick_random(clients, 5, seed=0) == ["a", "b", "c"]  # all there are
     many = [client(f"c{i:02d}", i) for i in range(30)]
-    draws = [sharing.pick_random(many, 3, seed=seed) for seed in range(5)]
+    draws = [links.pick_random(many, 3, seed=seed) for seed in range(5)]
     assert all(
         len(d) == 3 and d == sorted(d) and set(d) <= {c.client_id for c in many} for d in draws
     )
     assert len({tuple(d) for d in draws}) > 1  # random, not the first three
-    assert draws[0] == sharing.pick_random(many, 3, seed=0)
-    assert sharing.pick_play(clients, "Play") == ["b", "c", "a"]
+    assert draws[0] == links.pick_random(many, 3, seed=0)
+    assert links.pick_play(clients, "Play") == ["b", "c", "a"]
 
 
 def test_accuracy_figure_has_its_reference_lines_and_earlier_runs():
@@ -435,6 +436,8 @@ def test_the_pages_modules_import_no_tensorflow():
     """The page draws while TensorFlow loads: every module app.py and its ui/ parts import at
     their top must leave TensorFlow unloaded."""
     import ast
+    import contextlib
+    import importlib.util
     import subprocess
     import sys
 
@@ -445,7 +448,11 @@ def test_the_pages_modules_import_no_tensorflow():
                 modules |= {f"{node.module}.{a.name}" for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module.startswith(("fedtext.", "ui.")):
                 modules.add(node.module)
-    assert {"fedtext.server", "fedtext.style", "ui.compare", "ui.train"} <= modules
+                for alias in node.names:  # `from fedtext.text import style`: a module too
+                    with contextlib.suppress(ModuleNotFoundError):
+                        if importlib.util.find_spec(f"{node.module}.{alias.name}"):
+                            modules.add(f"{node.module}.{alias.name}")
+    assert {"fedtext.service.backend", "fedtext.text.style", "ui.compare", "ui.train"} <= modules
     code = (
         f"import sys, importlib; [importlib.import_module(m) for m in {sorted(modules)!r}]; "
         "print(sorted(m for m in ('tensorflow', 'tensorflow_federated') if m in sys.modules))"

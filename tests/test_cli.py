@@ -131,7 +131,7 @@ def test_the_pages_model_zip_loads_with_generate(tiny_model_dir, tmp_path):
     import shutil
     import zipfile
 
-    from fedtext.sharing import model_archive
+    from fedtext.service.links import model_archive
 
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_model_dir, run_dir)
@@ -257,7 +257,7 @@ def assert_refused_in_one_line(argv: list[str], message: str, capsys) -> None:
 
 
 def test_startup_noise_is_held_back_and_real_errors_pass(capfd):
-    from fedtext.runtime import _startup_lines_held_back
+    from fedtext.distribution.runtime import _startup_lines_held_back
 
     with _startup_lines_held_back():
         os.write(2, b"2026-12-02 E cuda_dnn.cc:9342] Unable to register cuDNN factory: ...\n")
@@ -284,7 +284,7 @@ def test_data_lists_and_searches_clients(capsys, database):
 
 def test_dp_finetune_prints_epsilon_each_round_and_at_the_end(tiny_model_dir, tmp_path, database):
     from fedtext.config import FederatedConfig
-    from fedtext.privacy import epsilon_after
+    from fedtext.learning.privacy import epsilon_after
 
     clients = ("KING_LEAR_FOOL", "KING_LEAR_KENT", "KING_LEAR_EDGAR")
     result = run_cli(

@@ -18,10 +18,10 @@ import numpy as np
 import portpicker
 import pytest
 
-from fedtext import runtime
-from fedtext.cluster import Cluster, ClusterError, WorkerAddress, parse_workers
-from fedtext.training import FederatedTrainer
-from fedtext.worker import start_loopback
+from fedtext.distribution import runtime
+from fedtext.distribution.cluster import Cluster, ClusterError, WorkerAddress, parse_workers
+from fedtext.distribution.worker import start_loopback
+from fedtext.learning.training import FederatedTrainer
 from tests.conftest import ROOT, plain_fedavg, stop
 
 CLIENTS = ("KING_LEAR_KING_LEAR", "KING_LEAR_FOOL", "KING_LEAR_KENT", "KING_LEAR_EDGAR")
@@ -250,7 +250,7 @@ def test_the_workers_benchmark_times_rounds_on_one_two_and_three_workers(
 def test_without_user_namespaces_a_worker_refuses_to_listen_everywhere_unasked(
     tmp_path, monkeypatch
 ):
-    from fedtext import worker
+    from fedtext.distribution import worker
 
     def no_namespaces():
         raise PermissionError(1, "Operation not permitted")

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from fedtext.config import Aggregation
-from fedtext.contributions import (
+from fedtext.learning.contributions import (
     ClientFigures,
     ContributionOutput,
     build_contribution_process,
 )
-from fedtext.runs import clients_csv
+from fedtext.learning.records import clients_csv
 
 FOOL, KENT = "KING_LEAR_FOOL", "KING_LEAR_KENT"
 BATCH, SEQ = 8, 100
@@ -21,7 +21,7 @@ BATCH, SEQ = 8, 100
 
 @pytest.fixture(scope="module")
 def base(tiny_model_dir):
-    from fedtext.model import load_model
+    from fedtext.model.keras_model import load_model
 
     model, model_config = load_model(tiny_model_dir)
     return model.get_weights(), model_config
@@ -30,7 +30,7 @@ def base(tiny_model_dir):
 @pytest.fixture(scope="module")
 def rows(client_data):
     """Each client's first 3 batches of training rows, cut by the tutorial's pipeline."""
-    from fedtext.preprocess import preprocess, stack_batches
+    from fedtext.model.batches import preprocess, stack_batches
 
     train, _ = client_data
     return {
@@ -56,7 +56,7 @@ def empty():
 
 
 def padding():
-    from fedtext.vocab import PAD_ID
+    from fedtext.text.vocab import PAD_ID
 
     return dataset(*(np.full((BATCH, SEQ), PAD_ID, np.int64),) * 2)
 
@@ -82,8 +82,8 @@ def own_loss(model_config, weights, x, y):
     """Masked cross-entropy per character, computed with Keras outside TFF."""
     import tensorflow as tf
 
-    from fedtext.model import build_model
-    from fedtext.vocab import PAD_ID
+    from fedtext.model.keras_model import build_model
+    from fedtext.text.vocab import PAD_ID
 
     model = build_model(model_config)
     model.set_weights(weights)
@@ -199,8 +199,8 @@ def test_rounds_equal_tffs_own_federated_averaging(base, rows, weighting):
     TFF's build_weighted_fed_avg / build_unweighted_fed_avg land from the same inputs."""
     import tensorflow_federated as tff
 
-    from fedtext.optimizers import build_client_optimizer, build_server_optimizer
-    from fedtext.training import _model_fn
+    from fedtext.learning.optimizers import build_client_optimizer, build_server_optimizer
+    from fedtext.learning.tff_model import model_fn
 
     weights, model_config = base
     ours = build_contribution_process(model_config, "sgd", "momentum", Aggregation(weighting))
@@ -209,7 +209,7 @@ def test_rounds_equal_tffs_own_federated_averaging(base, rows, weighting):
         "uniform": tff.learning.algorithms.build_unweighted_fed_avg,
     }[weighting]
     theirs = build(
-        _model_fn(model_config),
+        model_fn(model_config),
         client_optimizer_fn=build_client_optimizer("sgd"),
         server_optimizer_fn=build_server_optimizer("momentum"),
         loop_implementation=tff.learning.LoopImplementation.DATASET_ITERATOR,
@@ -237,8 +237,8 @@ def test_rounds_equal_tffs_own_federated_averaging(base, rows, weighting):
 
 def test_the_trainer_runs_it_in_place_of_tffs_process(client_data, tiny_model_dir, monkeypatch):
     """Same state, hyper-parameters and metrics as TFF's process: the trainer takes it as is."""
-    from fedtext import training
     from fedtext.config import FederatedConfig
+    from fedtext.learning import training
 
     monkeypatch.setattr(training, "build_process", build_contribution_process)
     config = FederatedConfig(

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fedtext.corpus import CorpusError, read_corpus_file
+from fedtext.text.corpus import CorpusError, read_corpus_file
 
 BODY = "It was the best of times, it was the worst of times. " * 40
 GUTENBERG = (

@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 import tensorflow as tf
 
-from fedtext import data
+from fedtext.text import plays
 
 PLAY = """# A Test Play
 
@@ -39,7 +39,7 @@ Attend the lords.
 
 
 def test_parse_play_keeps_speeches_and_line_breaks_but_no_directions():
-    speeches = list(data.parse_play(PLAY))
+    speeches = list(plays.parse_play(PLAY))
     assert [(s.play, s.character) for s in speeches] == [
         ("A Test Play", "KENT"),
         ("A Test Play", "GLOUCESTER"),
@@ -58,15 +58,15 @@ def test_parse_play_keeps_speeches_and_line_breaks_but_no_directions():
 
 def test_client_ids_follow_tffs_convention():
     assert (
-        data.make_client_id("All's Well That Ends Well", "CELIA")
+        plays.make_client_id("All's Well That Ends Well", "CELIA")
         == "ALL_S_WELL_THAT_ENDS_WELL_CELIA"
     )
-    assert data.make_client_id("King Lear", "First Servant") == "KING_LEAR_FIRST_SERVANT"
+    assert plays.make_client_id("King Lear", "First Servant") == "KING_LEAR_FIRST_SERVANT"
 
 
 def test_real_plays_give_many_clients_each_with_train_and_test(database):
-    clients = data.load_clients(database)
-    info = data.load_info(database)
+    clients = plays.load_clients(database)
+    info = plays.load_info(database)
     assert 1000 < len(clients) < info["play_character_pairs"] <= 1500
     assert all(c.train_speeches >= 1 and c.test_speeches >= 1 for c in clients)
     assert all(re.fullmatch(r"[A-Z0-9_]+", c.client_id) for c in clients)
@@ -79,7 +79,7 @@ def test_real_plays_give_many_clients_each_with_train_and_test(database):
 
 
 def test_king_lears_lines_are_his_speeches(database):
-    speeches = data.load_speeches("KING_LEAR_KING_LEAR", "train", database) + data.load_speeches(
+    speeches = plays.load_speeches("KING_LEAR_KING_LEAR", "train", database) + plays.load_speeches(
         "KING_LEAR_KING_LEAR", "test", database
     )
     assert "Attend the lords of France and Burgundy, Gloucester." in speeches
@@ -102,31 +102,31 @@ def test_plain_speeches_are_tffs_examples_in_order(client_data, database):
     for split, client_data_split in (("train", train), ("test", test)):
         dataset = client_data_split.create_tf_dataset_for_client("KING_LEAR_FOOL")
         examples = [e["snippets"].numpy().decode() for e in dataset]
-        assert data.load_speeches("KING_LEAR_FOOL", split, database) == examples
+        assert plays.load_speeches("KING_LEAR_FOOL", split, database) == examples
 
 
 def test_unknown_ids_are_refused_with_suggestions():
     known = ["KING_LEAR_KING_LEAR", "KING_LEAR_FOOL", "HAMLET_HAMLET"]
-    assert data.check_client_ids(["KING_LEAR_FOOL", "KING_LEAR_FOOL "], known) == (
+    assert plays.check_client_ids(["KING_LEAR_FOOL", "KING_LEAR_FOOL "], known) == (
         "KING_LEAR_FOOL",
     )
-    with pytest.raises(data.DataError, match="did you mean KING_LEAR_FOOL"):
-        data.check_client_ids(["king_lear_fol"], known)
-    with pytest.raises(data.DataError, match="unknown client id"):
-        data.check_client_ids(["X' OR '1'='1"], known)
-    with pytest.raises(data.DataError, match="no clients chosen"):
-        data.check_client_ids([], known)
+    with pytest.raises(plays.DataError, match="did you mean KING_LEAR_FOOL"):
+        plays.check_client_ids(["king_lear_fol"], known)
+    with pytest.raises(plays.DataError, match="unknown client id"):
+        plays.check_client_ids(["X' OR '1'='1"], known)
+    with pytest.raises(plays.DataError, match="no clients chosen"):
+        plays.check_client_ids([], known)
 
 
 def test_a_corrupted_cache_is_rebuilt(tmp_path, monkeypatch):
     monkeypatch.setenv("FEDTEXT_CACHE", str(tmp_path))
-    plays = data.play_files()[:1]
-    monkeypatch.setattr(data, "play_files", lambda: plays)
-    path = data.database_path()
-    good = len(data.load_clients(path))
+    files = plays.play_files()[:1]
+    monkeypatch.setattr(plays, "play_files", lambda: files)
+    path = plays.database_path()
+    good = len(plays.load_clients(path))
     assert good > 5
     path.write_bytes(b"this is not a database")
-    assert data.database_path() == path
-    assert len(data.load_clients(path)) == good
+    assert plays.database_path() == path
+    assert len(plays.load_clients(path)) == good
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT COUNT(*) FROM client_metadata").fetchone()[0] == 2 * good

@@ -4,10 +4,11 @@ started again, and training goes on from the last finished round."""
 import numpy as np
 import pytest
 
-from fedtext import runtime, training
 from fedtext.config import FederatedConfig
-from fedtext.runtime import WorkerError
-from fedtext.training import FederatedTrainer
+from fedtext.distribution import runtime
+from fedtext.distribution.runtime import WorkerError
+from fedtext.learning import training
+from fedtext.learning.training import FederatedTrainer
 from tests.conftest import KillingProcess, wait_for
 
 
@@ -42,8 +43,8 @@ def test_worker_killed_mid_round_then_training_goes_on(client_data, tiny_model_d
 
 
 def test_a_queued_run_whose_worker_died_resumes(client_data, tiny_model_dir, tmp_path, monkeypatch):
-    from fedtext.jobs import JobState, TrainingQueue
-    from fedtext.runs import RunStore
+    from fedtext.service.jobs import JobState, TrainingQueue
+    from fedtext.service.store import RunStore
 
     train, test = client_data
     queue = TrainingQueue(

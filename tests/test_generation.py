@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from fedtext.config import ModelConfig
-from fedtext.generation import PROMPTS_KEPT, TextGenerator, load_generator, weight_shapes
-from fedtext.model import load_model
-from fedtext.prompt import MAX_LENGTH, MAX_PROMPT, PromptError
-from fedtext.vocab import CHARS, PAD_ID, encode
-from fedtext.weights import SHIPPED_MODEL_DIR, WEIGHTS_FILE, WeightsError, save_arrays
+from fedtext.model.generation import PROMPTS_KEPT, TextGenerator, load_generator, weight_shapes
+from fedtext.model.keras_model import load_model
+from fedtext.model.weights import SHIPPED_MODEL_DIR, WEIGHTS_FILE, WeightsError, save_arrays
+from fedtext.text.prompt import MAX_LENGTH, MAX_PROMPT, PromptError
+from fedtext.text.vocab import CHARS, PAD_ID, encode
 
 PROMPTS = ("ROMEO: ", "What of TensorFlow Federated, you ask? ", "a")
 
@@ -151,8 +151,8 @@ def test_fine_tuned_weights_really_change_the_text(base, client_data, tiny_model
     small changes. Inverting the cumulative distribution does in 9 seeds of 10; the Gumbel-max
     trick, as exact a sampler, did in 4 to 6 of 10."""
     from fedtext.config import FederatedConfig
-    from fedtext.prompt import TUTORIAL_PROMPT
-    from fedtext.training import FederatedTrainer
+    from fedtext.learning.training import FederatedTrainer
+    from fedtext.text.prompt import TUTORIAL_PROMPT
 
     generator, _, config = base
     train, test = client_data
@@ -229,7 +229,7 @@ def test_weights_that_do_not_fit_are_refused_in_one_line(base, tmp_path):
 def test_generating_imports_no_tensorflow(tiny_model_dir):
     code = (
         "import json, sys\n"
-        "from fedtext.generation import load_generator\n"
+        "from fedtext.model.generation import load_generator\n"
         f"text = load_generator({str(tiny_model_dir)!r}).generate('ROMEO: ', 20, seed=1)\n"
         "loaded = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')]\n"
         "print(json.dumps([text, loaded]))\n"

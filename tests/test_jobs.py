@@ -5,8 +5,8 @@ import time
 import pytest
 
 from fedtext.config import ConfigError, FederatedConfig, ServerLimits
-from fedtext.jobs import JobState, QueueFull, TrainingQueue
-from fedtext.runs import RunStore, is_run_id
+from fedtext.service.jobs import JobState, QueueFull, TrainingQueue
+from fedtext.service.store import RunStore, is_run_id
 from tests.conftest import wait_for
 
 
@@ -47,7 +47,7 @@ def test_jobs_run_one_at_a_time_in_order_and_are_stored(queue, monkeypatch):
     assert saved.config == first.config
 
     # Finished jobs leave memory (a long-lived server) but stay on disk.
-    monkeypatch.setattr("fedtext.jobs.FORGET_AFTER_S", 0.0)
+    monkeypatch.setattr("fedtext.service.jobs.FORGET_AFTER_S", 0.0)
     third = queue.submit(config(seed=2), owner="alice")
     assert queue.get(first.job_id) is None and queue.get(third.job_id) is third
     assert queue.store.load(first.job_id).history == saved.history
@@ -77,7 +77,7 @@ def test_a_closed_page_stops_its_job(client_data, tiny_model_dir, tmp_path):
 
 
 def test_run_store_prunes_by_size_and_rejects_odd_ids(tmp_path, tiny_model_dir):
-    from fedtext.model import load_model
+    from fedtext.model.keras_model import load_model
 
     store = RunStore(tmp_path)
     model, model_config = load_model(tiny_model_dir)

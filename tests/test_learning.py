@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fedtext.config import PRESETS, CentralisedConfig, FederatedConfig, preset_config
-from fedtext.training import FederatedTrainer
+from fedtext.learning.training import FederatedTrainer
 from tests.conftest import plain_fedavg
 
 CLIENTS = ("KING_LEAR_FOOL", "KING_LEAR_KENT")
@@ -31,7 +31,7 @@ def distance(weights: list, reference: list) -> float:
 
 def delta_norm(trainer: FederatedTrainer, base_dir) -> float:
     """Global norm of the model's change from the base weights."""
-    from fedtext.weights import load_weights_arrays
+    from fedtext.model.weights import load_weights_arrays
 
     return distance(trainer.weights, load_weights_arrays(base_dir))
 
@@ -143,7 +143,7 @@ def test_rounds_in_one_call_are_the_same_rounds(client_data, tiny_model_dir):
 def test_a_call_ends_at_an_evaluated_round_and_when_the_budget_runs_out(
     client_data, tiny_model_dir
 ):
-    from fedtext.runs import RoundResult
+    from fedtext.learning.records import RoundResult
 
     train_data, test_data = client_data
     trainer = FederatedTrainer(
@@ -180,8 +180,8 @@ def test_the_tutorial_preset_is_the_tutorials_setting():
 def test_centralised_baseline_learns_on_the_pooled_text_within_its_budget(
     client_data, tiny_model_dir
 ):
-    from fedtext.centralised import CentralisedTrainer
-    from fedtext.runs import compare
+    from fedtext.learning.centralised import CentralisedTrainer
+    from fedtext.learning.records import compare
 
     train_data, test_data = client_data
     federated = train(client_data, tiny_model_dir, rounds=2)

@@ -97,10 +97,10 @@ async def classroom(url: str):
 @pytest.mark.classroom
 @pytest.mark.timeout(900)
 def test_eight_visitors_at_once(server, tiny_model_dir, client_data, capsys):
-    from fedtext.generation import TextGenerator
-    from fedtext.model import load_model
-    from fedtext.runs import RunStore
-    from fedtext.training import FederatedTrainer
+    from fedtext.learning.training import FederatedTrainer
+    from fedtext.model.generation import TextGenerator
+    from fedtext.model.keras_model import load_model
+    from fedtext.service.store import RunStore
 
     url, _, data_root = server
     started = time.perf_counter()

@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import pytest
 
-from fedtext import memorisation
 from fedtext.config import ConfigError
-from fedtext.memorisation import CopyIndex, encode, find_copies, suffix_array
-from fedtext.vocab import CHARS
+from fedtext.text import memorisation
+from fedtext.text.memorisation import CopyIndex, encode, find_copies, suffix_array
+from fedtext.text.vocab import CHARS
 from tests.conftest import ROOT
 
 FOOL = "KING_LEAR_FOOL"
@@ -30,7 +30,7 @@ def random_text(length: int, seed: int) -> str:
 
 def fools_line(database) -> str:
     """A long line of the Fool's training speeches, read from the database, not the index."""
-    from fedtext.data import load_speeches
+    from fedtext.text.plays import load_speeches
 
     lines = [line for s in load_speeches(FOOL, "train", database) for line in s.split("\n")]
     return max(lines, key=len)
@@ -152,7 +152,7 @@ def test_probe_matches_a_brute_force_search():
 def test_the_page_can_probe_and_count_epsilon_without_tensorflow(database):
     code = (
         "import sys\n"
-        "from fedtext import memorisation, privacy\n"
+        "from fedtext.learning import privacy\nfrom fedtext.text import memorisation\n"
         "from fedtext.config import FederatedConfig\n"
         f"probe = memorisation.find_copies('no copy here', None, database=r'{database}')\n"
         "config = FederatedConfig(client_ids=('A', 'B'), weighting='uniform',"

@@ -5,15 +5,15 @@ import pytest
 import tensorflow as tf
 
 from fedtext.config import ModelConfig
-from fedtext.model import (
+from fedtext.model.keras_model import (
     MaskedAccuracy,
     MaskedLoss,
     build_model,
     load_model,
     save_weights,
 )
-from fedtext.vocab import PAD_ID, encode
-from fedtext.weights import WeightsError
+from fedtext.model.weights import WeightsError
+from fedtext.text.vocab import PAD_ID, encode
 
 
 def test_full_size_model_has_the_tutorials_parameter_count():
@@ -65,7 +65,7 @@ def test_broken_weight_files_give_clear_errors(tmp_path):
 
 
 def test_shipped_base_model_is_small_enough_for_a_space():
-    from fedtext.weights import ASSETS_DIR
+    from fedtext.model.weights import ASSETS_DIR
 
     weights = ASSETS_DIR / "dickens" / "weights.npz"
     assert weights.exists(), "assets/dickens/weights.npz is missing"

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from fedtext.personalisation import (
+from fedtext.learning.personalisation import (
     ClientGain,
     PersonaliseConfig,
     evaluate_personalisation,
@@ -29,8 +29,8 @@ def fool(client_data, tiny_model_dir, tmp_path_factory):
 def test_personalising_lowers_the_loss_on_the_characters_held_out_speeches(
     fool, client_data, tiny_model_dir
 ):
-    from fedtext.evaluation import evaluate_snippets
-    from fedtext.model import compile_for_evaluation, load_model
+    from fedtext.model.evaluation import evaluate_snippets
+    from fedtext.model.keras_model import compile_for_evaluation, load_model
 
     result, output = fool
     _, test = client_data
@@ -62,7 +62,7 @@ def test_the_same_seed_gives_the_same_model(fool, client_data, tiny_model_dir):
 
 
 def test_an_unknown_character_is_refused_before_training(client_data, tiny_model_dir, tmp_path):
-    from fedtext.data import DataError
+    from fedtext.text.plays import DataError
 
     with pytest.raises(DataError, match="unknown client id"):
         personalise(tiny_model_dir, "KING_LEAR_NOBODY", tmp_path / "out", client_data=client_data)
@@ -74,7 +74,7 @@ def test_tffs_personalization_evaluation_gives_each_client_its_own_figures(
 ):
     """TFF returns the clients' metrics in a reservoir sample's order; each row must come back
     to its own client, with the figures Keras computes for that client alone."""
-    from fedtext.model import load_model
+    from fedtext.model.keras_model import load_model
 
     train, test = client_data
     model, model_config = load_model(tiny_model_dir)

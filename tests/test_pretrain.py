@@ -3,9 +3,9 @@
 import pytest
 
 from fedtext.config import ModelConfig, PretrainConfig
-from fedtext.corpus import CorpusError
-from fedtext.model import load_model
-from fedtext.pretrain import pretrain
+from fedtext.learning.pretrain import pretrain
+from fedtext.model.keras_model import load_model
+from fedtext.text.corpus import CorpusError
 from tests.conftest import ROOT
 
 DICKENS = ROOT.parent / "shared" / "corpora" / "dickens" / "a_christmas_carol.txt"

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from fedtext import training
 from fedtext.config import Aggregation, ConfigError, FederatedConfig
-from fedtext.privacy import (
+from fedtext.learning import training
+from fedtext.learning.privacy import (
     approximation,
     delta_for,
     epsilon_after,
@@ -17,7 +17,7 @@ from fedtext.privacy import (
     epsilon_for,
     guarantee,
 )
-from fedtext.training import FederatedTrainer
+from fedtext.learning.training import FederatedTrainer
 from tests.conftest import plain_fedavg
 
 # Unequal clients: the Fool fills two batches of 8 sequences, the King of France (874
@@ -51,7 +51,7 @@ def train(cfg, client_data, model_dir, aggregation=None):
 @pytest.fixture(scope="module")
 def runs(client_data, tiny_model_dir):
     """One round each: uniform, weighted, each client alone, and TFF's DP mean without noise."""
-    from fedtext.model import load_model
+    from fedtext.model.keras_model import load_model
 
     return {
         "base": load_model(tiny_model_dir)[0].get_weights(),
@@ -104,7 +104,7 @@ def test_a_dp_round_adds_the_noise_it_says(client_data, tiny_model_dir, runs):
     moved = np.concatenate([d.ravel() for d in deltas(trainer, runs["base"])])
     # Clipped updates add at most 0.1 / 2 in norm; the noise is z_value x clip / K per weight,
     # z_value = (1 - (z / (2 x count noise))^2)^-1/2, the count's noise being z here
-    # (fedtext.training.build_dp_aggregator).
+    # (fedtext.learning.process.build_dp_aggregator).
     expected = (1 - 0.25) ** -0.5 * 0.1 / 2
     assert np.std(moved) == pytest.approx(expected, rel=0.1)
     assert list(trainer.rounds())[-1].round_num == 2  # and on from there

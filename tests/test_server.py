@@ -9,10 +9,11 @@ import time
 
 import pytest
 
-from fedtext import server, sharing
 from fedtext.config import PRESETS, WHOLE_FEDERATION_PRESETS, FederatedConfig
-from fedtext.jobs import JobState
-from fedtext.runs import RoundResult, RunStore
+from fedtext.learning.records import RoundResult
+from fedtext.service import backend, links
+from fedtext.service.jobs import JobState
+from fedtext.service.store import RunStore
 from tests.conftest import wait_for
 
 PROGRESS = re.compile(
@@ -28,7 +29,7 @@ def config(**overrides) -> FederatedConfig:
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir, tmp_path_factory):
-    engine = server.Engine(tiny_model_dir, tmp_path_factory.mktemp("server-runs"))
+    engine = backend.Engine(tiny_model_dir, tmp_path_factory.mktemp("server-runs"))
     engine.page_drawn.set()
     assert engine.ready.wait(600), engine.step
     assert not engine.error, engine.error
@@ -36,12 +37,12 @@ def engine(tiny_model_dir, tmp_path_factory):
 
 
 def test_a_run_is_followed_round_by_round_and_found_again_from_its_link(engine):
-    run_id, why = server.submit(engine, config(), "alice", page_open=None)
+    run_id, why = backend.submit(engine, config(), "alice", page_open=None)
     assert run_id and not why
     lines, rounds_seen, redraws = [], 0, 0
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        progress = server.follow(engine, run_id, rounds_seen)
+        progress = backend.follow(engine, run_id, rounds_seen)
         if progress is None:  # a round landed, or the run ended: the page redraws
             redraws += 1
             job = engine.job(run_id)
@@ -56,88 +57,88 @@ def test_a_run_is_followed_round_by_round_and_found_again_from_its_link(engine):
     assert lines and all(PROGRESS.match(line) for line in lines), lines
     assert redraws >= 2  # at least one round landed before the end
 
-    run, why = server.find_run(run_id, engine.job(run_id), engine.store.load)
+    run, why = backend.find_run(run_id, engine.job(run_id), engine.store.load)
     assert not why and run.trained and not run.live
     assert [r.round_num for r in run.history] == [0, 1, 2]
-    kind, text = server.describe(run)
+    kind, text = backend.describe(run)
     assert kind == "success" and text.startswith("Trained 2 rounds in")
     # After a restart the queue has forgotten the job; the link still finds the stored run.
-    again, _ = server.find_run(run_id, None, engine.store.load)
+    again, _ = backend.find_run(run_id, None, engine.store.load)
     assert again.history == run.history and again.trained
 
 
 def test_a_second_run_from_one_visitor_is_refused_with_a_message(engine):
-    first, _ = server.submit(engine, config(), "bob", page_open=None)
-    second, why = server.submit(engine, config(seed=1), "bob", page_open=None)
+    first, _ = backend.submit(engine, config(), "bob", page_open=None)
+    second, why = backend.submit(engine, config(seed=1), "bob", page_open=None)
     assert not second and why == (
         "Cannot start training: you already have a training run queued or running"
     )
-    _, why = server.submit(engine, config(rounds=sharing.LIMITS.max_rounds + 1), "eve", None)
+    _, why = backend.submit(engine, config(rounds=links.LIMITS.max_rounds + 1), "eve", None)
     assert why.startswith("Cannot start training: rounds is limited to")
     engine.queue.stop(first)
     wait_for(engine.job(first))
-    assert server.request_resume(engine, first) == (
+    assert backend.request_resume(engine, first) == (
         "This run cannot be resumed any more: train it again."
     )
 
 
 def test_a_round_run_again_after_a_lost_worker_shows_in_the_progress_line(engine):
-    run_id, _ = server.submit(engine, config(rounds=2), "frank", page_open=None)
+    run_id, _ = backend.submit(engine, config(rounds=2), "frank", page_open=None)
     wait_for(engine.job(run_id))
     notice = "round 2 failed: TFF worker 10.0.0.7:5001 stopped answering; running it again on …"
     running = dataclasses.replace(
         engine.job(run_id), state=JobState.RUNNING, history=engine.job(run_id).history[:2]
     )
-    _, before = server.progress_text(running, engine.queue)
+    _, before = backend.progress_text(running, engine.queue)
     assert before.startswith("Round 2 of 2 running") and notice not in before
     running.notices = [notice]
-    assert server.progress_text(running, engine.queue)[1] == f"{before} · {notice}"
+    assert backend.progress_text(running, engine.queue)[1] == f"{before} · {notice}"
 
 
 def test_the_baseline_is_queued_once_and_lands_beside_the_run(engine):
-    run_id, _ = server.submit(engine, config(rounds=1), "carol", page_open=None)
+    run_id, _ = backend.submit(engine, config(rounds=1), "carol", page_open=None)
     wait_for(engine.job(run_id))
-    assert server.request_baseline(engine, run_id, "carol") == ""
+    assert backend.request_baseline(engine, run_id, "carol") == ""
     job = engine.job(run_id)
-    assert server.request_baseline(engine, run_id, "carol").startswith("Cannot run the baseline")
-    _, text = server.progress_text(job, engine.queue)
+    assert backend.request_baseline(engine, run_id, "carol").startswith("Cannot run the baseline")
+    _, text = backend.progress_text(job, engine.queue)
     assert text.startswith(("Centralised baseline:", "Waiting for the server"))
     wait_for(job)
-    run, _ = server.find_run(run_id, None, engine.store.load)
+    run, _ = backend.find_run(run_id, None, engine.store.load)
     assert len(run.baseline) > 1
-    assert "centralised" in server.baseline_caption(run.history, run.baseline)
-    assert server.request_baseline(engine, run_id, "carol") == (
+    assert "centralised" in backend.baseline_caption(run.history, run.baseline)
+    assert backend.request_baseline(engine, run_id, "carol") == (
         "Cannot run the baseline: this run has its baseline already"
     )
 
 
 def test_a_model_per_character_is_made_once_and_kept_with_the_run(engine):
-    from fedtext.generation import load_generator
+    from fedtext.model.generation import load_generator
 
     fool = "KING_LEAR_FOOL"
-    run_id, _ = server.submit(engine, config(rounds=1), "erin", page_open=None)
+    run_id, _ = backend.submit(engine, config(rounds=1), "erin", page_open=None)
     wait_for(engine.job(run_id))
-    assert server.request_personal_model(engine, run_id, "erin", "HAMLET_HAMLET") == (
+    assert backend.request_personal_model(engine, run_id, "erin", "HAMLET_HAMLET") == (
         "Cannot make that model: HAMLET_HAMLET did not train this model"
     )
-    assert server.request_personal_model(engine, run_id, "erin", fool) == ""
+    assert backend.request_personal_model(engine, run_id, "erin", fool) == ""
     job = engine.job(run_id)
-    _, text = server.progress_text(job, engine.queue)
+    _, text = backend.progress_text(job, engine.queue)
     assert text.startswith(("Fine-tuning a model for KING_LEAR_FOOL", "Waiting for the server"))
     wait_for(job, timeout=300)
-    run, _ = server.find_run(run_id, None, engine.store.load)  # as stored
+    run, _ = backend.find_run(run_id, None, engine.store.load)  # as stored
     mine = run.personal[fool]
     assert mine.steps == 60 and mine.personal_loss < mine.global_loss  # its own lines, learnt
     assert [g.client_id for g in run.gains] == [fool] and run.gains[0].steps == 20
     own = load_generator(engine.store.personal_dir(run_id, fool))
     assert own.generate("KING LEAR:", 20) != engine.base.generate("KING LEAR:", 20)
-    assert server.request_personal_model(engine, run_id, "erin", fool) == (
+    assert backend.request_personal_model(engine, run_id, "erin", fool) == (
         f"Cannot make that model: this run has a model for {fool} already"
     )
 
 
 def test_a_stored_run_the_queue_has_forgotten_gets_its_baseline(engine, tiny_model_dir):
-    from fedtext.weights import load_config, load_weights_arrays
+    from fedtext.model.weights import load_config, load_weights_arrays
 
     run_id = "forgotten-run-abcdefghijkl"  # stored before a restart: not in the queue
     history = [RoundResult(0, 4.4, 0.05), RoundResult(1, 4.3, 0.06, cpu_seconds=2.0)]
@@ -149,20 +150,20 @@ def test_a_stored_run_the_queue_has_forgotten_gets_its_baseline(engine, tiny_mod
         load_config(tiny_model_dir),
     )
     assert engine.job(run_id) is None
-    assert server.request_baseline(engine, run_id, "dave") == ""
+    assert backend.request_baseline(engine, run_id, "dave") == ""
     wait_for(engine.job(run_id))
-    run, _ = server.find_run(run_id, None, engine.store.load)
+    run, _ = backend.find_run(run_id, None, engine.store.load)
     assert run.history == history and len(run.baseline) > 1
 
 
 @pytest.mark.parametrize("run_id", ["abcdefghijklmnopqrstuvwx", "../../etc/passwd", "x" * 300])
 def test_a_link_to_no_stored_run_says_so(tmp_path, run_id):
-    run, why = server.find_run(run_id, None, RunStore(tmp_path).load)
+    run, why = backend.find_run(run_id, None, RunStore(tmp_path).load)
     assert run is None and why.startswith("The run in this link is not stored here")
 
 
 def test_a_link_to_a_damaged_run_says_it_cannot_be_read(tmp_path, tiny_model_dir):
-    from fedtext.weights import load_config, load_weights_arrays
+    from fedtext.model.weights import load_config, load_weights_arrays
 
     store = RunStore(tmp_path)
     history = [RoundResult(0, 2.0, 0.3), RoundResult(1, 1.9, 0.31)]
@@ -174,7 +175,7 @@ def test_a_link_to_a_damaged_run_says_it_cannot_be_read(tmp_path, tiny_model_dir
         load_config(tiny_model_dir),
     )
     (store.path("abcdefghijklmnopqrstuvwx") / "weights.npz").write_bytes(b"not a zip")
-    run, why = server.find_run("abcdefghijklmnopqrstuvwx", None, store.load)
+    run, why = backend.find_run("abcdefghijklmnopqrstuvwx", None, store.load)
     assert run is None and why.startswith("The run in this link cannot be read:")
 
 
@@ -182,23 +183,23 @@ def test_how_a_run_ended_is_told_by_how_far_it_got():
     history = [RoundResult(0, 2.0, 0.30), RoundResult(1, 1.9, 0.31, seconds=4.0)]
 
     def view(rounds_run, **fields):
-        return server.RunView("r", config(rounds=3), history[: rounds_run + 1], [], **fields)
+        return backend.RunView("r", config(rounds=3), history[: rounds_run + 1], [], **fields)
 
-    assert server.describe(view(0)) == ("warning", "No round finished (stopped)")
-    kind, text = server.describe(view(1, message="stopped after round 1"))
+    assert backend.describe(view(0)) == ("warning", "No round finished (stopped)")
+    kind, text = backend.describe(view(1, message="stopped after round 1"))
     assert kind == "warning" and text.startswith("Ended after round 1 of 3; the model so far")
-    kind, text = server.describe(view(1, message="the TFF worker died", failed=True))
+    kind, text = backend.describe(view(1, message="the TFF worker died", failed=True))
     assert kind == "error" and text == ("the TFF worker died; held-out accuracy 30.0% → 31.0%")
-    finished = server.RunView("r", config(rounds=1), history, [])
-    assert server.describe(finished) == (
+    finished = backend.RunView("r", config(rounds=1), history, [])
+    assert backend.describe(finished) == (
         "success",
         "Trained 1 round in 4 s; held-out accuracy 30.0% → 31.0%",
     )
 
 
 def test_a_round_is_explained_with_the_setup_s_own_numbers():
-    setup = {**sharing.preset_setup("tutorial"), "clients_per_round": 0}
-    steps = server.round_steps(setup, {"A": 0.25, "B": 0.75})
+    setup = {**links.preset_setup("tutorial"), "clients_per_round": 0}
+    steps = backend.round_steps(setup, {"A": 0.25, "B": 0.75})
     text = " ".join(t for _, t in steps)
     assert "go to 2 of the chosen" in text
     assert "5 steps on batches of 8" in text and "sgd at 0.5" in text
@@ -208,5 +209,5 @@ def test_a_round_is_explained_with_the_setup_s_own_numbers():
 def test_every_preset_has_a_label_and_every_setting_a_text():
     # The whole federation's presets are the command line's: the page trains chosen clients.
     page_presets = set(PRESETS) - set(WHOLE_FEDERATION_PRESETS)
-    assert set(sharing.PRESET_LABELS) == {"defaults", *page_presets}
-    assert set(sharing.SETTING_TEXT) == set(sharing.PARAMS) - {"client_ids"}
+    assert set(links.PRESET_LABELS) == {"defaults", *page_presets}
+    assert set(links.SETTING_TEXT) == set(links.PARAMS) - {"client_ids"}

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from fedtext import data, style
-from fedtext.corpus import read_corpus_file
+from fedtext.text import plays, style
+from fedtext.text.corpus import read_corpus_file
 from tests.conftest import ROOT
 
 DICKENS_DIR = ROOT.parent / "shared" / "corpora" / "dickens"
@@ -28,7 +28,7 @@ def needs_shared() -> None:
 
 def test_the_page_can_use_it_without_tensorflow():
     code = (
-        "import sys; from fedtext import style; style.shakespeare_score('Good morrow'); "
+        "import sys; from fedtext.text import style; style.shakespeare_score('Good morrow'); "
         "assert not {'tensorflow', 'streamlit'} & set(sys.modules), 'heavy import'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
@@ -36,7 +36,7 @@ def test_the_page_can_use_it_without_tensorflow():
 
 def test_a_held_out_lear_speech_outranks_the_opening_of_two_cities(database):
     needs_shared()
-    lear = max(data.load_speeches("KING_LEAR_KING_LEAR", "test", database), key=len)
+    lear = max(plays.load_speeches("KING_LEAR_KING_LEAR", "test", database), key=len)
     novel = read_corpus_file(DICKENS_DIR / "a_tale_of_two_cities.txt").text
     start = novel.index("It was the best of times")
     dickens = novel[start : start + len(lear)]
@@ -50,8 +50,8 @@ def test_accuracy_on_held_out_speeches_and_novel_tails(database):
     needs_shared()
     speeches = [
         speech
-        for client in data.load_clients(database)
-        for speech in data.load_speeches(client.client_id, "test", database)
+        for client in plays.load_clients(database)
+        for speech in plays.load_speeches(client.client_id, "test", database)
         if len(speech) >= MIN_CHARS
     ]
     speeches = random.Random(0).sample(speeches, HELD_OUT_SPEECHES)
@@ -71,7 +71,7 @@ def test_the_judge_trains_on_neither_test_speeches_nor_novel_tails(database):
     needs_shared()
     texts = style.load_training_texts(DICKENS_DIR, database)
     trained = set(texts.shakespeare_fit) | set(texts.shakespeare_validation)
-    lear = max(data.load_speeches("KING_LEAR_KING_LEAR", "test", database), key=len)
+    lear = max(plays.load_speeches("KING_LEAR_KING_LEAR", "test", database), key=len)
     assert lear not in trained
     dickens = "".join(texts.dickens_fit + texts.dickens_validation)
     assert all(tail[-200:] not in dickens for tail in texts.dickens_heldout)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from fedtext.config import ConfigError, FederatedConfig
-from fedtext.runs import history_csv
-from fedtext.training import FederatedTrainer, TrainingDiverged
+from fedtext.learning.records import history_csv
+from fedtext.learning.training import FederatedTrainer, TrainingDiverged
 from tests.conftest import plain_fedavg
 
 CLIENTS = ("KING_LEAR_KING_LEAR", "KING_LEAR_FOOL", "KING_LEAR_KENT")
@@ -28,7 +28,7 @@ def trained(client_data, tiny_model_dir):
 
 
 def test_rounds_start_from_the_base_model_and_learn(trained, tiny_model_dir):
-    from fedtext.model import load_model
+    from fedtext.model.keras_model import load_model
 
     trainer, results = trained
     assert [r.round_num for r in results] == [0, 1, 2, 3]
@@ -52,7 +52,7 @@ def test_evaluation_is_right_during_and_after_another_thread_builds_a_round(
     """The page evaluates runs while its engine compiles the other rounds. TFF's tracing rebases
     Keras' model, layer and metric classes onto their v1 bases meanwhile: an unguarded evaluate
     fails (no return_dict), and so does a model built before and first evaluated after."""
-    from fedtext.training import build_process
+    from fedtext.learning.process import build_process
 
     trainer, results = trained
     expected = trainer.evaluate(trainer.weights)
@@ -72,11 +72,11 @@ def test_evaluation_is_right_during_and_after_another_thread_builds_a_round(
 
 
 def test_the_worker_gets_the_bytes_tffs_serializer_would_send(trained):
-    """The round's server state is serialized in place (fedtext.remote), to the same bytes."""
+    """The round's server state is serialized in place (fedtext.distribution.remote): same bytes."""
     from tensorflow_federated.python.core.impl.executors import value_serialization
 
-    from fedtext.remote import serialize_in_place
-    from fedtext.training import build_process
+    from fedtext.distribution.remote import serialize_in_place
+    from fedtext.learning.process import build_process
 
     trainer, _ = trained
     process = build_process(
@@ -141,7 +141,7 @@ def test_sampling_by_text_draws_big_speakers_more_often(client_data, tiny_model_
 
 
 def test_text_read_from_the_database_is_tff_pipelines_text(client_data, tiny_model_dir):
-    from fedtext.preprocess import to_ids
+    from fedtext.model.batches import to_ids
 
     train, test = client_data
     trainer = FederatedTrainer(small_config(client_ids=CLIENTS), train, test, tiny_model_dir)
@@ -157,7 +157,7 @@ def test_the_worker_runs_one_intra_op_thread_per_concurrent_client(client_data, 
     had four threads take turns on two cores: the worker gets cores // clients at once."""
     import os
 
-    from fedtext import runtime
+    from fedtext.distribution import runtime
     from tests.conftest import worker_pids
 
     train, test = client_data
@@ -190,8 +190,8 @@ def test_trainer_batches_equal_the_tutorial_pipeline(client_data, tiny_model_dir
     import tensorflow as tf
     from tensorflow.python.eager import context
 
-    from fedtext.preprocess import chunk_and_batch, preprocess, stack_batches
-    from fedtext.training import _round_seed
+    from fedtext.learning.training import _round_seed
+    from fedtext.model.batches import chunk_and_batch, preprocess, stack_batches
 
     train, test = client_data
     clients = ("KING_LEAR_KING_LEAR", "KING_LEAR_FOOL", "HAMLET_HAMLET")  # Hamlet's text is long
@@ -236,7 +236,7 @@ def test_trainer_batches_equal_the_tutorial_pipeline(client_data, tiny_model_dir
 def test_rounds_read_on_through_a_large_clients_text(client_data, tiny_model_dir):
     """The tutorial's take(5) after a 100-sequence shuffle buffer never gets past a client's
     first ~140 sequences; here the rounds work through the whole text."""
-    from fedtext.vocab import decode
+    from fedtext.text.vocab import decode
 
     train, test = client_data
     trainer = FederatedTrainer(
@@ -267,7 +267,7 @@ def test_divergence_stops_training_and_keeps_the_last_good_weights(client_data, 
 
 
 def test_unknown_clients_are_refused_before_any_work(client_data, tiny_model_dir):
-    from fedtext.data import DataError
+    from fedtext.text.plays import DataError
 
     train, test = client_data
     with pytest.raises(

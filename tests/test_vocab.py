@@ -3,8 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
-from fedtext import vocab
-from fedtext.preprocess import preprocess
+from fedtext.model.batches import preprocess
+from fedtext.text import vocab
 
 TUTORIAL_VOCAB = (
     "dhlptx@DHLPTX $(,048cgkoswCGKOSW[_#'/37;?bfjnrvzBFJNRVZ\"&*.26:\naeimquyAEIMQUY]!%)-159\r"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from fedtext import data, plots, sharing
 from fedtext.config import TUTORIAL_CLIENTS
+from fedtext.service import links, plots
+from fedtext.text import plays
 from ui.resources import load_letters, load_preview
 
 LETTER_CLIENTS = 40  # the letters chart reads each client's lines: bounded for a big choice
@@ -16,20 +17,20 @@ def choose(ids: list[str]) -> None:
     st.session_state.client_ids = ids
 
 
-def clients_ui(clients: dict[str, data.ClientInfo]) -> list[str]:
+def clients_ui(clients: dict[str, plays.ClientInfo]) -> list[str]:
     """Quick picks and a searchable list; returns the chosen client ids."""
     n = st.session_state.get("pick_n", 10)
     everyone = list(clients.values())
     picks = st.columns([1.2, 0.9, 0.9, 0.8], vertical_alignment="bottom")
     quick = (
         ("Tutorial's 2", list(TUTORIAL_CLIENTS), "The two characters TFF's tutorial trained on"),
-        ("Random", sharing.pick_random(everyone, n), f"{n} characters drawn at random"),
-        ("Top N", sharing.pick_biggest(everyone, n), f"The {n} characters with the most lines"),
+        ("Random", links.pick_random(everyone, n), f"{n} characters drawn at random"),
+        ("Top N", links.pick_biggest(everyone, n), f"The {n} characters with the most lines"),
     )
     for column, (label, ids, why) in zip(picks, quick, strict=False):
         column.button(label, on_click=choose, args=(ids,), help=why, width="stretch")
     picks[3].number_input(
-        "N", 1, sharing.LIMITS.max_clients, 10, key="pick_n", help="How many Random and Top N pick"
+        "N", 1, links.LIMITS.max_clients, 10, key="pick_n", help="How many Random and Top N pick"
     )
     plays = sorted({c.play for c in everyone})
     play_col, button_col = st.columns([3, 1.1], vertical_alignment="bottom")
@@ -42,7 +43,7 @@ def clients_ui(clients: dict[str, data.ClientInfo]) -> list[str]:
     button_col.button(
         "Whole play",
         on_click=choose,
-        args=(sharing.pick_play(everyone, play),),
+        args=(links.pick_play(everyone, play),),
         help="Every character of this play",
         width="stretch",
     )
@@ -50,15 +51,15 @@ def clients_ui(clients: dict[str, data.ClientInfo]) -> list[str]:
         "Clients: type a character or a play",
         list(clients),
         key="client_ids",
-        format_func=lambda cid: sharing.client_label(clients[cid]),
-        max_selections=sharing.LIMITS.max_clients,
+        format_func=lambda cid: links.client_label(clients[cid]),
+        max_selections=links.LIMITS.max_clients,
         placeholder="Search: hamlet, lear, juliet…",
         help="Each Shakespeare character is one client holding its own lines. "
         "Numbers: speeches, and characters of training text.",
     )
 
 
-def chosen_ui(chosen: list[data.ClientInfo], shares: dict[str, float]) -> None:
+def chosen_ui(chosen: list[plays.ClientInfo], shares: dict[str, float]) -> None:
     """The chosen clients: their text and weight, how their letters differ, a few real lines."""
     if not chosen:
         st.warning("No client chosen: pick at least one character, or a quick pick above.")
@@ -79,7 +80,7 @@ def chosen_ui(chosen: list[data.ClientInfo], shares: dict[str, float]) -> None:
     preview_ui(chosen)
 
 
-def chosen_table_ui(chosen: list[data.ClientInfo], shares: dict[str, float]) -> None:
+def chosen_table_ui(chosen: list[plays.ClientInfo], shares: dict[str, float]) -> None:
     table = pd.DataFrame(
         {  # the play last: the column most worth cutting short
             "character": [c.character.title() for c in chosen],
@@ -120,7 +121,7 @@ def chosen_table_ui(chosen: list[data.ClientInfo], shares: dict[str, float]) -> 
     )
 
 
-def preview_ui(chosen: list[data.ClientInfo]) -> None:
+def preview_ui(chosen: list[plays.ClientInfo]) -> None:
     ids = [c.client_id for c in chosen]
     names = {c.client_id: f"{c.character.title()} ({c.play})" for c in chosen}
     client_id = st.selectbox(

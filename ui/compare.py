@@ -7,10 +7,12 @@ import math
 
 import streamlit as st
 
-from fedtext import memorisation, plots, privacy, server, sharing, style
 from fedtext.config import ConfigError
-from fedtext.prompt import PromptError
-from fedtext.weights import WeightsError
+from fedtext.learning import privacy
+from fedtext.model.weights import WeightsError
+from fedtext.service import backend, links, plots
+from fedtext.text import memorisation, style
+from fedtext.text.prompt import PromptError
 from ui.resources import generate, load_personal, load_saved, load_tuned
 
 
@@ -23,7 +25,7 @@ def compare_ui() -> tuple[str, int, float, int]:
     length = length_col.number_input(
         "Length",
         10,
-        sharing.LIMITS.max_generate_chars,
+        links.LIMITS.max_generate_chars,
         step=50,
         key="length",
         help="Characters to generate",
@@ -91,7 +93,7 @@ def copies_ui(box, text: str, length: int, client_ids: tuple[str, ...]) -> None:
         box.html(memorisation.copies_html(generated, probe))
 
 
-def copies_by_run_ui(engine: server.Engine, data_root: str, request: tuple) -> None:
+def copies_by_run_ui(engine: backend.Engine, data_root: str, request: tuple) -> None:
     """This visitor's runs side by side: their noise, epsilon, accuracy and what the same
     request copied, so a class sees how privacy's noise changes the copying."""
     prompt, length, temperature, seed = request
@@ -99,7 +101,7 @@ def copies_by_run_ui(engine: server.Engine, data_root: str, request: tuple) -> N
     rows = []
     for label, run_id in named:
         try:
-            saved = load_saved(data_root, run_id, server.saved_stamp(engine.store, run_id))
+            saved = load_saved(data_root, run_id, backend.saved_stamp(engine.store, run_id))
         except (KeyError, WeightsError):
             continue  # gone from the store: nothing to sample
         key = f"{run_id}:{len(saved.history)}"
@@ -133,7 +135,7 @@ def copies_by_run_ui(engine: server.Engine, data_root: str, request: tuple) -> N
 
 
 def personal_ui(
-    run: server.RunView, engine: server.Engine, request: tuple, names: dict[str, str]
+    run: backend.RunView, engine: backend.Engine, request: tuple, names: dict[str, str]
 ) -> None:
     """A model per character: the global model fine-tuned briefly on one character's lines,
     its text beside the others', and every character's gain."""
@@ -156,14 +158,14 @@ def personal_ui(
         help="60 local steps from the global model on this character's training lines, then "
         "TFF's personalization evaluation of every character (the first 8) with 20",
     ):
-        st.session_state.notice = server.request_personal_model(
+        st.session_state.notice = backend.request_personal_model(
             engine, run.run_id, st.session_state.owner, client_id
         )
         st.rerun()  # the whole page: it follows the queued job
     if have:
         figures = run.personal[client_id]
         model_dir = engine.store.personal_dir(run.run_id, client_id)
-        stamp = server.saved_stamp(engine.store, run.run_id)
+        stamp = backend.saved_stamp(engine.store, run.run_id)
         try:
             own = load_personal(str(model_dir), stamp)
         except WeightsError as error:
@@ -189,9 +191,9 @@ def personal_ui(
 
 
 def compare_panel(
-    run: server.RunView | None,
+    run: backend.RunView | None,
     base_dir: str,
-    engine: server.Engine,
+    engine: backend.Engine,
     chosen: tuple[str, ...],
     data_root: str,
     names: dict[str, str],

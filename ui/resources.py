@@ -7,20 +7,21 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from fedtext import data, plots, runs
 from fedtext.config import ModelConfig
-from fedtext.server import Engine
+from fedtext.service import plots, store
+from fedtext.service.backend import Engine
+from fedtext.text import plays
 
 if TYPE_CHECKING:
-    from fedtext.generation import TextGenerator
+    from fedtext.model.generation import TextGenerator
 
 PREVIEW_SPEECHES = 3
 
 
 @st.cache_resource(show_spinner=False)
-def load_clients() -> dict[str, data.ClientInfo]:
+def load_clients() -> dict[str, plays.ClientInfo]:
     """Every Shakespeare client, by id."""
-    return {c.client_id: c for c in data.load_clients(data.database_path())}
+    return {c.client_id: c for c in plays.load_clients(plays.database_path())}
 
 
 @st.cache_resource(show_spinner=False)
@@ -31,25 +32,25 @@ def start_engine(base_dir: str, data_root: str) -> Engine:
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def load_letters(client_id: str) -> dict[str, float]:
-    return plots.letter_shares(data.load_speeches(client_id, "train"))
+    return plots.letter_shares(plays.load_speeches(client_id, "train"))
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def load_preview(client_id: str) -> list[str]:
-    speeches = data.load_speeches(client_id, "train")
+    speeches = plays.load_speeches(client_id, "train")
     lines = [s for s in speeches if len(s) >= 40] or speeches  # a few words say little
     return lines[:PREVIEW_SPEECHES]
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def load_saved(data_root: str, run_id: str, stamp: int) -> runs.SavedRun:
+def load_saved(data_root: str, run_id: str, stamp: int) -> store.SavedRun:
     """A stored run; `stamp` (its file's time) keys the cache, as a resumed run is saved again."""
-    return runs.RunStore(Path(data_root)).load(run_id)
+    return store.RunStore(Path(data_root)).load(run_id)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def load_tuned(run_key: str, _weights: list, _config: ModelConfig) -> TextGenerator:
-    from fedtext.generation import ready_generator  # the engine has imported it already
+    from fedtext.model.generation import ready_generator  # the engine has imported it already
 
     return ready_generator(_weights, _config)
 
@@ -57,7 +58,7 @@ def load_tuned(run_key: str, _weights: list, _config: ModelConfig) -> TextGenera
 @st.cache_resource(show_spinner=False, max_entries=8)
 def load_personal(model_dir: str, stamp: int) -> TextGenerator:
     """A run's model for one character; `stamp` (its file's time) keys the cache."""
-    from fedtext.generation import load_generator
+    from fedtext.model.generation import load_generator
 
     return load_generator(model_dir)
 

@@ -7,8 +7,9 @@ import math
 
 import streamlit as st
 
-from fedtext import privacy, server, sharing
 from fedtext.config import ConfigError, FederatedConfig
+from fedtext.learning import privacy
+from fedtext.service import backend, links
 
 # Settings laid out in two columns, then full width: the rates read better on a long slider.
 PAIRED = (
@@ -25,7 +26,7 @@ PRIVATE = ("dp_clipping", "dp_clip")  # only matter with noise
 
 def apply_preset() -> None:
     """Set the widgets to the chosen preset; the tutorial's brings its two clients too."""
-    setup = sharing.preset_setup(st.session_state.preset)
+    setup = links.preset_setup(st.session_state.preset)
     if st.session_state.preset != "tutorial":
         setup.pop("client_ids")
     st.session_state.update(setup)
@@ -35,8 +36,8 @@ def settings_ui() -> dict:
     """The training settings, each with its bounds and a one-line help; returns their values."""
     st.selectbox(
         "Start from",
-        list(sharing.PRESET_LABELS),
-        format_func=sharing.PRESET_LABELS.get,
+        list(links.PRESET_LABELS),
+        format_func=links.PRESET_LABELS.get,
         key="preset",
         on_change=apply_preset,
         help="Named settings: the measured defaults, TFF's tutorial as published (its "
@@ -70,11 +71,11 @@ def settings_ui() -> dict:
 
 def setting_ui(box, field: str, **options):
     """One setting's widget: a number within its bounds, or one of its choices."""
-    label, why = sharing.SETTING_TEXT[field]
-    if field in sharing.BOUNDS:
-        bound = sharing.BOUNDS[field]
+    label, why = links.SETTING_TEXT[field]
+    if field in links.BOUNDS:
+        bound = links.BOUNDS[field]
         return box.number_input(label, bound.low, bound.high, key=field, help=why, **options)
-    choices = sharing.CHOICES[field]
+    choices = links.CHOICES[field]
     if isinstance(choices[0], str):
         return box.radio(label, choices, key=field, horizontal=True, help=why, **options)
     return box.select_slider(label, choices, key=field, help=why, format_func=_number, **options)
@@ -115,7 +116,7 @@ def _number(value: float) -> str:
 
 def explain_ui(setup: dict, shares: dict[str, float]) -> None:
     """What one round does, with this setup's numbers."""
-    steps = server.round_steps(setup, shares)
+    steps = backend.round_steps(setup, shares)
     for column, (title, text) in zip(st.columns(len(steps)), steps, strict=True):
         with column.container(border=True):
             st.markdown(f"**{title}**  \n<small>{text}</small>", unsafe_allow_html=True)

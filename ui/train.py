@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from fedtext import plots, server
-from fedtext.runs import RoundResult
+from fedtext.learning.records import RoundResult
+from fedtext.service import backend, plots
 from ui.resources import load_preview, start_engine
 
 FOLLOW_EVERY_S = 1.0  # how often a page polls its live run (also the run's heartbeat)
@@ -34,12 +34,12 @@ def follow_run(base_dir: str, data_root: str, rounds_shown: int) -> None:
             status.progress(0.0, text=f"Preparing the server (first start only): {engine.step}…")
             return
         config, st.session_state.pending = st.session_state.pending, None
-        run_id, st.session_state.notice = server.submit(
+        run_id, st.session_state.notice = backend.submit(
             engine, config, st.session_state.owner, page_open()
         )
         st.session_state.run_id = run_id or st.session_state.run_id
         st.rerun()
-    progress = server.follow(engine, st.session_state.run_id, rounds_shown)
+    progress = backend.follow(engine, st.session_state.run_id, rounds_shown)
     if progress is None:
         st.rerun()
     status.progress(*progress)
@@ -59,7 +59,7 @@ def page_open():
     return lambda: runtime.is_active_session(session_id)
 
 
-def baseline_button_ui(engine: server.Engine, run_id: str) -> None:
+def baseline_button_ui(engine: backend.Engine, run_id: str) -> None:
     st.button(
         "Centralised baseline",
         icon=":material/compare_arrows:",
@@ -71,11 +71,11 @@ def baseline_button_ui(engine: server.Engine, run_id: str) -> None:
     )
 
 
-def _request_baseline(engine: server.Engine, run_id: str) -> None:
-    st.session_state.notice = server.request_baseline(engine, run_id, st.session_state.owner)
+def _request_baseline(engine: backend.Engine, run_id: str) -> None:
+    st.session_state.notice = backend.request_baseline(engine, run_id, st.session_state.owner)
 
 
-def baseline_ui(run: server.RunView) -> None:
+def baseline_ui(run: backend.RunView) -> None:
     """Federated against centralised at equal CPU time, and what the gap buys."""
     st.plotly_chart(
         plots.baseline_figure(run.history, run.baseline),
@@ -83,10 +83,10 @@ def baseline_ui(run: server.RunView) -> None:
         key="baseline-chart",
         config={"displayModeBar": False},
     )
-    st.caption(server.baseline_caption(run.history, run.baseline))
+    st.caption(backend.baseline_caption(run.history, run.baseline))
 
 
-def resume_button_ui(engine: server.Engine, run_id: str) -> None:
+def resume_button_ui(engine: backend.Engine, run_id: str) -> None:
     st.button(
         "Resume",
         icon=":material/resume:",
@@ -98,11 +98,11 @@ def resume_button_ui(engine: server.Engine, run_id: str) -> None:
     )
 
 
-def _resume(engine: server.Engine, run_id: str) -> None:
-    st.session_state.notice = server.request_resume(engine, run_id)
+def _resume(engine: backend.Engine, run_id: str) -> None:
+    st.session_state.notice = backend.request_resume(engine, run_id)
 
 
-def clients_panel_ui(run: server.RunView, names: dict[str, str]) -> None:
+def clients_panel_ui(run: backend.RunView, names: dict[str, str]) -> None:
     """Rounds x clients: who had a say, who moved, who agreed; and a client's own lines."""
     metric_col, client_col = st.columns([1.2, 1])
     metric = metric_col.selectbox(

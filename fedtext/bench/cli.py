@@ -25,7 +25,7 @@ def random_base_model(directory: Path) -> Path:
     import tensorflow as tf
 
     from fedtext.config import ModelConfig
-    from fedtext.model import build_model, save_weights
+    from fedtext.model.keras_model import build_model, save_weights
 
     if not (directory / "weights.npz").exists():
         tf.keras.utils.set_random_seed(0)
@@ -34,7 +34,8 @@ def random_base_model(directory: Path) -> Path:
 
 
 def run(settings: Settings, update_readme: bool = False) -> Results:
-    from fedtext import data, runtime
+    from fedtext.distribution import runtime
+    from fedtext.text import plays
 
     results, ctx = Results(settings), {}
     previous = previous_values(settings.out_dir)
@@ -54,7 +55,7 @@ def run(settings: Settings, update_readme: bool = False) -> Results:
     try:
         data_sections = {"overhead", "scaling", "learning", "federation", "privacy", "workers"}
         if data_sections & set(settings.sections):
-            ctx["train"], ctx["test"] = data.load_client_data()
+            ctx["train"], ctx["test"] = plays.load_client_data()
         for sections, step in steps:
             if sections & set(settings.sections):
                 print(f"[{', '.join(sorted(sections))}]", flush=True)
@@ -108,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from fedtext import runtime
-    from fedtext.weights import WEIGHTS_FILE, base_model_dir
+    from fedtext.distribution import runtime
+    from fedtext.model.weights import WEIGHTS_FILE, base_model_dir
 
     args = build_parser().parse_args(argv)
     runtime.stop_on_sigterm()  # a killed benchmark stops its TFF worker too

@@ -22,7 +22,7 @@ class KerasFloor:
     def __init__(self, model_config, learning_rate: float):
         import tensorflow as tf
 
-        from fedtext.model import MaskedLoss, build_model
+        from fedtext.model.keras_model import MaskedLoss, build_model
 
         self.model = build_model(model_config)
         self.optimizer = tf.keras.optimizers.SGD(learning_rate)
@@ -56,9 +56,9 @@ class KerasFloor:
 
 def largest_clients(count: int) -> tuple[str, ...]:
     """The clients with the most training text: every one has 20 full batches or more."""
-    from fedtext import data
+    from fedtext.text import plays
 
-    clients = sorted(data.load_clients(), key=lambda c: (-c.train_chars, c.client_id))
+    clients = sorted(plays.load_clients(), key=lambda c: (-c.train_chars, c.client_id))
     return tuple(c.client_id for c in clients[:count])
 
 
@@ -66,7 +66,7 @@ def time_rounds(ctx: dict, settings: Settings, n_clients: int, batches: int, rep
     """Median wall time of a trainer's round with evaluation off, and of the Keras floor on the
     same batches, interleaved round by round so both see the same machine."""
     from fedtext.config import FederatedConfig
-    from fedtext.training import FederatedTrainer
+    from fedtext.learning.training import FederatedTrainer
 
     # The floor's own arithmetic: plain SGD, no clipping, plain averaging, the tutorial's batch.
     config = FederatedConfig(
@@ -251,8 +251,8 @@ def run_generation(settings: Settings, results: Results) -> None:
     it has (its state kept, as "Again" does), and the floor under them: the same number of bare
     matrix-vector products of the same shape. The three alternate in the same run, so all see
     the same load from other processes."""
-    from fedtext.generation import load_generator
-    from fedtext.prompt import TUTORIAL_PROMPT
+    from fedtext.model.generation import load_generator
+    from fedtext.text.prompt import TUTORIAL_PROMPT
 
     length = 200
     start = time.perf_counter()

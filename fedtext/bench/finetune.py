@@ -60,7 +60,7 @@ def run_cli_rounds(settings: Settings, clients: Sequence[str], rounds: int, time
 
 
 def run_coldstart(settings: Settings, results: Results) -> None:
-    from fedtext.cli import TUTORIAL_CLIENTS
+    from fedtext.config import TUTORIAL_CLIENTS
 
     repeats = 1 if settings.quick else 3
     runs = [run_cli_rounds(settings, TUTORIAL_CLIENTS, 1) for _ in range(repeats)]

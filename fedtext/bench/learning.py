@@ -63,7 +63,7 @@ def _curve(history) -> list[dict]:
 def train_for(trainer, cpu_budget_s: float | None = None) -> str:
     """Run a trainer's rounds until they are done, or until the last that fits in
     `cpu_budget_s` of training CPU time; returns why it stopped early, if it diverged."""
-    from fedtext.training import TrainingDiverged
+    from fedtext.learning.training import TrainingDiverged
 
     try:
         for _ in trainer.rounds(cpu_budget_s):
@@ -75,7 +75,7 @@ def train_for(trainer, cpu_budget_s: float | None = None) -> str:
 
 def run_tutorial(ctx: dict, settings: Settings, results: Results) -> None:
     from fedtext.config import preset_config
-    from fedtext.training import FederatedTrainer
+    from fedtext.learning.training import FederatedTrainer
 
     config = preset_config("tutorial", rounds=2 if settings.quick else 5)
     trainer = FederatedTrainer(config, ctx["train"], ctx["test"], settings.base_dir)
@@ -97,11 +97,11 @@ def run_tutorial(ctx: dict, settings: Settings, results: Results) -> None:
 def run_default_page(ctx: dict, settings: Settings, results: Results) -> None:
     """The page's default run, as a visitor gets it, then the centralised baseline for the
     CPU time it took."""
-    from fedtext.centralised import CentralisedTrainer
     from fedtext.config import FederatedConfig
-    from fedtext.runs import compare
-    from fedtext.sharing import DEFAULT_SETUP
-    from fedtext.training import FederatedTrainer
+    from fedtext.learning.centralised import CentralisedTrainer
+    from fedtext.learning.records import compare
+    from fedtext.learning.training import FederatedTrainer
+    from fedtext.service.links import DEFAULT_SETUP
 
     setup = dict(DEFAULT_SETUP)
     if settings.quick:
@@ -174,7 +174,7 @@ def run_default_page(ctx: dict, settings: Settings, results: Results) -> None:
 def run_federation(ctx: dict, settings: Settings, results: Results) -> None:
     """Every client, a sample each round, evaluated on the whole federation's held-out split."""
     from fedtext.config import preset_config
-    from fedtext.training import FederatedTrainer
+    from fedtext.learning.training import FederatedTrainer
 
     # The command line's `--preset federation`, which docs/learning.md's sweep chose.
     config = preset_config(

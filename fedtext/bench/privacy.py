@@ -17,8 +17,8 @@ def time_dp_rounds(ctx: dict, settings: Settings) -> dict:
     otherwise, evaluation off, the two trainers' rounds interleaved so both see the same
     machine; each trainer's first round (TFF's one-off costs) is left out."""
     from fedtext.config import FederatedConfig
-    from fedtext.sharing import DEFAULT_SETUP
-    from fedtext.training import FederatedTrainer
+    from fedtext.learning.training import FederatedTrainer
+    from fedtext.service.links import DEFAULT_SETUP
 
     repeats = 1 if settings.quick else settings.overhead_repeats
     plain = FederatedConfig(**{**DEFAULT_SETUP, "weighting": "uniform", "rounds": 1 + repeats})
@@ -51,8 +51,8 @@ def probe_texts(database) -> dict[str, str]:
     the plays' common phrases), a training passage copied whole, and random characters."""
     import random
 
-    from fedtext.data import load_speeches
-    from fedtext.vocab import CHARS
+    from fedtext.text.plays import load_speeches
+    from fedtext.text.vocab import CHARS
 
     held_out = "\n".join(load_speeches("HAMLET_HAMLET", "test", database))[:PROBE_CHARS]
     copied = "\n".join(load_speeches("HAMLET_HAMLET", "train", database))[3000:4000]
@@ -68,10 +68,10 @@ def time_probe(settings: Settings) -> dict:
     """The index's build and load times, and the probe's latency on each kind of text,
     against all clients and the page's default two; with a floor: one linear scan of the
     corpus, which a probe without an index would pay for every position."""
-    from fedtext import data, memorisation
-    from fedtext.sharing import DEFAULT_SETUP
+    from fedtext.service.links import DEFAULT_SETUP
+    from fedtext.text import memorisation, plays
 
-    database = data.database_path()
+    database = plays.database_path()
     index, build_s = memorisation.timed_build(database)
     memorisation.load_index(database)  # stored, if this data build had none yet
     memorisation._LOADED.clear()

@@ -87,8 +87,8 @@ CLIENT_SETS = {"tutorial": TUTORIAL_CLIENTS}
 
 def client_set(name: str) -> tuple[str, ...]:
     """'tutorial', 'topN' (the N biggest talkers), 'play:NAME', or comma-separated ids."""
-    from fedtext import data
     from fedtext.bench.engine import largest_clients
+    from fedtext.text import plays
 
     if name in CLIENT_SETS:
         return CLIENT_SETS[name]
@@ -96,13 +96,14 @@ def client_set(name: str) -> tuple[str, ...]:
         return largest_clients(int(name[3:]))
     if name.startswith("play:"):
         play = name[5:]
-        return tuple(c.client_id for c in data.load_clients() if c.play == play)
+        return tuple(c.client_id for c in plays.load_clients() if c.play == play)
     return tuple(name.split(","))
 
 
 def run_candidate(config: FederatedConfig, budget_s: float, train, test) -> dict:
     """Train until the rounds after round 0 have taken `budget_s`; the curve and the outcome."""
-    from fedtext.training import FederatedTrainer, TrainingDiverged, build_process
+    from fedtext.learning.process import build_process
+    from fedtext.learning.training import FederatedTrainer, TrainingDiverged
 
     trainer = FederatedTrainer(config, train, test)
     build_process(trainer.model_config, config.client_optimizer, config.server_optimizer)
@@ -145,7 +146,7 @@ def print_floor(batch_sizes=(8, 16, 32, 64), seq_length: int = 100) -> int:
     """The floor every round is measured against: one plain Keras SGD step per batch size."""
     from fedtext.bench.learning import raw_step_seconds
     from fedtext.bench.machine import cpu_model
-    from fedtext.weights import base_model_dir, load_config
+    from fedtext.model.weights import base_model_dir, load_config
 
     model_config = load_config(base_model_dir())
     print(f"plain Keras SGD steps on {cpu_model()}, median of 5:")
@@ -174,12 +175,13 @@ def main(argv=None) -> int:
     if args.floor:
         return print_floor()
 
-    from fedtext import data, runtime
     from fedtext.bench.machine import cpu_model
+    from fedtext.distribution import runtime
+    from fedtext.text import plays
 
     ids = client_set(args.clients)
     names = [n for n in CANDIDATES if not args.only or n in args.only.split(",")]
-    train, test = data.load_client_data()
+    train, test = plays.load_client_data()
     print(
         f"sweep on {cpu_model()}: {len(ids)} clients ({args.clients}), {args.budget:.0f} s each",
         flush=True,

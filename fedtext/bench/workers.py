@@ -28,8 +28,8 @@ def _round_seconds(ctx: dict, settings: Settings, rounds: int) -> list[float]:
     """Wall seconds of rounds 2..rounds+1: round 1 builds the worker's graphs, and the last
     round's held-out evaluation runs here, not on the workers."""
     from fedtext.config import FederatedConfig
-    from fedtext.sharing import DEFAULT_SETUP
-    from fedtext.training import FederatedTrainer
+    from fedtext.learning.training import FederatedTrainer
+    from fedtext.service.links import DEFAULT_SETUP
 
     config = FederatedConfig(
         **{**DEFAULT_SETUP, "client_ids": CLIENTS, "rounds": rounds + 2, "eval_every": 1000}
@@ -48,10 +48,10 @@ def _bytes_forwarded(log_path: Path) -> int:
 def run_workers(ctx: dict, settings: Settings, results: Results) -> None:
     import portpicker
 
-    from fedtext import runtime
-    from fedtext.cluster import WorkerAddress
-    from fedtext.model import load_model
-    from fedtext.worker import start_loopback
+    from fedtext.distribution import runtime
+    from fedtext.distribution.cluster import WorkerAddress
+    from fedtext.distribution.worker import start_loopback
+    from fedtext.model.keras_model import load_model
 
     rounds = 1 if settings.quick else settings.repeats
     at_once = len(os.sched_getaffinity(0))

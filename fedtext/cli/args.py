@@ -1,0 +1,301 @@
+"""The command line's arguments: one parser, and the settings a run shares with the page and the
+link, read into a `FederatedConfig`."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+
+from fedtext.config import (
+    CLIENT_OPTIMIZERS,
+    DEFAULT_CLIENTS,
+    DP_CLIPPINGS,
+    PRESETS,
+    SAMPLINGS,
+    SERVER_OPTIMIZERS,
+    SERVER_SCHEDULES,
+    TUTORIAL_EVAL_CLIENT,
+    WEIGHTINGS,
+    WHOLE_FEDERATION_PRESETS,
+    ConfigError,
+    FederatedConfig,
+    PretrainConfig,
+)
+from fedtext.distribution.cluster import parse_workers
+from fedtext.model.weights import base_model_dir
+
+DESCRIPTION = "Federated learning on text: a Dickens model fine-tuned on Shakespeare with TFF."
+ALL_CLIENTS = "all"  # --clients all: the whole federation
+UNTIL_BUDGET = 1_000_000  # the rounds of a run that --cpu-minutes ends
+
+
+def _float(text: str) -> float:
+    """Any float, NaN included: the config objects say in one line what is out of range."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def _positive_float(text: str) -> float:
+    value = _float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    """A whole number of 0 or more, refused before anything loads."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _add_federated_args(parser: argparse.ArgumentParser, preset: str | None) -> None:
+    """Every FederatedConfig setting as an option; unset ones come from the preset, if any,
+    then from FederatedConfig's defaults."""
+    parser.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default=preset,
+        help="start from named settings (tutorial: TFF's tutorial as published; fedavg, "
+        "fedavgm, fedadam: Reddi et al. 2021's Shakespeare settings; federation: every "
+        "character, a cohort of 2 drawn by text each round, FedAdam; pair it with "
+        "--cpu-minutes)",
+    )
+    parser.add_argument(
+        "--clients",
+        nargs="+",
+        metavar="ID",
+        help=f"client ids (see 'fedtext data'), or '{ALL_CLIENTS}' for the whole federation; "
+        "default: the preset's, else the page's default clients",
+    )
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--client-optimizer", choices=CLIENT_OPTIMIZERS)
+    parser.add_argument("--client-lr", type=_float, dest="client_learning_rate")
+    parser.add_argument(
+        "--clip-norm", type=_float, help="clip each local gradient to this global norm (0: off)"
+    )
+    parser.add_argument("--server-optimizer", choices=SERVER_OPTIMIZERS)
+    parser.add_argument("--server-lr", type=_float, dest="server_learning_rate")
+    parser.add_argument(
+        "--server-schedule",
+        choices=SERVER_SCHEDULES,
+        help="keep the server's rate (constant, the default) or let it fall linearly to zero "
+        "by the last round, or by the end of --cpu-minutes",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, help="sequences per local step (the tutorial's: 8)"
+    )
+    parser.add_argument(
+        "--batches", type=int, dest="batches_per_client", help="local steps per client per round"
+    )
+    parser.add_argument(
+        "--clients-per-round", type=int, help="sample this many clients each round (0: all)"
+    )
+    parser.add_argument(
+        "--sampling",
+        choices=SAMPLINGS,
+        help="draw each round's clients equally likely (uniform, the default) or in proportion "
+        "to their text (by_text; pair it with --weighting uniform)",
+    )
+    parser.add_argument("--seed", type=int)
+    parser.add_argument(
+        "--weighting",
+        choices=WEIGHTINGS,
+        help="average clients by their text (weighted, the default) or one vote each "
+        "(uniform; implied by --noise-multiplier)",
+    )
+    parser.add_argument(
+        "--noise-multiplier",
+        type=_float,
+        help="DP-FedAvg: Gaussian noise of this many times the clip on the summed client "
+        "updates (0: no differential privacy); prints epsilon each round",
+    )
+    parser.add_argument(
+        "--dp-clipping",
+        choices=DP_CLIPPINGS,
+        help="clip each client's update adaptively (TFF's default) or to --dp-clip",
+    )
+    parser.add_argument(
+        "--dp-clip",
+        type=_float,
+        help=f"the fixed clip on each client's update (implies --dp-clipping fixed; default "
+        f"{FederatedConfig.dp_clip})",
+    )
+    parser.add_argument(
+        "--client-figures",
+        action="store_const",
+        const=True,
+        help="also measure every client each round (share, update norm, cosine, own loss), "
+        "written to clients.csv; rounds take about a third longer; not with DP",
+    )
+    parser.add_argument("--base", type=Path, default=None, help="base model directory")
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="HOST:PORT,...",
+        help="spread each round's clients over these `fedtext worker`s (default: "
+        "$FEDTEXT_WORKERS, else one worker on this machine); CPU seconds then count this "
+        "process only",
+    )
+
+
+def _workers(text: str):
+    try:
+        return parse_workers(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+_CONFIG_ARGS = (
+    "rounds",
+    "client_optimizer",
+    "client_learning_rate",
+    "clip_norm",
+    "server_optimizer",
+    "server_learning_rate",
+    "server_schedule",
+    "batch_size",
+    "batches_per_client",
+    "clients_per_round",
+    "sampling",
+    "eval_every",
+    "rounds_per_call",
+    "seed",
+    "weighting",
+    "noise_multiplier",
+    "dp_clipping",
+    "dp_clip",
+    "client_figures",
+)
+
+
+def federated_config(args: argparse.Namespace, all_ids=None) -> FederatedConfig:
+    settings = dict(PRESETS[args.preset]) if args.preset else {}
+    if args.clients == [ALL_CLIENTS]:
+        settings["client_ids"] = tuple(all_ids() if all_ids else ())
+    elif args.clients:
+        settings["client_ids"] = tuple(args.clients)
+    if args.preset in WHOLE_FEDERATION_PRESETS and not args.clients:
+        settings["client_ids"] = tuple(all_ids() if all_ids else ())
+    settings.setdefault("client_ids", DEFAULT_CLIENTS)
+    settings.update(
+        {k: getattr(args, k) for k in _CONFIG_ARGS if getattr(args, k, None) is not None}
+    )
+    if settings.get("client_figures") and getattr(args, "rounds_per_call", None) is None:
+        settings["rounds_per_call"] = 1  # each round's figures come back with it
+    if getattr(args, "dp_clip", None) is not None:
+        if args.dp_clipping == "adaptive":
+            raise ConfigError("--dp-clip sets a fixed clip: leave out --dp-clipping adaptive")
+        settings["dp_clipping"] = "fixed"
+    if (settings.get("noise_multiplier") or 0) > 0 and getattr(args, "weighting", None) is None:
+        # What a user asking for noise expects: DP-FedAvg, which weights clients equally
+        # (announced by _describe_privacy). An explicit --weighting weighted is refused.
+        settings["weighting"] = "uniform"
+    return FederatedConfig(**settings)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One line, not argparse's usage block."""
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fedtext", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    tutorial = sub.add_parser("tutorial", help="the TFF tutorial's flow, end to end")
+    _add_federated_args(tutorial, preset="tutorial")
+    tutorial.add_argument("--length", type=int, default=200)
+
+    data = sub.add_parser("data", help="list the Shakespeare clients and their sizes")
+    data.add_argument("query", nargs="*", help="words to search in play, character or id")
+    data.add_argument("--sort", choices=("id", "size"), default="id")
+    data.add_argument("--limit", type=_count, default=50, help="rows to show (0: all)")
+    data.add_argument("--rebuild", action="store_true", help="rebuild the data cache")
+
+    pretrain = sub.add_parser("pretrain", help="pre-train the base model on text files")
+    pretrain.add_argument("files", nargs="+", type=Path)
+    pretrain.add_argument("--output", type=Path, required=True)
+    pretrain.add_argument("--epochs", type=int, default=PretrainConfig.epochs)
+    pretrain.add_argument("--batch-size", type=int, default=PretrainConfig.batch_size)
+    pretrain.add_argument("--learning-rate", type=_float, default=PretrainConfig.learning_rate)
+    pretrain.add_argument("--embedding-dim", type=int, default=256)
+    pretrain.add_argument("--rnn-units", type=int, default=1024)
+    pretrain.add_argument("--init", type=Path, default=None, help="start from this model")
+    pretrain.add_argument("--seed", type=int, default=0)
+
+    finetune = sub.add_parser("finetune", help="federated fine-tuning; saves weights and CSV")
+    _add_federated_args(finetune, preset=None)
+    finetune.add_argument("--output", type=Path, required=True)
+    finetune.add_argument("--eval-every", type=int, help="evaluate every N rounds (and the last)")
+    finetune.add_argument(
+        "--rounds-per-call",
+        type=int,
+        help="run this many rounds in one call to the TFF worker, so the server state crosses "
+        "once per call (the same rounds; the federation preset's: 8)",
+    )
+    finetune.add_argument(
+        "--cpu-minutes",
+        type=_positive_float,
+        help="stop after the last round that fits in this much training CPU time (this "
+        "process and the TFF worker; evaluation not counted); --rounds, if given, still caps",
+    )
+    finetune.add_argument(
+        "--baseline",
+        action="store_true",
+        help="then train centrally on the same clients' pooled text for the same CPU time",
+    )
+
+    evaluate = sub.add_parser("evaluate", help="a model's accuracy on characters' lines")
+    evaluate.add_argument("clients", nargs="*", default=[TUTORIAL_EVAL_CLIENT], metavar="ID")
+    evaluate.add_argument("--model", type=Path, default=None, help="model directory")
+    evaluate.add_argument("--split", choices=("train", "test", "all"), default="all")
+
+    generate = sub.add_parser("generate", help="sample text from a model")
+    generate.add_argument("--model", type=Path, default=None, help="model directory")
+    generate.add_argument("--prompt", default=None)
+    generate.add_argument("--length", type=int, default=200)
+    generate.add_argument("--temperature", type=_float, default=1.0)
+    generate.add_argument("--seed", type=int, default=0)
+
+    personalise = sub.add_parser(
+        "personalise", help="fine-tune a model briefly on one character's lines"
+    )
+    personalise.add_argument("--model", type=Path, default=None, help="model directory")
+    personalise.add_argument("--client", required=True, metavar="ID", help="the character")
+    personalise.add_argument("--output", type=Path, required=True)
+    personalise.add_argument("--steps", type=int, default=None, help="SGD steps (default 60)")
+    personalise.add_argument("--learning-rate", type=_float, default=None)
+    personalise.add_argument("--seed", type=int, default=0)
+
+    worker = sub.add_parser(
+        "worker", help="serve TFF rounds for another machine's 'finetune --workers'"
+    )
+    worker.add_argument("--port", type=int, required=True, help="port to listen on")
+    worker.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default loopback; TFF's gRPC is plaintext: use a private "
+        "network or a tunnel)",
+    )
+    worker.add_argument("--log", type=Path, default=None, help="the worker's log file")
+    worker.add_argument(
+        "--clients-at-once",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="clients the worker trains at once (default: one per core)",
+    )
+    return parser
+
+
+def chosen_base_dir(path: Path | None) -> Path:
+    return path or base_model_dir()

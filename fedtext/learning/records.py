@@ -1,0 +1,123 @@
+"""What a run did: each round's figures, each client's, a character's own model against the global
+one, the comparison with centralised training, and their CSV forms. Plain Python."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import astuple, dataclass, fields
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """What one round did; round 0 is the base model before any training."""
+
+    round_num: int
+    eval_loss: float  # cross-entropy per character on the chosen clients' held-out speeches
+    eval_accuracy: float
+    train_loss: float | None = None  # averaged over every character the clients trained on
+    train_accuracy: float | None = None
+    num_examples: int = 0  # sequences of seq_length characters trained on this round
+    seconds: float = 0.0  # wall time of the round, evaluation included
+    # CPU time of the round's training, this process and the TFF worker together; evaluation
+    # is left out (it measures the model, it does not train it: 50 CPU s for the whole federation)
+    cpu_seconds: float = 0.0
+    client_ids: tuple[str, ...] = ()  # the clients that took part this round
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Federated against centralised learning at equal CPU time."""
+
+    cpu_seconds: float  # what the federated rounds took
+    federated_gain: float  # held-out accuracy over the base model, in points
+    centralised_gain: float  # the same, centralised, at the same CPU time
+
+    @property
+    def ratio(self) -> float:
+        """Federated gain / centralised gain: 1 would be learning as if the text were pooled."""
+        return self.federated_gain / self.centralised_gain if self.centralised_gain > 0 else 0.0
+
+    def summary(self) -> str:
+        return (
+            f"at {self.cpu_seconds:.0f} CPU s: federated {self.federated_gain:+.1f} points, "
+            f"centralised {self.centralised_gain:+.1f} points (ratio {self.ratio:.2f})"
+        )
+
+
+def compare(federated: Sequence[RoundResult], centralised: Sequence[RoundResult]) -> Comparison:
+    """Gains of the last evaluated round and of centralised training at the same CPU time
+    (interpolated between its points)."""
+    evaluated = [r for r in federated if not math.isnan(r.eval_accuracy)]
+    budget = sum(r.cpu_seconds for r in federated[1:])
+    spent = np.cumsum([0.0, *(r.cpu_seconds for r in centralised[1:])])
+    accuracy = np.interp(budget, spent, [r.eval_accuracy for r in centralised])
+    return Comparison(
+        budget,
+        100 * (evaluated[-1].eval_accuracy - federated[0].eval_accuracy),
+        100 * (float(accuracy) - centralised[0].eval_accuracy),
+    )
+
+
+def history_csv(history: Sequence[RoundResult]) -> str:
+    """Per-round metrics as CSV text (round 0 is the base model)."""
+    lines = [
+        "round,eval_loss,eval_accuracy,train_loss,train_accuracy,num_examples,seconds,"
+        "cpu_seconds,clients"
+    ]
+    for r in history:
+        fmt = lambda v: "" if v is None else f"{v:.6f}"  # noqa: E731
+        lines.append(
+            f"{r.round_num},{r.eval_loss:.6f},{r.eval_accuracy:.6f},{fmt(r.train_loss)},"
+            f"{fmt(r.train_accuracy)},{r.num_examples},{r.seconds:.3f},{r.cpu_seconds:.3f},"
+            f"{' '.join(r.client_ids)}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class ClientFigures:
+    """What one client did in one round, as TFF computed it on that client."""
+
+    round_num: int
+    client_id: str
+    share: float  # its update weight / the sum of the cohort's: its say in the average
+    update_norm: float  # global L2 norm of its model delta (0: it did not move)
+    cosine: float  # between its delta and the averaged delta; 0 when either is zero
+    loss_before: float  # nats per character on this round's own batches, global model (NaN: none)
+    loss_after: float  # the same after its local training
+    weight: float  # its raw update weight: sequences trained on ("weighted"), or 1 ("uniform")
+
+
+def clients_csv(figures: Sequence[ClientFigures]) -> str:
+    """Per-client, per-round figures as CSV text (`clients.csv` beside `metrics.csv`)."""
+    names = [f.name for f in fields(ClientFigures)]
+    lines = [",".join("round" if n == "round_num" else n for n in names)]
+    for f in figures:
+        cells = []
+        for value in astuple(f):
+            if isinstance(value, float):
+                cells.append("" if math.isnan(value) else f"{value:.6g}")
+            else:
+                cells.append(str(value))
+        lines.append(",".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class PersonalGain:
+    """A character's own model against the global one, on its held-out speeches."""
+
+    client_id: str
+    global_loss: float  # nats per character
+    global_accuracy: float
+    personal_loss: float
+    personal_accuracy: float
+    steps: int = 0  # local SGD steps from the global model
+
+    @property
+    def gain(self) -> float:
+        """Held-out accuracy gained by personalising, in points."""
+        return 100 * (self.personal_accuracy - self.global_accuracy)

@@ -1,0 +1,107 @@
+"""The tutorial's character model (embedding, GRU, dense), its masked metrics, and rebuilding a
+stored one; weight files themselves are in `weights`."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import tensorflow as tf
+
+from fedtext.config import ModelConfig
+from fedtext.model.weights import (
+    CONFIG_FILE,
+    WeightsError,
+    base_model_dir,
+    load_config,
+    load_weights_arrays,
+    save_arrays,
+)
+from fedtext.text.vocab import PAD_ID
+
+# Held while Keras models are built, used eagerly or traced, in any thread: TFF's tracing swaps
+# Keras' model classes process-wide (an eager model's evaluate fails meanwhile), and on CPython
+# 3.11.7 two threads converting code with AutoGraph at once can fail in `ast` (gh-106905).
+BUILD_LOCK = threading.RLock()
+
+
+def build_model(config: ModelConfig = ModelConfig()) -> tf.keras.Model:
+    """Embedding -> GRU -> Dense logits over the vocabulary, as in the tutorial."""
+    model = tf.keras.Sequential(
+        [
+            tf.keras.layers.Embedding(config.vocab_size, config.embedding_dim),
+            tf.keras.layers.GRU(
+                config.rnn_units,
+                return_sequences=True,
+                recurrent_initializer="glorot_uniform",
+            ),
+            tf.keras.layers.Dense(config.vocab_size),
+        ]
+    )
+    model.build([None, None])
+    return model
+
+
+class MaskedLoss(tf.keras.losses.Loss):
+    """Sparse cross-entropy over real characters only: padding adds nothing and counts nothing."""
+
+    def __init__(self, name: str = "masked_loss"):
+        super().__init__(name=name, reduction=tf.keras.losses.Reduction.NONE)
+
+    def call(self, y_true, y_pred):
+        y_true = tf.cast(y_true, tf.int64)
+        per_char = tf.keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+        mask = tf.cast(tf.not_equal(y_true, PAD_ID), per_char.dtype)
+        return tf.math.divide_no_nan(tf.reduce_sum(per_char * mask), tf.reduce_sum(mask))
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+class MaskedAccuracy(tf.keras.metrics.SparseCategoricalAccuracy):
+    """Next-character accuracy over real characters only."""
+
+    def __init__(self, name: str = "accuracy", dtype=tf.float32):
+        super().__init__(name, dtype=dtype)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = tf.reshape(y_true, [-1, 1])
+        y_pred = tf.reshape(y_pred, [-1, tf.shape(y_pred)[-1]])
+        mask = tf.cast(tf.not_equal(y_true, PAD_ID), self.dtype)
+        return super().update_state(y_true, y_pred, mask)
+
+
+class MaskedMeanLoss(tf.keras.metrics.Mean):
+    """Cross-entropy averaged over all real characters seen, however they were batched."""
+
+    def __init__(self, name: str = "loss", dtype=tf.float32):
+        super().__init__(name, dtype=dtype)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = tf.cast(tf.reshape(y_true, [-1]), tf.int64)
+        y_pred = tf.reshape(y_pred, [-1, tf.shape(y_pred)[-1]])
+        per_char = tf.keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+        mask = tf.cast(tf.not_equal(y_true, PAD_ID), self.dtype)
+        return super().update_state(per_char, mask)
+
+
+def compile_for_evaluation(model: tf.keras.Model) -> tf.keras.Model:
+    model.compile(loss=MaskedLoss(), metrics=[MaskedMeanLoss(), MaskedAccuracy()])
+    return model
+
+
+def save_weights(model: tf.keras.Model, config: ModelConfig, directory: str | Path) -> Path:
+    return save_arrays(model.get_weights(), config, directory)
+
+
+def load_model(directory: str | Path | None = None) -> tuple[tf.keras.Model, ModelConfig]:
+    """Rebuild the model saved in `directory` (default: the base model) and load its weights."""
+    directory = directory or base_model_dir()
+    config = load_config(directory)
+    model = build_model(config)
+    arrays = load_weights_arrays(directory)
+    expected = [w.shape for w in model.get_weights()]
+    if [a.shape for a in arrays] != expected:
+        raise WeightsError(f"weights in {directory} do not fit the model in {CONFIG_FILE}")
+    model.set_weights(arrays)
+    return model, config

@@ -1,0 +1,2 @@
+"""The page's service without Streamlit: the engine, the training queue, stored runs, links
+and figures."""

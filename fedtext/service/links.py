@@ -1,0 +1,315 @@
+"""The page's setup as plain values: bounds and defaults, quick picks of clients, averaging shares,
+and the round trip to a shareable link's query parameters."""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+import zipfile
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedtext.config import (
+    CLIENT_OPTIMIZERS,
+    DEFAULT_CLIENTS,
+    DP_CLIPPINGS,
+    PRESETS,
+    SERVER_OPTIMIZERS,
+    WEIGHTINGS,
+    FederatedConfig,
+    ServerLimits,
+)
+from fedtext.text.plays import ClientInfo
+
+LIMITS = ServerLimits()
+_DEFAULT = FederatedConfig(client_ids=DEFAULT_CLIENTS)
+# Learning rates offered on a log scale, as TensorFlow Playground does: a visitor picks a step.
+# 0.5 is the tutorial's client rate.
+RATES = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 0.5, 1.0, 3.0)
+CLIP_NORMS = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)  # 0: off
+BATCH_SIZES = (8, 16, 32, 64)  # 8 is the tutorial's
+# DP-FedAvg's noise multiplier: 0 is off; about 1 buys a meaningful epsilon with many clients.
+NOISES = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+DP_CLIPS = (0.01, 0.03, 0.1, 0.3, 1.0)  # a fixed clip on each client's update (L2 norm)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A whole-number setting's range and default on the page."""
+
+    low: int
+    high: int
+    default: int
+
+
+BOUNDS = {
+    "rounds": Bound(1, LIMITS.max_rounds, _DEFAULT.rounds),
+    "batches_per_client": Bound(1, LIMITS.max_batches_per_client, _DEFAULT.batches_per_client),
+    "clients_per_round": Bound(0, LIMITS.max_clients, _DEFAULT.clients_per_round),
+    "seed": Bound(0, 9999, _DEFAULT.seed),
+}
+# Settings picked from a list: a link's value snaps to the nearest one offered.
+CHOICES: dict[str, tuple] = {
+    "client_optimizer": CLIENT_OPTIMIZERS,
+    "server_optimizer": SERVER_OPTIMIZERS,
+    "client_learning_rate": RATES,
+    "server_learning_rate": RATES,
+    "clip_norm": CLIP_NORMS,
+    "batch_size": BATCH_SIZES,
+    "weighting": WEIGHTINGS,
+    "noise_multiplier": NOISES,
+    "dp_clipping": DP_CLIPPINGS,
+    "dp_clip": DP_CLIPS,
+}
+
+# Short names in the link, one per FederatedConfig field the page sets.
+PARAMS = {
+    "client_ids": "clients",
+    "rounds": "rounds",
+    "client_optimizer": "client",
+    "client_learning_rate": "client_lr",
+    "clip_norm": "clip",
+    "server_optimizer": "server",
+    "server_learning_rate": "server_lr",
+    "batch_size": "batch",
+    "batches_per_client": "batches",
+    "clients_per_round": "per_round",
+    "seed": "seed",
+    "weighting": "weighting",
+    "noise_multiplier": "noise",
+    "dp_clipping": "dp_clipping",
+    "dp_clip": "dp_clip",
+}
+RUN_PARAM = "run"
+
+# The page's label and one-line help for each setting, in the order the page shows them.
+SETTING_TEXT: dict[str, tuple[str, str]] = {
+    "rounds": (
+        "Rounds",
+        "Each round: send the model out, train on each client, average the updates",
+    ),
+    "clients_per_round": (
+        "Clients per round",
+        "Sample this many of the chosen characters each round (0: all of them), as phone "
+        "keyboards do with millions of users",
+    ),
+    "batches_per_client": (
+        "Local steps",
+        "Batches each client trains on per round (the tutorial took 5)",
+    ),
+    "batch_size": (
+        "Batch size",
+        "Sequences of 100 characters per local step (the tutorial's: 8)",
+    ),
+    "client_optimizer": (
+        "Client optimizer",
+        "Each client's local training; it starts afresh every round",
+    ),
+    "clip_norm": (
+        "Gradient clipping",
+        "Each local gradient is scaled down to at most this norm, so one bad batch cannot "
+        "wreck the model",
+    ),
+    "client_learning_rate": (
+        "Client learning rate",
+        "Step size of each character's local training; too high and it diverges",
+    ),
+    "server_optimizer": (
+        "Server optimizer",
+        "How the server applies the averaged update: sgd at rate 1 is plain Federated "
+        "Averaging; momentum (FedAvgM) and adam (FedAdam) remember earlier rounds",
+    ),
+    "server_learning_rate": (
+        "Server learning rate",
+        "Scales the averaged update: 1 with sgd replaces the model by the average; adam wants "
+        "about 0.01",
+    ),
+    "seed": ("Seed", "Fixes the sampling of clients and the shuffling of their lines"),
+    "weighting": (
+        "Averaging",
+        "weighted: each character's update counts by its text, so big talkers dominate (TFF's "
+        "and the tutorial's); uniform: one vote per character",
+    ),
+    "noise_multiplier": (
+        "Noise multiplier",
+        "Differential privacy (DP-FedAvg): each character's update is clipped and Gaussian "
+        "noise this many times the clip is added to their sum; 0 is off",
+    ),
+    "dp_clipping": (
+        "Update clipping",
+        "adaptive: the clip follows the median update norm (TFF's default); fixed: the norm below",
+    ),
+    "dp_clip": ("Fixed clip", "The largest norm of a character's update when clipping is fixed"),
+}
+PRESET_LABELS = {
+    "defaults": "fedtext's defaults",
+    "tutorial": "TFF's tutorial",
+    "fedavg": "FedAvg (Reddi et al.)",
+    "fedavgm": "FedAvgM (Reddi et al.)",
+    "fedadam": "FedAdam (Reddi et al.)",
+}
+
+
+def client_label(client: ClientInfo) -> str:
+    """A client as the page lists it: name, play, speeches and text."""
+    speeches = client.train_speeches + client.test_speeches
+    return (
+        f"{client.character.title()} · {client.play} · {speeches} speeches · "
+        f"{client.train_chars / 1000:.1f}k chars"
+    )
+
+
+def preset_setup(name: str) -> dict[str, object]:
+    """The page's setup for a preset ('defaults' or one of PRESETS), snapped to what the page
+    offers; a preset without clients keeps the defaults'."""
+    config = FederatedConfig(**{"client_ids": DEFAULT_CLIENTS, **PRESETS.get(name, {})})
+    setup = {field: getattr(config, field) for field in PARAMS}
+    setup["client_ids"] = list(config.client_ids)
+    for field, options in CHOICES.items():
+        setup[field] = nearest(options, setup[field])
+    return setup
+
+
+def nearest(options: tuple, value):
+    """The option equal to `value`, else the closest number (on a log scale for rates)."""
+    if value in options or isinstance(value, str):
+        return value
+    if options is RATES:
+        return nearest_rate(value)
+    return min(options, key=lambda option: abs(option - value))
+
+
+def nearest_rate(value: float) -> float:
+    """The offered rate closest to `value` on a log scale."""
+    return min(RATES, key=lambda rate: abs(math.log(rate) - math.log(value)))
+
+
+DEFAULT_SETUP: dict[str, object] = preset_setup("defaults")
+# (client, server) optimizer kinds a page server compiles at start, the defaults' first.
+PREBUILT_PROCESSES = tuple(
+    dict.fromkeys(
+        (setup["client_optimizer"], setup["server_optimizer"])
+        for setup in map(preset_setup, PRESET_LABELS)
+    )
+)
+
+
+def setup_to_params(setup: Mapping[str, object]) -> dict[str, str]:
+    """Query parameters for a setup; defaults are left out to keep links short."""
+    params = {}
+    for field, name in PARAMS.items():
+        value = setup[field]
+        if value == DEFAULT_SETUP[field]:
+            continue
+        params[name] = (
+            ",".join(value)
+            if field == "client_ids"
+            else f"{value:g}"
+            if isinstance(value, float)
+            else str(value)
+        )
+    return params
+
+
+def setup_from_params(
+    params: Mapping[str, str], known_ids: Collection[str]
+) -> tuple[dict[str, object], list[str]]:
+    """The setup a link describes, on top of the defaults, and a line for each value ignored."""
+    setup = dict(DEFAULT_SETUP)
+    problems = []
+    for field, name in PARAMS.items():
+        text = str(params.get(name, "")).strip()
+        if not text:
+            continue
+        if field == "client_ids":
+            ids = list(dict.fromkeys(i.strip() for i in text.split(",") if i.strip()))
+            unknown = [i for i in ids if i not in known_ids]
+            if unknown:
+                more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+                problems.append(
+                    f"the link names unknown clients, left out: {', '.join(unknown[:3])}{more}"
+                )
+            setup[field] = [i for i in ids if i in known_ids][: LIMITS.max_clients]
+        elif field in BOUNDS:
+            bound = BOUNDS[field]
+            try:
+                setup[field] = min(max(int(text), bound.low), bound.high)
+            except ValueError:
+                problems.append(f"the link's {name}={text[:20]!r} is not a whole number")
+        elif isinstance(DEFAULT_SETUP[field], str):
+            if text in CHOICES[field]:
+                setup[field] = text
+            else:
+                problems.append(
+                    f"the link's {name}={text[:20]!r} is not one of {', '.join(CHOICES[field])}"
+                )
+        else:
+            try:
+                value = float(text)
+                zero_allowed = 0 in CHOICES[field]  # clipping's "off"
+                if not math.isfinite(value) or value < 0 or (value == 0 and not zero_allowed):
+                    raise ValueError
+                setup[field] = nearest(CHOICES[field], value)
+            except ValueError:
+                problems.append(f"the link's {name}={text[:20]!r} is not a positive number")
+    if setup["noise_multiplier"] > 0:  # differential privacy bounds every client's say alike
+        setup["weighting"] = "uniform"
+    return setup, problems
+
+
+def pick_biggest(clients: Sequence[ClientInfo], n: int) -> list[str]:
+    """The ids of the n clients with the most training text."""
+    return [c.client_id for c in sorted(clients, key=lambda c: -c.train_chars)[:n]]
+
+
+def pick_random(clients: Sequence[ClientInfo], n: int, seed: int | None = None) -> list[str]:
+    """n client ids drawn at random, in id order."""
+    chosen = random.Random(seed).sample(list(clients), min(n, len(clients)))
+    return sorted(c.client_id for c in chosen)
+
+
+def pick_play(clients: Sequence[ClientInfo], play: str) -> list[str]:
+    """Every character of one play, biggest talker first, up to the server's client limit."""
+    return pick_biggest([c for c in clients if c.play == play], LIMITS.max_clients)
+
+
+def sequences_per_round(
+    client: ClientInfo,
+    batches_per_client: int,
+    batch_size: int,
+    seq_length: int = _DEFAULT.seq_length,
+) -> int:
+    """Sequences a client trains on per round: its text cut like the engine's pipeline, capped.
+
+    Each speech gains a newline; the ids are cut into chunks of seq_length + 1 and a final chunk
+    of a single id is dropped; a round takes at most batches_per_client batches of batch_size.
+    """
+    ids = client.train_chars + client.train_speeches
+    chunk = seq_length + 1
+    chunks = ids // chunk + (ids % chunk > 1)
+    return min(chunks, batches_per_client * batch_size)
+
+
+def averaging_shares(
+    clients: Sequence[ClientInfo], batches_per_client: int, batch_size: int
+) -> dict[str, float]:
+    """Each client's share of the weighted average when all take part: TFF weights an update by
+    the number of examples (sequences) it was trained on."""
+    counts = {c.client_id: sequences_per_round(c, batches_per_client, batch_size) for c in clients}
+    total = sum(counts.values()) or 1
+    return {cid: n / total for cid, n in counts.items()}
+
+
+def model_archive(
+    directory: Path,
+    names: Sequence[str] = ("weights.npz", "model.json", "metrics.csv", "clients.csv"),
+) -> bytes:
+    """A zip of a stored run's model files, ready for `fedtext generate --model`."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # npz is already compressed
+        for name in names:
+            if (directory / name).exists():
+                archive.write(directory / name, f"fedtext-model/{name}")
+    return buffer.getvalue()

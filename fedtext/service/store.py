@@ -1,0 +1,178 @@
+"""Finished runs on disk: metrics and fine-tuned weights under unguessable ids, pruned by age and
+total size so a long-lived service's disk cannot fill up. No TensorFlow here: the page reads runs
+while TensorFlow still loads."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+
+from fedtext.config import FederatedConfig, ModelConfig
+from fedtext.learning.records import (
+    ClientFigures,
+    PersonalGain,
+    RoundResult,
+    clients_csv,
+    history_csv,
+)
+from fedtext.model.weights import WeightsError, load_config, load_weights_arrays, save_arrays
+
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]{20,40}")
+MAX_AGE_DAYS = 7.0  # a classroom's runs outlive the lesson, not the term
+MAX_TOTAL_MB = 500.0  # about 60 runs of the 8 MB full-size model
+PERSONAL_DIR = "personal"  # a run's models per character, one directory each
+
+
+def data_dir() -> Path:
+    """Where runs live: $FEDTEXT_DATA, else the cache directory."""
+    from fedtext.text.plays import cache_dir
+
+    return Path(os.environ.get("FEDTEXT_DATA", cache_dir()))
+
+
+def new_run_id() -> str:
+    return secrets.token_urlsafe(16)  # 128 random bits: cannot be guessed or enumerated
+
+
+def is_run_id(text: str) -> bool:
+    return bool(_RUN_ID.fullmatch(text or ""))
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    run_id: str
+    config: FederatedConfig
+    history: list[RoundResult]
+    weights: list[np.ndarray]
+    model_config: ModelConfig
+    created: float
+    message: str = ""  # why the run ended early, if it did
+    baseline: list[RoundResult] = field(default_factory=list)  # centralised, if it was run
+    clients: list[ClientFigures] = field(default_factory=list)  # per client, where measured
+    personal: dict[str, PersonalGain] = field(default_factory=dict)  # models per character
+    gains: list[PersonalGain] = field(default_factory=list)  # every character's, by TFF
+
+
+class RunStore:
+    """One directory per run: weights.npz, model.json, metrics.csv and run.json."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = (root or data_dir()) / "runs"
+
+    def path(self, run_id: str) -> Path:
+        if not is_run_id(run_id):
+            raise KeyError("not a run id")
+        return self.root / run_id
+
+    def save(
+        self,
+        run_id: str,
+        config: FederatedConfig,
+        history: list[RoundResult],
+        weights: list[np.ndarray],
+        model_config: ModelConfig,
+        message: str = "",
+        baseline: Sequence[RoundResult] = (),
+        clients: Sequence[ClientFigures] = (),
+        personal: Mapping[str, PersonalGain] = MappingProxyType({}),
+        gains: Sequence[PersonalGain] = (),
+    ) -> Path:
+        final = self.path(run_id)
+        tmp = self.root / f".{run_id}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_arrays(weights, model_config, tmp)
+        (tmp / "metrics.csv").write_text(history_csv(history))
+        if clients:
+            (tmp / "clients.csv").write_text(clients_csv(clients))
+        record = {
+            "config": asdict(config),
+            "history": [asdict(r) for r in history],
+            "created": time.time(),
+            "message": message,
+            "baseline": [asdict(r) for r in baseline],
+            "clients": [asdict(f) for f in clients],
+            "personal": [asdict(p) for p in personal.values()],
+            "gains": [asdict(g) for g in gains],
+        }
+        (tmp / "run.json").write_text(json.dumps(record))
+        if (final / PERSONAL_DIR).exists():  # the characters' models, saved as they were made
+            (final / PERSONAL_DIR).rename(tmp / PERSONAL_DIR)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)  # readers see a whole run or none
+        self.prune()
+        return final
+
+    def load(self, run_id: str) -> SavedRun:
+        """The run, or KeyError for an unknown id and WeightsError for a damaged one."""
+        directory = self.path(run_id)
+        if not (directory / "run.json").exists():
+            raise KeyError(run_id)
+        try:
+            record = json.loads((directory / "run.json").read_text())
+            config = FederatedConfig(
+                **{**record["config"], "client_ids": tuple(record["config"]["client_ids"])}
+            )
+            history, baseline = (
+                [RoundResult(**{**r, "client_ids": tuple(r["client_ids"])}) for r in points]
+                for points in (record["history"], record.get("baseline", []))
+            )
+            clients = [ClientFigures(**f) for f in record.get("clients", [])]
+            personal = {p["client_id"]: PersonalGain(**p) for p in record.get("personal", [])}
+            gains = [PersonalGain(**g) for g in record.get("gains", [])]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise WeightsError(f"run {run_id} is damaged ({type(error).__name__})") from None
+        return SavedRun(
+            run_id,
+            config,
+            history,
+            load_weights_arrays(directory),
+            load_config(directory),
+            record.get("created", 0.0),
+            record.get("message", ""),
+            baseline,
+            clients,
+            personal,
+            gains,
+        )
+
+    def personal_dir(self, run_id: str, client_id: str) -> Path:
+        """Where a run's model for one character lives (`fedtext generate --model` reads it)."""
+        if not re.fullmatch(r"[A-Z0-9_]+", client_id):
+            raise KeyError("not a client id")
+        return self.path(run_id) / PERSONAL_DIR / client_id
+
+    def save_personal(
+        self, run_id: str, client_id: str, weights: list[np.ndarray], model_config: ModelConfig
+    ) -> Path:
+        return save_arrays(weights, model_config, self.personal_dir(run_id, client_id))
+
+    def prune(
+        self, max_age_days: float = MAX_AGE_DAYS, max_total_mb: float = MAX_TOTAL_MB
+    ) -> list[str]:
+        """Delete runs older than max_age_days, then the oldest until under max_total_mb."""
+        if not self.root.exists():
+            return []
+        runs = []
+        for directory in self.root.iterdir():
+            if directory.is_dir() and is_run_id(directory.name):
+                size = sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+                runs.append((directory.stat().st_mtime, size, directory))
+        runs.sort()
+        removed, now = [], time.time()
+        total = sum(size for _, size, _ in runs)
+        for mtime, size, directory in runs:
+            if now - mtime > max_age_days * 86400 or total > max_total_mb * 1e6:
+                shutil.rmtree(directory, ignore_errors=True)
+                total -= size
+                removed.append(directory.name)
+        return removed
