@@ -38,6 +38,10 @@ TUTORIAL_EVAL_CLIENT = "KING_LEAR_KING_LEAR"  # the tutorial's THE_TRAGEDY_OF_KI
 DEFAULT_CLIENTS = ("ROMEO_AND_JULIET_ROMEO", "ROMEO_AND_JULIET_JULIET")
 
 
+SEQ_LENGTH = 100  # characters per training sequence: the tutorial's
+SHUFFLE_BUFFER = 100  # speeches shuffled at once: the tutorial's buffer
+
+
 class ConfigError(ValueError):
     """A setting out of range, with a one-line reason."""
 
@@ -51,12 +55,12 @@ class ModelConfig:
     rnn_units: int = 1024  # the tutorial's GRU width; about 4.05 M parameters in all
 
 
-def _positive_finite(name: str, value: float) -> None:
+def positive_finite(name: str, value: float) -> None:
     if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
 
 
-def _at_least(name: str, value: int, low: int) -> None:
+def at_least(name: str, value: int, low: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
         raise ConfigError(f"{name} must be a whole number of at least {low}, got {value!r}")
 
@@ -67,17 +71,17 @@ class PretrainConfig:
 
     epochs: int = 12  # about 2 min each on 2 cores for the two Dickens novels
     batch_size: int = 64  # sequences per step, as in TF's text-generation tutorial
-    seq_length: int = 100  # the tutorial's sequence length
+    seq_length: int = SEQ_LENGTH
     learning_rate: float = 2e-3  # Adam, decayed to zero along a cosine over all steps
     holdout_fraction: float = 0.05  # the tail of each file, never trained on
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self):
-        _at_least("epochs", self.epochs, 1)
-        _at_least("batch size", self.batch_size, 1)
-        _at_least("sequence length", self.seq_length, 2)
-        _positive_finite("learning rate", self.learning_rate)
+        at_least("epochs", self.epochs, 1)
+        at_least("batch size", self.batch_size, 1)
+        at_least("sequence length", self.seq_length, 2)
+        positive_finite("learning rate", self.learning_rate)
         if not 0 < self.holdout_fraction < 0.5:
             raise ConfigError(
                 f"held-out fraction must lie in (0, 0.5), got {self.holdout_fraction!r}"
@@ -105,7 +109,7 @@ class Aggregation:
             _one_of("DP clipping", self.dp_clipping, DP_CLIPPINGS)
             if self.weighting != "uniform":
                 raise ConfigError("differential privacy needs uniform weighting")
-            _at_least("clients per round", self.clients_per_round, 1)
+            at_least("clients per round", self.clients_per_round, 1)
 
 
 @dataclass(frozen=True)
@@ -136,8 +140,8 @@ class FederatedConfig:
     # but early in fine-tuning the number of steps matters more than their size: batch 64 gained
     # less in the same time.
     batch_size: int = 8
-    seq_length: int = 100  # the tutorial's sequence length
-    shuffle_buffer: int = 100  # the tutorial's buffer
+    seq_length: int = SEQ_LENGTH
+    shuffle_buffer: int = SHUFFLE_BUFFER
     eval_batch_size: int = 64  # evaluation needs no gradients, so bigger batches are cheaper
     eval_every: int = 1  # evaluate every N rounds and the last: the whole federation's is slow
     seed: int = 0
@@ -171,29 +175,29 @@ class FederatedConfig:
         object.__setattr__(self, "client_ids", tuple(self.client_ids))
         if not self.client_ids:
             raise ConfigError("choose at least one client")
-        _at_least("rounds", self.rounds, 1)
+        at_least("rounds", self.rounds, 1)
         _one_of("client optimizer", self.client_optimizer, CLIENT_OPTIMIZERS)
-        _positive_finite("client learning rate", self.client_learning_rate)
+        positive_finite("client learning rate", self.client_learning_rate)
         if not isinstance(self.clip_norm, (int, float)) or not self.clip_norm >= 0:
             raise ConfigError(
                 f"clip norm must be 0 (off) or a positive number, got {self.clip_norm!r}"
             )
         _one_of("server optimizer", self.server_optimizer, SERVER_OPTIMIZERS)
-        _positive_finite("server learning rate", self.server_learning_rate)
+        positive_finite("server learning rate", self.server_learning_rate)
         _one_of("server schedule", self.server_schedule, SERVER_SCHEDULES)
-        _at_least("batches per client", self.batches_per_client, 1)
-        _at_least("clients per round", self.clients_per_round, 0)
+        at_least("batches per client", self.batches_per_client, 1)
+        at_least("clients per round", self.clients_per_round, 0)
         if self.clients_per_round > len(self.client_ids):
             raise ConfigError(
                 f"clients per round ({self.clients_per_round}) exceeds the "
                 f"{len(self.client_ids)} chosen clients"
             )
         _one_of("sampling", self.sampling, SAMPLINGS)
-        _at_least("batch size", self.batch_size, 1)
-        _at_least("sequence length", self.seq_length, 2)
-        _at_least("evaluate every", self.eval_every, 1)
-        _at_least("seed", self.seed, 0)
-        _at_least("rounds per call", self.rounds_per_call, 1)
+        at_least("batch size", self.batch_size, 1)
+        at_least("sequence length", self.seq_length, 2)
+        at_least("evaluate every", self.eval_every, 1)
+        at_least("seed", self.seed, 0)
+        at_least("rounds per call", self.rounds_per_call, 1)
         if self.client_figures and self.rounds_per_call > 1:
             raise ConfigError("client figures need one round per call (rounds per call 1)")
         _one_of("weighting", self.weighting, WEIGHTINGS)
@@ -207,7 +211,7 @@ class FederatedConfig:
                 f"got {self.noise_multiplier!r}"
             )
         _one_of("DP clipping", self.dp_clipping, DP_CLIPPINGS)
-        _positive_finite("DP clip", self.dp_clip)
+        positive_finite("DP clip", self.dp_clip)
         if self.private and self.weighting != "uniform":
             # A refusal, not a silent switch: the front ends switch to uniform and say so
             # (fedtext.cli, the page), so a config object never means something it does not say.
@@ -334,9 +338,9 @@ class CentralisedConfig:
 
     def __post_init__(self):
         _one_of("optimizer", self.optimizer, CLIENT_OPTIMIZERS)
-        _positive_finite("learning rate", self.learning_rate)
-        _at_least("batch size", self.batch_size, 1)
-        _at_least("steps per point", self.steps_per_point, 1)
+        positive_finite("learning rate", self.learning_rate)
+        at_least("batch size", self.batch_size, 1)
+        at_least("steps per point", self.steps_per_point, 1)
 
 
 @dataclass(frozen=True)

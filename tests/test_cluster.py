@@ -19,7 +19,8 @@ import portpicker
 import pytest
 
 from fedtext.distribution import runtime
-from fedtext.distribution.cluster import Cluster, ClusterError, WorkerAddress, parse_workers
+from fedtext.distribution.addresses import WorkerAddress, parse_workers
+from fedtext.distribution.cluster import Cluster, ClusterError
 from fedtext.distribution.worker import start_loopback
 from fedtext.learning.training import FederatedTrainer
 from tests.conftest import ROOT, plain_fedavg, stop

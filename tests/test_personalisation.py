@@ -11,9 +11,9 @@ from fedtext.learning.personalisation import (
     PersonaliseConfig,
     evaluate_personalisation,
     fine_tune,
-    gains_csv,
     personalise,
 )
+from fedtext.learning.records import gains_csv
 
 FOOL, KENT, EDMUND = "KING_LEAR_FOOL", "KING_LEAR_KENT", "KING_LEAR_EDMUND"
 # Plain SGD at test_training's rate for the tiny model; no clip, so every step counts in full.
@@ -100,4 +100,4 @@ def test_tffs_personalization_evaluation_gives_each_client_its_own_figures(
 def test_gains_csv():
     lines = gains_csv([ClientGain(FOOL, 4.4, 0.10, 4.1, 0.125)]).splitlines()
     assert lines[0] == "client_id,global_loss,global_accuracy,personal_loss,personal_accuracy,gain"
-    assert lines[1] == f"{FOOL},4.400000,0.100000,4.100000,0.125000,2.500"
+    assert lines[1] == f"{FOOL},4.4,0.1,4.1,0.125,2.5"

@@ -49,7 +49,7 @@ def run_workers(ctx: dict, settings: Settings, results: Results) -> None:
     import portpicker
 
     from fedtext.distribution import runtime
-    from fedtext.distribution.cluster import WorkerAddress
+    from fedtext.distribution.addresses import WorkerAddress
     from fedtext.distribution.worker import start_loopback
     from fedtext.model.keras_model import load_model
 

@@ -23,7 +23,7 @@ from fedtext.config import (
     FederatedConfig,
     PretrainConfig,
 )
-from fedtext.distribution.cluster import parse_workers
+from fedtext.distribution.addresses import parse_workers
 from fedtext.model.weights import base_model_dir
 
 DESCRIPTION = "Federated learning on text: a Dickens model fine-tuned on Shakespeare with TFF."

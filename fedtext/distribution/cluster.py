@@ -11,14 +11,32 @@ next computation.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+import grpc
+from tensorflow_federated.python.core.backends.native import compiler, mergeable_comp_compiler
+from tensorflow_federated.python.core.environments.tensorflow_frontend import (
+    tensorflow_computation,
+)
+from tensorflow_federated.python.core.impl.context_stack import context_base
+from tensorflow_federated.python.core.impl.execution_contexts import (
+    async_execution_context,
+    mergeable_comp_execution_context,
+    sync_execution_context,
+)
+from tensorflow_federated.python.core.impl.executor_stacks import python_executor_stacks
+from tensorflow_federated.python.core.impl.executors import (
+    executors_errors,
+    remote_executor_grpc_stub,
+)
+from tensorflow_federated.python.core.impl.types import placements
+
+from fedtext.distribution.addresses import WorkerAddress
 from fedtext.distribution.binary import WorkerError
+from fedtext.distribution.remote import RemoteExecutor
 
 log = logging.getLogger(__name__)
 
@@ -41,52 +59,10 @@ class ClusterError(WorkerError):
     """No worker to run on, or a worker list that cannot be used; one line."""
 
 
-@dataclass(frozen=True, order=True)
-class WorkerAddress:
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-def parse_workers(text: str) -> tuple[WorkerAddress, ...]:
-    """`HOST:PORT,HOST:PORT,...` (IPv6 as `[::1]:PORT`) -> addresses; ValueError in one line."""
-    addresses = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        host, sep, port = item.rpartition(":")
-        bracketed = host.startswith("[") and host.endswith("]")
-        host = host[1:-1] if bracketed else host
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"worker {item!r} is not HOST:PORT with a port from 1 to 65535")
-        if ":" in host or bracketed:
-            try:
-                if not bracketed:
-                    raise ValueError
-                ipaddress.IPv6Address(host)
-            except ValueError:
-                raise ValueError(
-                    f"worker {item!r}: write an IPv6 address as [ADDRESS]:PORT"
-                ) from None
-        elif not all(c.isalnum() or c in ".-_" for c in host):
-            raise ValueError(f"worker {item!r}: {host!r} is not a host name or address")
-        addresses.append(WorkerAddress(host, int(port)))
-    if not addresses:
-        raise ValueError("no workers given: expected HOST:PORT,HOST:PORT,...")
-    if len(set(addresses)) < len(addresses):
-        raise ValueError(f"a worker is listed twice in {text!r}")
-    return tuple(addresses)
-
-
 class _Connection:
     """One worker's gRPC channel, and the stub TFF's executors call through it."""
 
     def __init__(self, address: WorkerAddress, grpc_options: Sequence[tuple[str, int]]):
-        import grpc
-        from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub
-
         self.address = address
         # A subchannel of its own: gRPC otherwise shares one per address across channels, so a
         # new channel to a worker that was down inherited the old one's backoff (measured: a
@@ -98,8 +74,6 @@ class _Connection:
         )
 
     def answers(self, timeout: float) -> bool:
-        import grpc
-
         try:
             grpc.channel_ready_future(self.channel).result(timeout=timeout)
             return True
@@ -122,8 +96,6 @@ class _FailFastStub:
         return self._stub.is_ready
 
     def __getattr__(self, name: str):
-        from tensorflow_federated.python.core.impl.executors import executors_errors
-
         call = getattr(self._stub, name)
 
         def fail_fast(request):
@@ -226,20 +198,6 @@ class Cluster:
         )
 
     def _build(self, workers: tuple[WorkerAddress, ...], mergeable: bool = True):
-        from tensorflow_federated.python.core.backends.native import compiler
-        from tensorflow_federated.python.core.environments.tensorflow_frontend import (
-            tensorflow_computation,
-        )
-        from tensorflow_federated.python.core.impl.execution_contexts import (
-            async_execution_context,
-            mergeable_comp_execution_context,
-            sync_execution_context,
-        )
-        from tensorflow_federated.python.core.impl.executor_stacks import python_executor_stacks
-        from tensorflow_federated.python.core.impl.types import placements
-
-        from fedtext.distribution.remote import RemoteExecutor
-
         def executor_factory(stub):
             def executor_stack(cardinalities):
                 cardinalities.setdefault(placements.CLIENTS, 0)
@@ -284,8 +242,6 @@ class Cluster:
 def _cluster_context(cluster: Cluster):
     """The context TFF sees: each call goes to the workers answering at that moment, split at
     its aggregation; a computation with no single aggregation runs whole on one of them."""
-    from tensorflow_federated.python.core.backends.native import mergeable_comp_compiler
-    from tensorflow_federated.python.core.impl.context_stack import context_base
 
     class ClusterContext(context_base.SyncContext):
         def __init__(self):

@@ -24,7 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fedtext.distribution import binary
+from fedtext.distribution.addresses import parse_workers
 from fedtext.distribution.binary import WorkerError
+from fedtext.text.plays import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,7 @@ class WorkerService:
             return self._launcher.submit(self._start).result()
 
     def _start(self):
+        # Deferred (as every TFF import here): the page imports this module before TensorFlow.
         import grpc
         import portpicker
         from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub
@@ -131,8 +134,6 @@ def configured_workers() -> tuple:
     text = os.environ.get("FEDTEXT_WORKERS", "").strip()
     if not text:
         return ()
-    from fedtext.distribution.cluster import parse_workers
-
     try:
         return parse_workers(text)
     except ValueError as error:
@@ -146,6 +147,8 @@ def install(log_path: Path | None = None) -> WorkerService | None:
     with _install_lock:
         workers = configured_workers()
         if workers and _cluster is None:
+            # Deferred, like every TFF import here: the page imports this module before
+            # TensorFlow loads.
             from fedtext.distribution.cluster import Cluster
 
             cluster = Cluster(workers, _GRPC_OPTIONS)
@@ -165,6 +168,7 @@ def install(log_path: Path | None = None) -> WorkerService | None:
 
 def _install_local(log_path: Path | None) -> None:
     global _service, _local_context
+    # Deferred: the page imports this module before TensorFlow.
     from tensorflow_federated.python.core.backends.native import compiler
     from tensorflow_federated.python.core.environments.tensorflow_frontend import (
         tensorflow_computation,
@@ -174,7 +178,6 @@ def _install_local(log_path: Path | None) -> None:
     from tensorflow_federated.python.core.impl.types import placements
 
     from fedtext.distribution.remote import RemoteExecutor
-    from fedtext.text.plays import cache_dir
 
     service = WorkerService(log_path or cache_dir() / "tff-worker.log")
 
@@ -247,6 +250,7 @@ def _startup_lines_held_back():
 
 def _set_context_for_this_thread() -> None:
     """TFF's context stack is thread-local: each thread that runs computations needs it set."""
+    # Deferred: the page imports this module before TensorFlow.
     from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
 
     context = _cluster.context if _cluster is not None else _local_context

@@ -21,8 +21,11 @@ from fedtext.learning.aggregators import build_dp_aggregator
 from fedtext.learning.optimizers import build_client_optimizer, build_server_optimizer
 from fedtext.learning.records import ClientFigures
 from fedtext.learning.tff_model import model_fn as build_model_fn
-from fedtext.model.keras_model import BUILD_LOCK, build_model, compile_for_evaluation
-from fedtext.text.vocab import PAD_ID
+from fedtext.learning.tff_model import restore_eager_keras
+from fedtext.model.keras_model import (
+    BUILD_LOCK,
+    masked_cross_entropy,
+)
 
 
 class ContributionOutput(NamedTuple):
@@ -195,9 +198,7 @@ def _build(
         )
         return ContributionOutput(new_state, metrics, clients)
 
-    # Keras classes built while TFF traces are rebased onto v1 bases; an eager build puts them
-    # back (training.py's _build_process does the same).
-    compile_for_evaluation(build_model(model_config))
+    restore_eager_keras(model_config)
     return ContributionProcess(learning_process, next_fn, aggregation.weighting)
 
 
@@ -226,10 +227,7 @@ def _build_figures_fn(model_fn, weights_type, update_type, data_type):
             def add_batch(sums, batch):
                 x, y = batch
                 logits = model.predict_on_batch(x, training=False)
-                per_char = tf.keras.losses.sparse_categorical_crossentropy(
-                    y, logits, from_logits=True
-                )
-                mask = tf.cast(tf.not_equal(y, PAD_ID), per_char.dtype)
+                per_char, mask = masked_cross_entropy(y, logits)
                 return sums[0] + tf.reduce_sum(per_char * mask), sums[1] + tf.reduce_sum(mask)
 
             total, count = dataset.reduce((tf.constant(0.0), tf.constant(0.0)), add_batch)

@@ -8,6 +8,7 @@ federated clients), so a character's figures are the same whichever computed the
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,25 +16,40 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_federated as tff
 
-from fedtext.config import ConfigError, ModelConfig
+from fedtext.config import (
+    SEQ_LENGTH,
+    SHUFFLE_BUFFER,
+    ConfigError,
+    FederatedConfig,
+    ModelConfig,
+    at_least,
+    positive_finite,
+)
+from fedtext.distribution import runtime
 from fedtext.learning.records import PersonalGain
-from fedtext.learning.tff_model import model_fn
+from fedtext.learning.tff_model import model_fn, restore_eager_keras
 from fedtext.model.batches import preprocess, stack_batches
+from fedtext.model.evaluation import evaluate_batches
 from fedtext.model.keras_model import (
     BUILD_LOCK,
     MaskedLoss,
     build_model,
     compile_for_evaluation,
     load_model,
+    masked_cross_entropy,
 )
 from fedtext.model.weights import save_arrays
-from fedtext.text.vocab import PAD_ID
+from fedtext.text import plays
 
 # A client's fingerprint, computed in TF and NumPy alike: a polynomial hash of its rows modulo
 # a prime small enough that hash x multiplier stays inside int64.
 _HASH_PRIME = 2_147_483_647
 _HASH_BASE = 1_000_003
+
+
+_CLIENTS = {f.name: f.default for f in dataclasses.fields(FederatedConfig)}
 
 
 @dataclass(frozen=True)
@@ -45,23 +61,23 @@ class PersonaliseConfig:
     # 1.971 and accuracy +0.0 points; 60 steps, 34 s, 1.943 and +0.5 points. At 0.1 the loss
     # fell but accuracy lost 1.5 points; at 0.3 and 1.0 it lost 5 and 23.
     steps: int = 60
-    learning_rate: float = 0.03
-    # Each step's gradient is clipped to this global norm (0: off), as the federated clients'
-    # are: a rate that suits small gradients cannot wreck the model on a large one.
-    clip_norm: float = 1.0
-    batch_size: int = 8  # sequences per step, the federated clients' batch
-    seq_length: int = 100  # the tutorial's sequence length
-    shuffle_buffer: int = 100  # the tutorial's buffer
-    eval_batch_size: int = 64  # evaluation needs no gradients, so bigger batches are cheaper
+    # The federated clients' rate, clip (each step's gradient clipped to this global norm, 0:
+    # off, so a rate that suits small gradients cannot wreck the model on a large one), batch
+    # and evaluation batch.
+    learning_rate: float = _CLIENTS["client_learning_rate"]
+    clip_norm: float = _CLIENTS["clip_norm"]
+    batch_size: int = _CLIENTS["batch_size"]
+    seq_length: int = SEQ_LENGTH
+    shuffle_buffer: int = SHUFFLE_BUFFER
+    eval_batch_size: int = _CLIENTS["eval_batch_size"]
     seed: int = 0  # the shuffle of the character's lines
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "seq_length", "eval_batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name.replace('_', ' ')} must be at least 1, got {value!r}")
-        if not self.learning_rate > 0 or not self.clip_norm >= 0:
-            raise ConfigError("learning rate must be positive and clip norm 0 (off) or more")
+            at_least(name.replace("_", " "), getattr(self, name), 1)
+        positive_finite("learning rate", self.learning_rate)
+        if not self.clip_norm >= 0:
+            raise ConfigError(f"clip norm must be 0 (off) or more, got {self.clip_norm!r}")
 
 
 @dataclass(frozen=True)
@@ -139,8 +155,6 @@ def fine_tune(
     config: PersonaliseConfig = PersonaliseConfig(),
 ) -> PersonalisationResult:
     """Fine-tune `weights` on one character's training lines; score both on its held-out."""
-    from fedtext.model.evaluation import evaluate_batches
-
     x, y = training_rows(train_data, client_id, config)
     tx, ty = test_rows(test_data, client_id, config)
     held_out = _batches(tx, ty, config.eval_batch_size)
@@ -188,10 +202,6 @@ def personalise(
     """The model in `model_dir` (default: the base model) fine-tuned on one character; written
     to `output_dir` (weights.npz and model.json, which `fedtext generate --model` reads) if
     given. `client_data` is (train, test) ClientData, loaded when not given."""
-    import dataclasses
-
-    from fedtext.text import plays
-
     if steps is not None:
         config = dataclasses.replace(config, steps=steps)
     train, test = client_data if client_data is not None else plays.load_client_data()
@@ -202,17 +212,6 @@ def personalise(
     if output_dir is not None:
         save_arrays(result.weights, model_config, output_dir)
     return result
-
-
-def gains_csv(gains: Sequence[ClientGain]) -> str:
-    """Per-client personalization figures as CSV text."""
-    lines = ["client_id,global_loss,global_accuracy,personal_loss,personal_accuracy,gain"]
-    for g in gains:
-        lines.append(
-            f"{g.client_id},{g.global_loss:.6f},{g.global_accuracy:.6f},{g.personal_loss:.6f},"
-            f"{g.personal_accuracy:.6f},{g.gain:.3f}"
-        )
-    return "\n".join(lines) + "\n"
 
 
 def evaluate_personalisation(
@@ -228,10 +227,6 @@ def evaluate_personalisation(
 
     TFF collects the clients' metrics through a reservoir sample, in an order of its own; each
     client also reports a fingerprint of its rows, which names it again here."""
-    import tensorflow_federated as tff
-
-    from fedtext.distribution import runtime
-
     if not client_ids:
         return []
     inputs, prints = [], []
@@ -299,8 +294,7 @@ def _masked_sums(model, dataset: tf.data.Dataset, batch_size: int):
     def add(sums, batch):
         x, y = batch
         logits = model.predict_on_batch(x, training=False)
-        per_char = tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-        mask = tf.cast(tf.not_equal(y, PAD_ID), tf.float32)
+        per_char, mask = masked_cross_entropy(y, logits)
         right = tf.cast(tf.equal(tf.argmax(logits, -1), y), tf.float32)
         return (
             sums[0] + tf.reduce_sum(per_char * mask),
@@ -317,10 +311,6 @@ def _masked_sums(model, dataset: tf.data.Dataset, batch_size: int):
 
 @functools.lru_cache(maxsize=4)
 def _build_evaluation(model_config: ModelConfig, config: PersonaliseConfig, max_clients: int):
-    import tensorflow_federated as tff
-
-    from fedtext.distribution import runtime
-
     def build_personalise_fn():
         # Called by TFF inside its graph, once, before its tf.function: nothing to create here,
         # as the update has no optimizer state.
@@ -350,7 +340,5 @@ def _build_evaluation(model_config: ModelConfig, config: PersonaliseConfig, max_
             baseline_fn,
             max_num_clients=max_clients,
         )
-        # Keras classes built while TFF traces are rebased onto v1 bases; an eager build puts
-        # them back (as training.py's _build_process does).
-        compile_for_evaluation(build_model(model_config))
+        restore_eager_keras(model_config)
     return computation

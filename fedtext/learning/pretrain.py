@@ -16,6 +16,7 @@ from fedtext.model.keras_model import (
     MaskedLoss,
     MaskedMeanLoss,
     build_model,
+    load_model,
     save_weights,
 )
 from fedtext.text.corpus import read_corpus_file
@@ -104,8 +105,6 @@ def pretrain(
     heldout = sequence_dataset(heldout_ids, config, shuffle=False)
     steps = int(train.cardinality())
     if init_dir is not None:
-        from fedtext.model.keras_model import load_model
-
         model, _ = load_model(init_dir)
     else:
         model = build_model(config.model)

@@ -50,6 +50,8 @@ def epsilon_for(sampling_rate: float, noise_multiplier: float, rounds: int, delt
     Each round: every client joins with probability `sampling_rate` and the sum of clipped
     updates gets Gaussian noise of `noise_multiplier` times the clip (McMahan et al. 2018).
     """
+    # Deferred: dp_accounting loads SciPy (3 s here), and the page imports this module before
+    # its first paint.
     import dp_accounting
     from dp_accounting import rdp
 

@@ -18,8 +18,8 @@ from fedtext.learning.optimizers import (
     build_server_optimizer,
     clip_value,
 )
-from fedtext.learning.tff_model import model_fn
-from fedtext.model.keras_model import BUILD_LOCK, build_model, compile_for_evaluation
+from fedtext.learning.tff_model import model_fn, restore_eager_keras
+from fedtext.model.keras_model import BUILD_LOCK
 
 
 def build_process(
@@ -70,10 +70,7 @@ def _build_process(
         process = algorithms.build_unweighted_fed_avg(
             model_fn(model_config), model_aggregator=aggregator, **common
         )
-    # Keras models, layers and metrics built while TFF traces (graph mode) rebase their classes
-    # onto Keras' v1 bases for the whole process, which breaks every eager model of those
-    # classes (evaluate, fit, calls). Building the same classes eagerly rebases them back.
-    compile_for_evaluation(build_model(model_config))
+    restore_eager_keras(model_config)
     return process
 
 

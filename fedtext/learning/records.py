@@ -3,9 +3,11 @@ one, the comparison with centralised training, and their CSV forms. Plain Python
 
 from __future__ import annotations
 
+import csv
+import io
 import math
-from collections.abc import Sequence
-from dataclasses import astuple, dataclass, fields
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -61,20 +63,43 @@ def compare(federated: Sequence[RoundResult], centralised: Sequence[RoundResult]
     )
 
 
+# metrics.csv's columns and the RoundResult field each one holds
+HISTORY_COLUMNS = {
+    "round": "round_num",
+    "eval_loss": "eval_loss",
+    "eval_accuracy": "eval_accuracy",
+    "train_loss": "train_loss",
+    "train_accuracy": "train_accuracy",
+    "num_examples": "num_examples",
+    "seconds": "seconds",
+    "cpu_seconds": "cpu_seconds",
+    "clients": "client_ids",
+}
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, tuple | list):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+def records_csv(records: Iterable, columns: Mapping[str, str]) -> str:
+    """CSV text of `records`, one row each: a column per `columns` item (header -> attribute)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for record in records:
+        writer.writerow(_cell(getattr(record, name)) for name in columns.values())
+    return out.getvalue()
+
+
 def history_csv(history: Sequence[RoundResult]) -> str:
     """Per-round metrics as CSV text (round 0 is the base model)."""
-    lines = [
-        "round,eval_loss,eval_accuracy,train_loss,train_accuracy,num_examples,seconds,"
-        "cpu_seconds,clients"
-    ]
-    for r in history:
-        fmt = lambda v: "" if v is None else f"{v:.6f}"  # noqa: E731
-        lines.append(
-            f"{r.round_num},{r.eval_loss:.6f},{r.eval_accuracy:.6f},{fmt(r.train_loss)},"
-            f"{fmt(r.train_accuracy)},{r.num_examples},{r.seconds:.3f},{r.cpu_seconds:.3f},"
-            f"{' '.join(r.client_ids)}"
-        )
-    return "\n".join(lines) + "\n"
+    return records_csv(history, HISTORY_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -94,16 +119,7 @@ class ClientFigures:
 def clients_csv(figures: Sequence[ClientFigures]) -> str:
     """Per-client, per-round figures as CSV text (`clients.csv` beside `metrics.csv`)."""
     names = [f.name for f in fields(ClientFigures)]
-    lines = [",".join("round" if n == "round_num" else n for n in names)]
-    for f in figures:
-        cells = []
-        for value in astuple(f):
-            if isinstance(value, float):
-                cells.append("" if math.isnan(value) else f"{value:.6g}")
-            else:
-                cells.append(str(value))
-        lines.append(",".join(cells))
-    return "\n".join(lines) + "\n"
+    return records_csv(figures, {"round" if n == "round_num" else n: n for n in names})
 
 
 @dataclass(frozen=True)
@@ -121,3 +137,9 @@ class PersonalGain:
     def gain(self) -> float:
         """Held-out accuracy gained by personalising, in points."""
         return 100 * (self.personal_accuracy - self.global_accuracy)
+
+
+def gains_csv(gains: Sequence[PersonalGain]) -> str:
+    """Every character's own model against the global one, as CSV text."""
+    names = ("client_id", "global_loss", "global_accuracy", "personal_loss", "personal_accuracy")
+    return records_csv(gains, {**{n: n for n in names}, "gain": "gain"})

@@ -6,7 +6,13 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from fedtext.config import ModelConfig
-from fedtext.model.keras_model import MaskedAccuracy, MaskedLoss, MaskedMeanLoss, build_model
+from fedtext.model.keras_model import (
+    MaskedAccuracy,
+    MaskedLoss,
+    MaskedMeanLoss,
+    build_model,
+    compile_for_evaluation,
+)
 
 _INPUT_SPEC = (
     tf.TensorSpec(shape=[None, None], dtype=tf.int64),
@@ -28,3 +34,13 @@ def tff_from_keras(keras_model: tf.keras.Model):
         loss=MaskedLoss(),
         metrics=[MaskedMeanLoss(name="char_loss"), MaskedAccuracy()],
     )
+
+
+def restore_eager_keras(model_config: ModelConfig) -> None:
+    """Call after TFF has traced a computation with Keras models in it.
+
+    Keras models, layers and metrics built while TFF traces (graph mode) rebase their classes
+    onto Keras' v1 bases for the whole process, which breaks every eager model of those classes
+    (evaluate, fit, calls). Building the same classes eagerly rebases them back.
+    """
+    compile_for_evaluation(build_model(model_config))

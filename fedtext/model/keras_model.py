@@ -42,6 +42,14 @@ def build_model(config: ModelConfig = ModelConfig()) -> tf.keras.Model:
     return model
 
 
+def masked_cross_entropy(targets, logits) -> tuple[tf.Tensor, tf.Tensor]:
+    """Cross-entropy at each position, and 1.0 where the target is a real character (0.0 on
+    padding): every masked loss and metric of fedtext is built from these two."""
+    targets = tf.cast(targets, tf.int64)
+    per_char = tf.keras.losses.sparse_categorical_crossentropy(targets, logits, from_logits=True)
+    return per_char, tf.cast(tf.not_equal(targets, PAD_ID), per_char.dtype)
+
+
 class MaskedLoss(tf.keras.losses.Loss):
     """Sparse cross-entropy over real characters only: padding adds nothing and counts nothing."""
 
@@ -49,9 +57,7 @@ class MaskedLoss(tf.keras.losses.Loss):
         super().__init__(name=name, reduction=tf.keras.losses.Reduction.NONE)
 
     def call(self, y_true, y_pred):
-        y_true = tf.cast(y_true, tf.int64)
-        per_char = tf.keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
-        mask = tf.cast(tf.not_equal(y_true, PAD_ID), per_char.dtype)
+        per_char, mask = masked_cross_entropy(y_true, y_pred)
         return tf.math.divide_no_nan(tf.reduce_sum(per_char * mask), tf.reduce_sum(mask))
 
     def get_config(self):
@@ -78,11 +84,9 @@ class MaskedMeanLoss(tf.keras.metrics.Mean):
         super().__init__(name, dtype=dtype)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        y_true = tf.cast(tf.reshape(y_true, [-1]), tf.int64)
         y_pred = tf.reshape(y_pred, [-1, tf.shape(y_pred)[-1]])
-        per_char = tf.keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
-        mask = tf.cast(tf.not_equal(y_true, PAD_ID), self.dtype)
-        return super().update_state(per_char, mask)
+        per_char, mask = masked_cross_entropy(tf.reshape(y_true, [-1]), y_pred)
+        return super().update_state(per_char, tf.cast(mask, self.dtype))
 
 
 def compile_for_evaluation(model: tf.keras.Model) -> tf.keras.Model:

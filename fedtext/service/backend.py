@@ -11,19 +11,16 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from fedtext.config import ConfigError, FederatedConfig
+from fedtext.config import SEQ_LENGTH, ConfigError, FederatedConfig
 from fedtext.distribution import runtime
 from fedtext.learning import privacy, records
 from fedtext.learning.records import RoundResult
+from fedtext.model.generation import TextGenerator, load_generator
 from fedtext.model.weights import WeightsError
 from fedtext.service import allocator, links, store
 from fedtext.service.jobs import Job, JobState, QueueFull, Task, TrainingQueue
-from fedtext.text import plays
-
-if TYPE_CHECKING:
-    from fedtext.model.generation import TextGenerator
+from fedtext.text import memorisation, plays
 
 FIRST_DRAW_WAIT_S = 5.0  # the longest the engine waits for the first page to finish drawing
 SAVE_WAIT_S = 30.0  # the longest a page waits for a finished run to be stored
@@ -53,8 +50,6 @@ class Engine:
 
     def _prepare(self, base_dir: Path) -> None:
         try:
-            from fedtext.model.generation import load_generator  # NumPy only: no TensorFlow
-
             self.base = load_generator(base_dir)
         except WeightsError as error:
             self.error = (
@@ -73,14 +68,13 @@ class Engine:
         # finish drawing (a fraction of a second) before they start.
         self.page_drawn.wait(timeout=FIRST_DRAW_WAIT_S)
         try:  # the copy probe's index: built once per data build (seconds), then read (0.1 s)
-            from fedtext.text import memorisation
-
             memorisation.load_index()
         except Exception:  # the page's probe tries again and says why
             logging.getLogger(__name__).exception("loading the copy index failed")
         try:
             self.step = "starting TensorFlow"
             runtime.import_tensorflow()
+            # Deferred to this thread: the page imports this module before TensorFlow loads.
             from fedtext.learning.process import build_process
 
             self.step = "loading TensorFlow Federated and the clients' data"
@@ -342,8 +336,8 @@ def round_steps(setup: Mapping, shares: Mapping[str, float]) -> list[tuple[str, 
         ),
         (
             ":material/edit_note: 2. Each character trains on its own lines",
-            f"{setup['batches_per_client']} steps on batches of {setup['batch_size']} lines of 100 "
-            f"characters, {setup['client_optimizer']} at {setup['client_learning_rate']:g}; the "
+            f"{setup['batches_per_client']} steps on batches of {setup['batch_size']} lines of "
+            f"{SEQ_LENGTH} characters, {setup['client_optimizer']} at {setup['client_learning_rate']:g}; the "
             "lines never leave the character.",
         ),
         (

@@ -4,6 +4,7 @@ machine small, so jobs run one at a time in a background thread while pages poll
 from __future__ import annotations
 
 import collections
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -347,6 +348,7 @@ class TrainingQueue:
                 job.message = f"{job.message}; not kept on disk: {error}".lstrip("; ")
 
     def _run_baseline(self, job: Job) -> None:
+        # Deferred: a page imports this module before TensorFlow loads.
         from fedtext.learning.centralised import CentralisedTrainer
 
         budget = sum(r.cpu_seconds for r in job.history[1:])
@@ -369,8 +371,7 @@ class TrainingQueue:
             job.ended = time.monotonic()
 
     def _run_personalise(self, job: Job) -> None:
-        import dataclasses
-
+        # Deferred: a page imports this module before TensorFlow loads.
         from fedtext.learning.personalisation import (
             PersonaliseConfig,
             evaluate_personalisation,

@@ -16,6 +16,7 @@ from fedtext.config import (
     DEFAULT_CLIENTS,
     DP_CLIPPINGS,
     PRESETS,
+    SEQ_LENGTH,
     SERVER_OPTIMIZERS,
     WEIGHTINGS,
     FederatedConfig,
@@ -101,7 +102,7 @@ SETTING_TEXT: dict[str, tuple[str, str]] = {
     ),
     "batch_size": (
         "Batch size",
-        "Sequences of 100 characters per local step (the tutorial's: 8)",
+        f"Sequences of {SEQ_LENGTH} characters per local step (the tutorial's: 8)",
     ),
     "client_optimizer": (
         "Client optimizer",

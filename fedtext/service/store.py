@@ -26,6 +26,7 @@ from fedtext.learning.records import (
     history_csv,
 )
 from fedtext.model.weights import WeightsError, load_config, load_weights_arrays, save_arrays
+from fedtext.text.plays import cache_dir
 
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]{20,40}")
 MAX_AGE_DAYS = 7.0  # a classroom's runs outlive the lesson, not the term
@@ -35,8 +36,6 @@ PERSONAL_DIR = "personal"  # a run's models per character, one directory each
 
 def data_dir() -> Path:
     """Where runs live: $FEDTEXT_DATA, else the cache directory."""
-    from fedtext.text.plays import cache_dir
-
     return Path(os.environ.get("FEDTEXT_DATA", cache_dir()))
 
 

@@ -6,8 +6,8 @@ text in it by binary search, so a probe costs milliseconds however large the cor
 
 from __future__ import annotations
 
+import html
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fedtext.config import ConfigError
+from fedtext.text.plays import database_path, load_texts
 from fedtext.text.vocab import CHARS
 
 # A copy is at least this long (issue 14's default). Even 12 characters are often shared idiom:
@@ -158,15 +159,8 @@ def suffix_array(codes: np.ndarray) -> np.ndarray:
 
 def _read_clients(database: Path) -> tuple[list[str], list[str]]:
     """Each client's training speeches joined as training reads them: a newline after each."""
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
-        rows = db.execute(
-            "SELECT client_id, text FROM fedtext_speeches WHERE split_name = 'train' "
-            "ORDER BY client_id, rowid"
-        ).fetchall()
-    texts: dict[str, list[str]] = {}
-    for cid, text in rows:
-        texts.setdefault(cid, []).append(text + "\n")
-    return list(texts), ["".join(parts) for parts in texts.values()]
+    texts = load_texts(path=database)
+    return list(texts), list(texts.values())
 
 
 def build_index(database: Path) -> CopyIndex:
@@ -193,8 +187,6 @@ _LOADED: dict[Path, CopyIndex] = {}
 
 def load_index(database: Path | None = None) -> CopyIndex:
     """The index for the data build, from memory, else from disk, else built and stored."""
-    from fedtext.text.plays import database_path
-
     database = Path(database or database_path())
     path = index_path(database)
     with _LOCK:  # the page's visitors share one; building it twice would waste seconds
@@ -351,8 +343,6 @@ def _copy(index: CopyIndex, start: int, end: int, position: int) -> Copy:
 
 def timed_build(database: Path | None = None) -> tuple[CopyIndex, float]:
     """The index built afresh (not stored) and the seconds it took: for the benchmark."""
-    from fedtext.text.plays import database_path
-
     start = time.perf_counter()
     index = build_index(Path(database or database_path()))
     return index, time.perf_counter() - start
@@ -361,8 +351,6 @@ def timed_build(database: Path | None = None) -> tuple[CopyIndex, float]:
 def copies_html(text: str, probe: Probe, names: dict[str, str] | None = None) -> str:
     """`text` as HTML with each copied span marked; hovering one names the client and shows
     the training line it came from. `names` gives clients' display names (default: their ids)."""
-    import html
-
     names = names or {}
     parts, done = [], 0
     for span in probe.spans:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fedtext.text import plays
+from fedtext.text.corpus import read_corpus_file
 from fedtext.text.vocab import encode, normalise
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,8 +152,6 @@ def split_novel(text: str) -> tuple[str, str]:
 
 def dickens_texts(directory: Path = DICKENS_DIR) -> list[str]:
     """The Dickens novels, Gutenberg boilerplate stripped, decoded and normalised."""
-    from fedtext.text.corpus import read_corpus_file  # build time only
-
     files = sorted(Path(directory).glob("*.txt"))
     if not files:
         raise StyleError(f"no Dickens novels (*.txt) in {directory}")
@@ -166,8 +166,6 @@ def load_training_texts(
     Every VALIDATION_EVERY-th speech, and Dickens block, is kept for calibration; the
     Shakespeare test split is never read.
     """
-    from fedtext.text import plays  # build time only: the page need not load the data module
-
     database = database or plays.database_path()
     speeches = [
         speech
