@@ -337,8 +337,8 @@ def round_steps(setup: Mapping, shares: Mapping[str, float]) -> list[tuple[str, 
         (
             ":material/edit_note: 2. Each character trains on its own lines",
             f"{setup['batches_per_client']} steps on batches of {setup['batch_size']} lines of "
-            f"{SEQ_LENGTH} characters, {setup['client_optimizer']} at {setup['client_learning_rate']:g}; the "
-            "lines never leave the character.",
+            f"{SEQ_LENGTH} characters, {setup['client_optimizer']} at "
+            f"{setup['client_learning_rate']:g}; the lines never leave the character.",
         ),
         (
             ":material/cloud_upload: 3. Only weight updates come back",
