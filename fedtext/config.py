@@ -344,8 +344,8 @@ class CentralisedConfig:
 
 
 @dataclass(frozen=True)
-class ServerLimits:
-    """Per-visitor bounds on a shared server, so one visitor cannot take it."""
+class ServiceLimits:
+    """Per-visitor bounds on the shared page service, so one visitor cannot take it."""
 
     max_rounds: int = 50  # about 10 minutes of the default setting on 2 cores
     max_clients: int = 100  # the page's held-out evaluation grows with the chosen clients
@@ -361,4 +361,4 @@ class ServerLimits:
             ("batches per client", config.batches_per_client, self.max_batches_per_client),
         ):
             if value > limit:
-                raise ConfigError(f"{name} is limited to {limit} on this server, got {value}")
+                raise ConfigError(f"{name} is limited to {limit} on this site, got {value}")

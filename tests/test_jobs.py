@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from fedtext.config import ConfigError, FederatedConfig, ServerLimits
+from fedtext.config import ConfigError, FederatedConfig, ServiceLimits
 from fedtext.service.jobs import JobState, QueueFull, TrainingQueue
 from fedtext.service.store import RunStore, is_run_id
 from tests.conftest import wait_for
@@ -24,7 +24,7 @@ def queue(client_data, tiny_model_dir, tmp_path):
         test,
         tiny_model_dir,
         store=RunStore(tmp_path),
-        limits=ServerLimits(max_rounds=5, max_queue=3),
+        limits=ServiceLimits(max_rounds=5, max_queue=3),
     )
 
 

@@ -39,7 +39,7 @@ async def train(browser, url: str, seed: int) -> dict:
     body = ""
     while time.monotonic() < deadline:
         body = await page.locator("body").inner_text()
-        saw_queue |= "Waiting for the server" in body
+        saw_queue |= "Waiting for the training queue" in body
         if f"Trained {ROUNDS} rounds in" in body:
             break
         assert "Cannot start training" not in body and "Traceback" not in body, body[-500:]

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 # each holding its own activations (8 clients on 2 cores: 22.1 s -> 17.0 s a round, and
 # peak worker memory 2.4 -> 2.1 GB).
 _CONCURRENT_CLIENTS = len(os.sched_getaffinity(0))
-# Training runs at a lower CPU priority than the page: on a shared 2-core server a visitor's
+# Training runs at a lower CPU priority than the page: on a shared 2-core machine a visitor's
 # generation or click is answered first and a round only takes what is left.
 _WORKER_NICENESS = 10
 _GRPC_OPTIONS = [

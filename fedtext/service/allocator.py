@@ -1,16 +1,16 @@
-"""glibc's allocator in the page's long-lived server process: fewer arenas, large blocks given
+"""glibc's allocator in the page's long-lived service process: fewer arenas, large blocks given
 back as soon as they are freed, and what a training run freed handed back after it.
 
 glibc gives each thread that allocates at once an arena of its own, up to 8 per core, and keeps
 what a thread freed in its arena for that arena's next allocations; blocks past a threshold
 (128 KB at first) are mapped on their own and unmapped when freed, but the threshold rises to
-the largest such block freed, up to 32 MB. The page's server allocates from many threads
+the largest such block freed, up to 32 MB. The page's service allocates from many threads
 (Streamlit's, the engine's, gRPC's, TensorFlow's pools, the training queue), and every round
 moves the 16 MB model and its 16 MB of optimizer state through gRPC messages and NumPy and
 TensorFlow buffers: once the threshold has risen, those copies land in several arenas and stay
 resident there. With both settings from its start, a process running the engine's steps and the
 page's default run (2 clients) peaked at 1.09 GB instead of 1.27 GB over 10 rounds; the page's
-server, which sets them when its engine starts, at 1.46 GB instead of 1.60 GB over 17 to 19
+service, which sets them when its engine starts, at 1.46 GB instead of 1.60 GB over 17 to 19
 rounds. A round's CPU time moved within the noise (8.2 s against 7.9 to 8.6 s, page and worker).
 Both functions do nothing where the C library is not glibc.
 """

@@ -1,4 +1,4 @@
-"""The page's shared server, without Streamlit: the engine that loads TensorFlow in the background,
+"""The page's shared service, without Streamlit: the engine that loads TensorFlow in the background,
 the run a link points to, submitting and following a visitor's run, and what the page says
 about it. Everything here returns plain values; app.py draws them."""
 
@@ -27,7 +27,7 @@ SAVE_WAIT_S = 30.0  # the longest a page waits for a finished run to be stored
 
 
 class Engine:
-    """The page's engine, loaded once per server in a background thread so that the page draws
+    """The page's engine, loaded once per service process in a background thread so that the page draws
     meanwhile: the base model's generator first (NumPy, under a second), then TensorFlow, TFF,
     the clients' data and the compiled round, then the training queue every visitor shares."""
 
@@ -57,7 +57,7 @@ class Engine:
                 "model directory, or pre-train one: `python -m fedtext pretrain "
                 "BOOKS.txt --output DIR`."
             )
-        except Exception as error:  # shown on the page; restarting the server is the remedy
+        except Exception as error:  # shown on the page; restarting the service is the remedy
             self.error = f"The base model cannot be loaded: {type(error).__name__}: {error}"
         finally:
             self.base_ready.set()
@@ -83,7 +83,7 @@ class Engine:
             self.step = "compiling the federated round"
             build_process(self.base.config, *default)
             self.queue = TrainingQueue(train, test, base_dir, store=self.store, limits=links.LIMITS)
-        except Exception as error:  # shown on the page; restarting the server is the remedy
+        except Exception as error:  # shown on the page; restarting the service is the remedy
             self.error = f"TensorFlow Federated could not start: {type(error).__name__}: {error}"
             return
         finally:
@@ -130,7 +130,7 @@ def find_run(
     run_id: str, job: Job | None, load_saved: Callable[[str], store.SavedRun]
 ) -> tuple[RunView | None, str]:
     """The run a link names: live in the queue (`job`), else as stored (the same weights before
-    and after a server restart); else None and why."""
+    and after a service restart); else None and why."""
     if job is not None and not job.finished:
         return RunView(
             run_id,
@@ -252,7 +252,7 @@ def progress_text(job: Job, queue: TrainingQueue) -> tuple[float, str]:
         return done / total, f"Stopping after the current round ({done} of {total} done)…"
     if job.state is JobState.QUEUED:
         ahead = queue.position(job.job_id)
-        return 0.0, f"Waiting for the server: {ahead} run(s) ahead, {left}"
+        return 0.0, f"Waiting for the training queue: {ahead} run(s) ahead, {left}"
     if job.task is Task.PERSONALISE:
         return 0.5, (
             f"Fine-tuning a model for {job.personal_client} on its own lines, then every "

@@ -1,4 +1,4 @@
-"""A training queue for a shared server: TFF's execution context is process-wide and the
+"""A training queue for the shared page service: TFF's execution context is process-wide and the
 machine small, so jobs run one at a time in a background thread while pages poll them."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedtext.config import FederatedConfig, ServerLimits
+from fedtext.config import FederatedConfig, ServiceLimits
 from fedtext.learning.records import PersonalGain, RoundResult
 from fedtext.model.weights import base_model_dir, load_config
 from fedtext.service.allocator import release_free_memory
@@ -77,7 +77,7 @@ class Job:
     stop_requested: bool = False
     ended: float | None = None  # when the queue was done with it, its run stored
     resumable: bool = False  # failed because the TFF worker died: it can go on where it stopped
-    # Whether the page that submitted it is still connected, where the server can tell: a
+    # Whether the page that submitted it is still connected, where the service can tell: a
     # browser throttles a hidden tab's polling, and that must not look like a closed page.
     page_open: Callable[[], bool] | None = None
 
@@ -102,7 +102,7 @@ def _rounds_left(job: Job) -> float:
 
 
 class QueueFull(RuntimeError):
-    """The visitor already has a job, or the server's queue is full."""
+    """The visitor already has a job, or the training queue is full."""
 
 
 class TrainingQueue:
@@ -114,7 +114,7 @@ class TrainingQueue:
         test_data,
         base_dir: Path | None = None,
         store: RunStore | None = None,
-        limits: ServerLimits = ServerLimits(),
+        limits: ServiceLimits = ServiceLimits(),
         heartbeat_timeout: float = HEARTBEAT_TIMEOUT_S,
     ):
         self.train_data, self.test_data, self.base_dir = train_data, test_data, base_dir
@@ -139,7 +139,7 @@ class TrainingQueue:
             if len(mine) >= self.limits.max_jobs_per_visitor:
                 raise QueueFull("you already have a training run queued or running")
             if len(self._waiting) >= self.limits.max_queue:
-                raise QueueFull(f"the server's queue is full ({len(self._waiting)} waiting)")
+                raise QueueFull(f"the training queue is full ({len(self._waiting)} waiting)")
             self._forget_old_jobs()
             job = Job(new_run_id(), owner, config, page_open=page_open)
             self._jobs[job.job_id] = job
@@ -260,7 +260,7 @@ class TrainingQueue:
     def _queue_extra(self, job: Job, owner: str, task: Task) -> str:
         """Queue a finished run again for `task`. Under the lock."""
         if len(self._waiting) >= self.limits.max_queue:
-            return f"the server's queue is full ({len(self._waiting)} waiting)"
+            return f"the training queue is full ({len(self._waiting)} waiting)"
         job.state, job.task, job.stop_requested = JobState.QUEUED, task, False
         job.ended, job.last_seen, job.owner = None, time.monotonic(), owner
         self._waiting.append(job.job_id)

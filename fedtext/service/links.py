@@ -20,11 +20,11 @@ from fedtext.config import (
     SERVER_OPTIMIZERS,
     WEIGHTINGS,
     FederatedConfig,
-    ServerLimits,
+    ServiceLimits,
 )
 from fedtext.text.plays import ClientInfo
 
-LIMITS = ServerLimits()
+LIMITS = ServiceLimits()
 _DEFAULT = FederatedConfig(client_ids=DEFAULT_CLIENTS)
 # Learning rates offered on a log scale, as TensorFlow Playground does: a visitor picks a step.
 # 0.5 is the tutorial's client rate.
@@ -188,7 +188,7 @@ def nearest_rate(value: float) -> float:
 
 
 DEFAULT_SETUP: dict[str, object] = preset_setup("defaults")
-# (client, server) optimizer kinds a page server compiles at start, the defaults' first.
+# (client, server) optimizer kinds the page's service compiles at start, the defaults' first.
 PREBUILT_PROCESSES = tuple(
     dict.fromkeys(
         (setup["client_optimizer"], setup["server_optimizer"])
@@ -272,7 +272,7 @@ def pick_random(clients: Sequence[ClientInfo], n: int, seed: int | None = None) 
 
 
 def pick_play(clients: Sequence[ClientInfo], play: str) -> list[str]:
-    """Every character of one play, biggest talker first, up to the server's client limit."""
+    """Every character of one play, biggest talker first, up to the site's client limit."""
     return pick_biggest([c for c in clients if c.play == play], LIMITS.max_clients)
 
 

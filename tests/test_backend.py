@@ -17,7 +17,7 @@ from fedtext.service.store import RunStore
 from tests.conftest import wait_for
 
 PROGRESS = re.compile(
-    r"Waiting for the server: \d+ run\(s\) ahead|Round 0: evaluating the base model"
+    r"Waiting for the training queue: \d+ run\(s\) ahead|Round 0: evaluating the base model"
     r"|Round \d+ of 2 running"
 )
 
@@ -102,7 +102,7 @@ def test_the_baseline_is_queued_once_and_lands_beside_the_run(engine):
     job = engine.job(run_id)
     assert backend.request_baseline(engine, run_id, "carol").startswith("Cannot run the baseline")
     _, text = backend.progress_text(job, engine.queue)
-    assert text.startswith(("Centralised baseline:", "Waiting for the server"))
+    assert text.startswith(("Centralised baseline:", "Waiting for the training queue"))
     wait_for(job)
     run, _ = backend.find_run(run_id, None, engine.store.load)
     assert len(run.baseline) > 1
@@ -124,7 +124,7 @@ def test_a_model_per_character_is_made_once_and_kept_with_the_run(engine):
     assert backend.request_personal_model(engine, run_id, "erin", fool) == ""
     job = engine.job(run_id)
     _, text = backend.progress_text(job, engine.queue)
-    assert text.startswith(("Fine-tuning a model for KING_LEAR_FOOL", "Waiting for the server"))
+    assert text.startswith(("Fine-tuning a model for KING_LEAR_FOOL", "Waiting for the training queue"))
     wait_for(job, timeout=300)
     run, _ = backend.find_run(run_id, None, engine.store.load)  # as stored
     mine = run.personal[fool]
