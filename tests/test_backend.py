@@ -124,7 +124,9 @@ def test_a_model_per_character_is_made_once_and_kept_with_the_run(engine):
     assert backend.request_personal_model(engine, run_id, "erin", fool) == ""
     job = engine.job(run_id)
     _, text = backend.progress_text(job, engine.queue)
-    assert text.startswith(("Fine-tuning a model for KING_LEAR_FOOL", "Waiting for the training queue"))
+    assert text.startswith(
+        ("Fine-tuning a model for KING_LEAR_FOOL", "Waiting for the training queue")
+    )
     wait_for(job, timeout=300)
     run, _ = backend.find_run(run_id, None, engine.store.load)  # as stored
     mine = run.personal[fool]

@@ -27,9 +27,9 @@ SAVE_WAIT_S = 30.0  # the longest a page waits for a finished run to be stored
 
 
 class Engine:
-    """The page's engine, loaded once per service process in a background thread so that the page draws
-    meanwhile: the base model's generator first (NumPy, under a second), then TensorFlow, TFF,
-    the clients' data and the compiled round, then the training queue every visitor shares."""
+    """The page's engine, loaded once per service process in a background thread so that the
+    page draws meanwhile: the base model's generator first (NumPy, under a second), then
+    TensorFlow, TFF, the clients' data and the compiled round, then the shared training queue."""
 
     def __init__(self, base_dir: Path, data_root: Path):
         # Before TensorFlow's thread pools, gRPC's and the training queue's threads exist: each
