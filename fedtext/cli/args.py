@@ -4,6 +4,7 @@ link, read into a `FederatedConfig`."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -21,6 +22,7 @@ from fedtext.config import (
     WHOLE_FEDERATION_PRESETS,
     ConfigError,
     FederatedConfig,
+    ModelConfig,
     PretrainConfig,
 )
 from fedtext.distribution.addresses import parse_workers
@@ -154,29 +156,6 @@ def _workers(text: str):
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-_CONFIG_ARGS = (
-    "rounds",
-    "client_optimizer",
-    "client_learning_rate",
-    "clip_norm",
-    "server_optimizer",
-    "server_learning_rate",
-    "server_schedule",
-    "batch_size",
-    "batches_per_client",
-    "clients_per_round",
-    "sampling",
-    "eval_every",
-    "rounds_per_call",
-    "seed",
-    "weighting",
-    "noise_multiplier",
-    "dp_clipping",
-    "dp_clip",
-    "client_figures",
-)
-
-
 def federated_config(args: argparse.Namespace, all_ids=None) -> FederatedConfig:
     settings = dict(PRESETS[args.preset]) if args.preset else {}
     if args.clients == [ALL_CLIENTS]:
@@ -186,9 +165,9 @@ def federated_config(args: argparse.Namespace, all_ids=None) -> FederatedConfig:
     if args.preset in WHOLE_FEDERATION_PRESETS and not args.clients:
         settings["client_ids"] = tuple(all_ids() if all_ids else ())
     settings.setdefault("client_ids", DEFAULT_CLIENTS)
-    settings.update(
-        {k: getattr(args, k) for k in _CONFIG_ARGS if getattr(args, k, None) is not None}
-    )
+    # An option's dest is the FederatedConfig field it sets: what was given overrides.
+    given = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(FederatedConfig)}
+    settings.update({k: v for k, v in given.items() if v is not None and k != "client_ids"})
     if settings.get("client_figures") and getattr(args, "rounds_per_call", None) is None:
         settings["rounds_per_call"] = 1  # each round's figures come back with it
     if getattr(args, "dp_clip", None) is not None:
@@ -228,8 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--epochs", type=int, default=PretrainConfig.epochs)
     pretrain.add_argument("--batch-size", type=int, default=PretrainConfig.batch_size)
     pretrain.add_argument("--learning-rate", type=_float, default=PretrainConfig.learning_rate)
-    pretrain.add_argument("--embedding-dim", type=int, default=256)
-    pretrain.add_argument("--rnn-units", type=int, default=1024)
+    pretrain.add_argument("--embedding-dim", type=int, default=ModelConfig.embedding_dim)
+    pretrain.add_argument("--rnn-units", type=int, default=ModelConfig.rnn_units)
     pretrain.add_argument("--init", type=Path, default=None, help="start from this model")
     pretrain.add_argument("--seed", type=int, default=0)
 
