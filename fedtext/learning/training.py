@@ -51,11 +51,6 @@ def _client_data_options() -> tf.data.Options:
     return options
 
 
-# Loss above this (in nats per character) is treated as divergence even while still finite:
-# a uniform guess over 87 ids costs ln(87) = 4.47.
-DIVERGED_LOSS = 10.0
-
-
 class TrainingDiverged(RuntimeError):
     """Training produced a NaN or exploding loss; the last good weights were kept."""
 
@@ -330,7 +325,7 @@ class FederatedTrainer(ModelOnClients):
         model_weights = state.global_model_weights
         trains = [m["client_work"]["train"] for m in metrics]
         for round_num, train in zip(numbers, trains, strict=True):
-            if not _healthy(float(train["char_loss"])):
+            if not _healthy(float(train["char_loss"]), self.config.divergence_loss):
                 self._diverged(round_num, f"train loss {float(train['char_loss']):.3g}", first)
         weights = [np.asarray(w) for w in (*model_weights.trainable, *model_weights.non_trainable)]
         if not all(np.isfinite(w).all() for w in weights):
@@ -341,7 +336,7 @@ class FederatedTrainer(ModelOnClients):
         eval_loss, eval_accuracy = math.nan, math.nan  # not evaluated this round
         if evaluate:
             eval_loss, eval_accuracy = self.evaluate(weights)
-            if not _healthy(eval_loss):
+            if not _healthy(eval_loss, self.config.divergence_loss):
                 self._diverged(final, f"held-out loss {eval_loss:.3g}", first)
         evaluation = time.perf_counter() - trained
         self._state, self.weights = state, weights
@@ -391,5 +386,6 @@ class FederatedTrainer(ModelOnClients):
         )
 
 
-def _healthy(loss: float) -> bool:
-    return math.isfinite(loss) and loss < DIVERGED_LOSS
+def _healthy(loss: float, limit: float) -> bool:
+    """Whether a loss is a number below `limit` (the config's divergence loss)."""
+    return math.isfinite(loss) and loss < limit
