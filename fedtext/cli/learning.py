@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
-import os
 import sys
+import tempfile
 from pathlib import Path
 
 from fedtext.cli.args import UNTIL_BUDGET, chosen_base_dir, federated_config
@@ -57,6 +58,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         seed=args.seed,
         model=ModelConfig(embedding_dim=args.embedding_dim, rnn_units=args.rnn_units),
     )
+    _check_writable(args.output)
     pretrain(args.files, args.output, config, init_dir=args.init)
     return 0
 
@@ -103,15 +105,26 @@ def _run_rounds(trainer, cpu_budget_s: float | None = None) -> str | None:
 
 
 def _check_writable(directory: Path) -> None:
-    """Refuse an output directory that cannot be written before hours of training, not after;
-    creates nothing."""
-    existing = directory.absolute()
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"cannot write the output directory {directory}: {existing} is not a writable directory"
-        )
+    """Refuse an output directory that cannot be created and written before hours of training,
+    not after. Tries it (permissions alone do not say: root passes them, and /proc refuses
+    root), then removes what it made: a refused or failed run leaves nothing behind."""
+    made: list[Path] = []
+    missing = directory.absolute()
+    while not missing.exists():
+        made.insert(0, missing)
+        missing = missing.parent
+    try:
+        for path in made:
+            path.mkdir()
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise ConfigError(f"cannot write the output directory {directory}: {reason}") from None
+    finally:
+        for path in reversed(made):
+            with contextlib.suppress(OSError):
+                path.rmdir()
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
