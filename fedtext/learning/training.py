@@ -18,6 +18,7 @@ from fedtext.distribution import runtime
 from fedtext.distribution.cluster import ClusterError, WorkerLost
 from fedtext.distribution.runtime import WorkerError, worker_cpu_seconds
 from fedtext.learning.contributions import client_figures
+from fedtext.learning.failures import RoundFailed, worker_lost
 from fedtext.learning.process import (
     build_process,
     rounds_in_one_call,
@@ -309,15 +310,22 @@ class FederatedTrainer(ModelOnClients):
             call = lambda: process.next(self._state, datasets[0])  # noqa: E731
         else:
             call = lambda: rounds_in_one_call(process, count)(self._state, datasets)  # noqa: E731
+        losses = runtime.worker_losses()
         try:
             self._follow_schedule(process, first, cpu_budget_s)
             output = self._despite_lost_workers(call, which)
         except ClusterError:  # every `fedtext worker` lost: its message says so
             raise
-        except Exception as error:  # gRPC and TFF raise many kinds when the worker dies
-            raise WorkerError(
-                f"{which} failed in the TFF worker ({type(error).__name__}); "
-                f"the model of round {first - 1} is kept and training can go on"
+        except Exception as error:
+            if worker_lost(error, losses):  # gRPC and TFF raise many kinds when it dies
+                raise WorkerError(
+                    f"{which} failed in the TFF worker ({type(error).__name__}); "
+                    f"the model of round {first - 1} is kept and training can go on"
+                ) from error
+            # Anything else fails the same way again: not resumable; the cause has the traceback.
+            raise RoundFailed(
+                f"{which} failed: {type(error).__name__}: {error}; the model of round "
+                f"{first - 1} is kept"
             ) from error
         state, metrics = (output.state, [output.metrics]) if count == 1 else output
         # The state comes back as numpy already; process.get_model_weights would send all of
