@@ -183,7 +183,13 @@ with clients_col:
     client_ids = clients_ui(clients)
     chosen = [clients[cid] for cid in client_ids]
     setup = {"client_ids": client_ids, **settings}
-    shares = links.averaging_shares(chosen, settings["batches_per_client"], settings["batch_size"])
+    shares = links.averaging_shares(
+        chosen,
+        settings["batches_per_client"],
+        settings["batch_size"],
+        settings["weighting"],
+        settings["noise_multiplier"],
+    )
 
 if train:
     try:

@@ -14,6 +14,7 @@ from fedtext.learning.records import RoundResult
 from fedtext.service import backend, links
 from fedtext.service.jobs import JobState
 from fedtext.service.store import RunStore
+from fedtext.text.plays import ClientInfo
 from tests.conftest import wait_for
 
 PROGRESS = re.compile(
@@ -206,6 +207,36 @@ def test_a_round_is_explained_with_the_setup_s_own_numbers():
     assert "go to 2 of the chosen" in text
     assert "5 steps on batches of 8" in text and "sgd at 0.5" in text
     assert "up to 75% here" in text
+
+
+@pytest.mark.parametrize(
+    ("averaging", "title", "says"),
+    [
+        ({"weighting": "uniform"}, "one vote each", "the same say (50% each)"),
+        (
+            {"weighting": "uniform", "noise_multiplier": 0.3},
+            "clipped and noised",
+            "noise of 0.3 times the clip",
+        ),
+    ],
+)
+def test_step_4_and_the_shares_follow_the_averaging(averaging, title, says):
+    """Uniform and DP averaging give every character the same say: the shares and step 4 say so,
+    not "weighted by data ... more text, more say"."""
+    small, big = (
+        ClientInfo(cid, "Play", cid, 10, 1, chars, 100)
+        for cid, chars in (("small", 2 * 101 - 10), ("big", 100_000))
+    )
+    setup = {**links.preset_setup("tutorial"), "clients_per_round": 0, **averaging}
+    shares = links.averaging_shares(
+        [small, big], 5, 8, setup["weighting"], setup["noise_multiplier"]
+    )
+    assert shares == {"small": 0.5, "big": 0.5}
+    weighted = links.averaging_shares([small, big], 5, 8, "weighted", 0.0)
+    assert weighted["big"] == 40 / 42
+    step_title, text = backend.round_steps(setup, shares)[3]
+    assert title in step_title and says in text
+    assert "weighted by data" not in step_title and "more say" not in text
 
 
 def test_every_preset_has_a_label_and_every_setting_a_text():

@@ -233,6 +233,8 @@ def test_sigterm_stops_the_worker_too(tiny_model_dir, tmp_path, database):
         (["finetune", "--server-schedule", "cosine", "--output", "x"], "invalid choice: 'cosine'"),
         (["finetune", "--preset", "fedsgd", "--output", "x"], "invalid choice: 'fedsgd'"),
         (["finetune", "--output", "README.md/run"], "cannot write the output directory"),
+        # Root may write anywhere by permission bits, yet not create a directory in /proc.
+        (["finetune", "--output", "/proc/no-such-place/out"], "cannot write the output directory"),
         (["generate", "--prompt", "caf\u00e9 \u2603"], "does not know: '\u2603'"),
         (["data", "--limit", "-1"], "must be 0 or more, got -1"),
         (["pretrain", "missing.txt", "--output", "x"], "corpus file not found"),

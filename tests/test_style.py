@@ -1,10 +1,12 @@
 """The style meter: the shipped judge on real held-out Shakespeare and Dickens, and its HTML."""
 
 import html
+import os
 import random
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +15,10 @@ from fedtext.text import plays, style
 from fedtext.text.corpus import read_corpus_file
 from tests.conftest import ROOT
 
-DICKENS_DIR = ROOT.parent / "shared" / "corpora" / "dickens"
+# The novels sit in ../shared beside a checkout; FEDTEXT_DICKENS points elsewhere (a worktree).
+DICKENS_DIR = Path(
+    os.environ.get("FEDTEXT_DICKENS", ROOT.parent / "shared" / "corpora" / "dickens")
+)
 HELD_OUT_SPEECHES = 200  # Shakespeare test-split speeches, each at least MIN_CHARS long
 MIN_CHARS = 150
 DICKENS_CHUNK = 300  # characters per held-out Dickens chunk
@@ -41,8 +46,54 @@ def test_a_held_out_lear_speech_outranks_the_opening_of_two_cities(database):
     start = novel.index("It was the best of times")
     dickens = novel[start : start + len(lear)]
     assert style.shakespeare_score(lear) > 0.9 > 0.1 > style.shakespeare_score(dickens)
-    assert style.style_verdict(style.shakespeare_score(lear)) == "reads as Shakespeare"
-    assert style.style_verdict(style.shakespeare_score(dickens)) == "reads as Dickens"
+    assert (
+        style.style_verdict(style.shakespeare_score(lear)) == "reads like Shakespeare's own lines"
+    )
+    assert style.style_verdict(style.shakespeare_score(dickens)) == "reads like Dickens' own prose"
+
+
+def held_out_windows(database, length: int) -> tuple[list[str], list[str]]:
+    """Windows of real held-out text of each author: the test split, and the novels' tails."""
+    speeches = [
+        speech
+        for client in plays.load_clients(database)
+        for speech in plays.load_speeches(client.client_id, "test", database)
+    ]
+    tails = [style.split_novel(novel)[1] for novel in style.dickens_texts(DICKENS_DIR)]
+    return style.author_windows(speeches, tails, length)
+
+
+def test_the_meter_reads_how_far_a_text_has_moved_not_a_certainty(database):
+    """Windows that are part held-out Shakespeare, part held-out Dickens read about as far along
+    as their Shakespeare share: a whole-text posterior read a quarter of Dickens as 99%
+    Shakespeare, "reads as Shakespeare" (the issue's sample still named Mr. Sogetton and
+    Lucie), and three quarters of Dickens as 0%."""
+    needs_shared()
+    shakespeare, dickens = held_out_windows(database, 200)
+    pairs = list(zip(shakespeare[::5], dickens[::3], strict=False))[:40]
+    medians = {}
+    for share in (0.0, 0.25, 0.5, 0.75, 1.0):
+        cut = round(200 * share)
+        scores = [style.shakespeare_score(s[:cut] + d[cut:]) for s, d in pairs]
+        medians[share] = float(np.median(scores))
+    print({share: round(m, 3) for share, m in medians.items()})
+    for share, median in medians.items():
+        assert median == pytest.approx(share, abs=0.15), medians
+    assert list(medians.values()) == sorted(medians.values())
+    assert style.style_verdict(medians[0.25]) == "closer to Dickens"
+    assert style.style_verdict(medians[0.75]) == "closer to Shakespeare"
+
+
+def test_held_out_text_of_each_author_reads_at_its_own_end(database):
+    """The anchors: the median window of real held-out text sits at 0 (Dickens) and 1
+    (Shakespeare), here in windows of another length than the anchors'."""
+    needs_shared()
+    shakespeare, dickens = held_out_windows(database, 300)
+    judge = style.default_judge()
+    s = np.median([style.shakespeare_score(w, judge, clip=False) for w in shakespeare])
+    d = np.median([style.shakespeare_score(w, judge, clip=False) for w in dickens])
+    print(f"held-out medians: Shakespeare {s:.3f}, Dickens {d:.3f}")
+    assert s == pytest.approx(1.0, abs=0.1) and d == pytest.approx(0.0, abs=0.1)
 
 
 def test_accuracy_on_held_out_speeches_and_novel_tails(database):
@@ -78,10 +129,12 @@ def test_the_judge_trains_on_neither_test_speeches_nor_novel_tails(database):
     assert "It is a far, far better thing that I do" not in dickens  # the last page of the book
 
 
-def test_scores_are_probabilities_and_stay_calm_on_nonsense():
-    assert style.shakespeare_score("") == 0.5  # no n-grams, no evidence
+def test_scores_are_positions_from_0_to_1_and_stay_calm_on_nonsense():
+    assert style.shakespeare_score("") == 0.5  # no characters, no evidence: halfway
     for text in ["Wherefore art thou Romeo?", "zq xv" * 40, "Mr. Lorry said: " * 20]:
         assert 0.0 <= style.shakespeare_score(text) <= 1.0
+    # Unclipped, real Shakespeare can read beyond its median (the 1 of the scale).
+    assert style.shakespeare_score("Wherefore art thou Romeo?", clip=False) > 1.0
 
 
 def test_one_contribution_per_character_even_when_normalising_changes_length():
@@ -90,12 +143,11 @@ def test_one_contribution_per_character_even_when_normalising_changes_length():
     assert values.shape == (len(text),)
     assert values[text.index("\U0001f600")] == 0  # dropped by the vocabulary: no evidence
     assert values[text.index("\r")] == 0  # "\r\n" reads as "\n"
-    # The score is the calibrated mean of the same evidence.
+    # The score is the mean of the same evidence per character, placed between the anchors.
     judge = style.default_judge()
-    ids = style.text_ids(text)
-    count = sum(len(ids) - n + 1 for n in judge.orders)
-    expected = 1 / (1 + np.exp(-(judge.scale * values.sum() / count + judge.bias)))
-    assert style.shakespeare_score(text) == pytest.approx(expected)
+    mean = values.sum() / len(style.text_ids(text))
+    expected = (mean - judge.dickens_anchor) / (judge.shakespeare_anchor - judge.dickens_anchor)
+    assert style.shakespeare_score(text, clip=False) == pytest.approx(expected)
 
 
 def test_highlight_escapes_and_keeps_every_character():
@@ -119,14 +171,19 @@ def test_highlight_gives_each_run_of_equal_shade_one_span():
 
 
 def test_a_saved_judge_loads_back(tmp_path):
-    judge = style.Judge(np.linspace(-2, 2, 2**10, dtype=np.float32), (1, 2), 3.0, -0.5)
+    judge = style.Judge(np.linspace(-2, 2, 2**10, dtype=np.float32), (1, 2), -1.5, 1.25)
     loaded = style.load_judge(style.save_judge(judge, tmp_path / "judge.npz"))
-    assert loaded.orders == (1, 2) and (loaded.scale, loaded.bias) == (3.0, -0.5)
+    assert loaded.orders == (1, 2) and (loaded.dickens_anchor, loaded.shakespeare_anchor) == (
+        -1.5,
+        1.25,
+    )
     np.testing.assert_allclose(loaded.llr, judge.llr, atol=2e-3)  # float16 on disk
     assert 0 < style.shakespeare_score("to be or not", loaded) < 1
 
 
-@pytest.mark.parametrize("damage", ["missing", "garbage", "truncated", "flipped", "no llr"])
+@pytest.mark.parametrize(
+    "damage", ["missing", "garbage", "truncated", "flipped", "no llr", "anchors reversed"]
+)
 def test_an_unusable_judge_file_gives_one_line(tmp_path, damage):
     path = tmp_path / "judge.npz"
     shipped = style.JUDGE_PATH.read_bytes()
@@ -138,7 +195,10 @@ def test_an_unusable_judge_file_gives_one_line(tmp_path, damage):
         middle = len(shipped) // 2
         path.write_bytes(shipped[:middle] + bytes(b ^ 0xFF for b in shipped[middle:]))
     elif damage == "no llr":
-        np.savez(path, orders=np.array([1, 2]), calibration=np.ones(2), version=np.array(1))
+        np.savez(path, orders=np.array([1, 2]), anchors=np.array([-1.0, 1.0]), version=np.array(2))
+    elif damage == "anchors reversed":
+        judge = style.Judge(np.zeros(2**10, dtype=np.float32), (1, 2), 1.0, -1.0)
+        style.save_judge(judge, path)
     with pytest.raises(style.StyleError) as error:
         style.load_judge(path)
     assert "\n" not in str(error.value) and str(path) in str(error.value)

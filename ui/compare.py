@@ -63,9 +63,10 @@ def style_ui(box, text: str) -> None:
     except style.StyleError as error:
         box.caption(f"Style meter unavailable: {error}")
         return
+    # A position between the authors' real held-out text, not a probability of either.
     box.progress(
         score,
-        text=f"Style meter: {score:.0%} Shakespeare, {1 - score:.0%} Dickens "
+        text=f"Style meter: {score:.0%} of the way from Dickens to Shakespeare "
         f"· {style.style_verdict(score)}",
     )
     if st.session_state.get("colour_style"):
@@ -206,8 +207,11 @@ def compare_panel(
         "Colour by style",
         key="colour_style",
         help="The style meter is a character n-gram judge trained on Dickens' novels against "
-        "Shakespeare's training lines, independent of both models: red characters sway it "
-        "towards Dickens, blue towards Shakespeare",
+        "Shakespeare's training lines, independent of both models. It places a text by its "
+        "evidence per character: 0% reads like real held-out Dickens, 100% like real held-out "
+        "Shakespeare (the median passage of each), so it shows how far a text has moved, not "
+        "a certainty. Coloured: red characters sway it towards Dickens, blue towards "
+        "Shakespeare",
     )
     toggles[1].toggle(
         "Mark copies",

@@ -62,12 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as error:  # the last line of defence: one line, no traceback
         if os.environ.get("FEDTEXT_DEBUG"):
-            raise
-        print(
-            f"fedtext: unexpected {type(error).__name__}: {error} "
-            "(FEDTEXT_DEBUG=1 shows the traceback)",
-            file=sys.stderr,
-        )
+            raise  # Python prints the traceback, and its cause's
+        # fedtext's own failures (a round that failed, say) name what failed themselves.
+        ours = type(error).__module__.startswith("fedtext.")
+        said = str(error) if ours else f"unexpected {type(error).__name__}: {error}"
+        print(f"fedtext: {said} (FEDTEXT_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 1
     finally:
         runtime.shutdown()

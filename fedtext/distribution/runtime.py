@@ -57,6 +57,7 @@ class WorkerService:
         self.log_path = log_path
         self._process: subprocess.Popen | None = None
         self._stub = None
+        self._replaced = 0  # workers found dead or unresponsive and replaced
         self._lock = threading.RLock()
         # PR_SET_PDEATHSIG fires when the *thread* that forked exits; Streamlit runs each
         # script in a short-lived thread, so all starts go through one thread that lives
@@ -75,6 +76,7 @@ class WorkerService:
                 return self._stub
             if self._process is not None:
                 log.warning("TFF worker (pid %s) is gone; starting a new one", self._process.pid)
+                self._replaced += 1
                 self._terminate()
             return self._launcher.submit(self._start).result()
 
@@ -98,6 +100,14 @@ class WorkerService:
             time.sleep(0.05)
         log.info("TFF worker started (pid %s, port %s)", self._process.pid, port)
         return self._stub
+
+    @property
+    def losses(self) -> int:
+        """Workers lost so far: those replaced, and the current one if it has exited. A call
+        during which this grew lost its worker."""
+        with self._lock:
+            process = self._process
+            return self._replaced + (process is not None and process.poll() is not None)
 
     def _terminate(self) -> None:
         process, self._process, self._stub = self._process, None, None
@@ -269,6 +279,11 @@ def worker_cpu_seconds() -> float:
         return 0.0
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+def worker_losses() -> int:
+    """How many times this machine's own TFF worker has been lost (0 without one)."""
+    return _service.losses if _service is not None else 0
 
 
 def shutdown() -> None:

@@ -85,7 +85,7 @@ class CentralisedTrainer(ModelOnClients):
             losses = [float(self._step(*self._batch())) for _ in range(self.recipe.steps_per_point)]
             weights = self.eval_model.get_weights()
             train_loss = float(np.mean(losses))
-            if not _healthy(train_loss):
+            if not _healthy(train_loss, self.config.divergence_loss):
                 self.eval_model.set_weights(self.weights)
                 raise TrainingDiverged(f"centralised training diverged (loss {train_loss:.3g})")
             cpu_seconds = time.process_time() - start

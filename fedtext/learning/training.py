@@ -18,6 +18,7 @@ from fedtext.distribution import runtime
 from fedtext.distribution.cluster import ClusterError, WorkerLost
 from fedtext.distribution.runtime import WorkerError, worker_cpu_seconds
 from fedtext.learning.contributions import client_figures
+from fedtext.learning.failures import RoundFailed, worker_lost
 from fedtext.learning.process import (
     build_process,
     rounds_in_one_call,
@@ -49,11 +50,6 @@ def _client_data_options() -> tf.data.Options:
     options = tf.data.Options()
     options.autotune.enabled = False
     return options
-
-
-# Loss above this (in nats per character) is treated as divergence even while still finite:
-# a uniform guess over 87 ids costs ln(87) = 4.47.
-DIVERGED_LOSS = 10.0
 
 
 class TrainingDiverged(RuntimeError):
@@ -314,15 +310,22 @@ class FederatedTrainer(ModelOnClients):
             call = lambda: process.next(self._state, datasets[0])  # noqa: E731
         else:
             call = lambda: rounds_in_one_call(process, count)(self._state, datasets)  # noqa: E731
+        losses = runtime.worker_losses()
         try:
             self._follow_schedule(process, first, cpu_budget_s)
             output = self._despite_lost_workers(call, which)
         except ClusterError:  # every `fedtext worker` lost: its message says so
             raise
-        except Exception as error:  # gRPC and TFF raise many kinds when the worker dies
-            raise WorkerError(
-                f"{which} failed in the TFF worker ({type(error).__name__}); "
-                f"the model of round {first - 1} is kept and training can go on"
+        except Exception as error:
+            if worker_lost(error, losses):  # gRPC and TFF raise many kinds when it dies
+                raise WorkerError(
+                    f"{which} failed in the TFF worker ({type(error).__name__}); "
+                    f"the model of round {first - 1} is kept and training can go on"
+                ) from error
+            # Anything else fails the same way again: not resumable; the cause has the traceback.
+            raise RoundFailed(
+                f"{which} failed: {type(error).__name__}: {error}; the model of round "
+                f"{first - 1} is kept"
             ) from error
         state, metrics = (output.state, [output.metrics]) if count == 1 else output
         # The state comes back as numpy already; process.get_model_weights would send all of
@@ -330,7 +333,7 @@ class FederatedTrainer(ModelOnClients):
         model_weights = state.global_model_weights
         trains = [m["client_work"]["train"] for m in metrics]
         for round_num, train in zip(numbers, trains, strict=True):
-            if not _healthy(float(train["char_loss"])):
+            if not _healthy(float(train["char_loss"]), self.config.divergence_loss):
                 self._diverged(round_num, f"train loss {float(train['char_loss']):.3g}", first)
         weights = [np.asarray(w) for w in (*model_weights.trainable, *model_weights.non_trainable)]
         if not all(np.isfinite(w).all() for w in weights):
@@ -341,7 +344,7 @@ class FederatedTrainer(ModelOnClients):
         eval_loss, eval_accuracy = math.nan, math.nan  # not evaluated this round
         if evaluate:
             eval_loss, eval_accuracy = self.evaluate(weights)
-            if not _healthy(eval_loss):
+            if not _healthy(eval_loss, self.config.divergence_loss):
                 self._diverged(final, f"held-out loss {eval_loss:.3g}", first)
         evaluation = time.perf_counter() - trained
         self._state, self.weights = state, weights
@@ -391,5 +394,6 @@ class FederatedTrainer(ModelOnClients):
         )
 
 
-def _healthy(loss: float) -> bool:
-    return math.isfinite(loss) and loss < DIVERGED_LOSS
+def _healthy(loss: float, limit: float) -> bool:
+    """Whether a loss is a number below `limit` (the config's divergence loss)."""
+    return math.isfinite(loss) and loss < limit

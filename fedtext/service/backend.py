@@ -328,7 +328,6 @@ def baseline_caption(history: list[RoundResult], baseline: list[RoundResult]) ->
 def round_steps(setup: Mapping, shares: Mapping[str, float]) -> list[tuple[str, str]]:
     """What one round does, with this setup's numbers: (title, text) for each of its 4 steps."""
     k = setup["clients_per_round"] or len(setup["client_ids"])
-    top = max(shares.values(), default=0.0)
     return [
         (
             ":material/cloud_download: 1. The server sends the model",
@@ -344,9 +343,31 @@ def round_steps(setup: Mapping, shares: Mapping[str, float]) -> list[tuple[str, 
             ":material/cloud_upload: 3. Only weight updates come back",
             "The server sees how each model changed, not the text that changed it.",
         ),
-        (
-            ":material/balance: 4. The server averages them, weighted by data",
-            f"More text, more say (up to {top:.0%} here); {setup['server_optimizer']} at "
-            f"{setup['server_learning_rate']:g} applies the average. Then the next round.",
-        ),
+        _averaging_step(setup, k, max(shares.values(), default=0.0)),
     ]
+
+
+def _averaging_step(setup: Mapping, k: int, top: float) -> tuple[str, str]:
+    """Step 4 as the setup averages: by text, one vote each, or one vote each, clipped and
+    noised (differential privacy)."""
+    applies = (
+        f"{setup['server_optimizer']} at {setup['server_learning_rate']:g} applies the average. "
+        "Then the next round."
+    )
+    if setup["noise_multiplier"] > 0:
+        return (
+            ":material/balance: 4. The server averages them, clipped and noised",
+            f"Each update is clipped and every character has the same say ({1 / k:.0%} each); "
+            f"Gaussian noise of {setup['noise_multiplier']:g} times the clip hides any one of "
+            f"them. {applies}",
+        )
+    if setup["weighting"] == "uniform":
+        return (
+            ":material/balance: 4. The server averages them, one vote each",
+            f"Every character has the same say ({1 / k:.0%} each), however much text it holds; "
+            f"{applies}",
+        )
+    return (
+        ":material/balance: 4. The server averages them, weighted by data",
+        f"More text, more say (up to {top:.0%} here); {applies}",
+    )

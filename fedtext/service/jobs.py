@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from fedtext.service.store import RunStore, new_run_id
 
 if TYPE_CHECKING:
     from fedtext.learning.training import FederatedTrainer
+
+log = logging.getLogger(__name__)  # to the page's server log: its process's stderr
 
 FORGET_AFTER_S = 600.0  # a finished job leaves memory after this; its saved copy stays on disk
 HEARTBEAT_TIMEOUT_S = 30.0  # a page polls every second or so; silence this long means it closed
@@ -291,6 +294,7 @@ class TrainingQueue:
     def _run(self, job: Job) -> None:
         # Imported here, not at the top: a page imports this module before TensorFlow loads.
         from fedtext.distribution.runtime import WorkerError
+        from fedtext.learning.failures import RoundFailed
         from fedtext.learning.training import FederatedTrainer, TrainingDiverged
 
         trainer = self._trainers.get(job.job_id)
@@ -317,7 +321,11 @@ class TrainingQueue:
         except TrainingDiverged as error:  # the same round would diverge again: no resume
             state, message = JobState.FAILED, str(error)
         except Exception as error:  # a job must never take the queue thread down
-            state, message = JobState.FAILED, f"training failed: {type(error).__name__}: {error}"
+            log.exception("run %s failed", job.job_id)  # with the cause's traceback, if any
+            said = f"training failed: {type(error).__name__}: {error}"
+            if isinstance(error, RoundFailed):  # names the round and the cause already
+                said = str(error)
+            state, message = JobState.FAILED, f"{said} (traceback in the server log)"
         with self._lock:
             job.state, job.message, job.resumable = state, message, resumable
             if not resumable:
@@ -362,6 +370,7 @@ class TrainingQueue:
                         message = "baseline stopped early"
                         break
         except Exception as error:  # the run itself is fine: only its baseline is missing
+            log.exception("run %s: the baseline failed", job.job_id)
             message = f"baseline failed: {type(error).__name__}: {error}"
         with self._lock:
             job.state, job.task = JobState.DONE, Task.ROUNDS
@@ -406,6 +415,7 @@ class TrainingQueue:
                 job.personal_weights = {**job.personal_weights, client_id: mine.weights}
                 job.gains = gains
         except Exception as error:  # the run itself is fine: only this model is missing
+            log.exception("run %s: the model for %s failed", job.job_id, client_id)
             message = f"the model for {client_id} failed: {type(error).__name__}: {error}"
         with self._lock:
             job.state, job.task, job.personal_client = JobState.DONE, Task.ROUNDS, ""

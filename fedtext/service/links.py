@@ -294,10 +294,17 @@ def sequences_per_round(
 
 
 def averaging_shares(
-    clients: Sequence[ClientInfo], batches_per_client: int, batch_size: int
+    clients: Sequence[ClientInfo],
+    batches_per_client: int,
+    batch_size: int,
+    weighting: str = "weighted",
+    noise_multiplier: float = 0.0,
 ) -> dict[str, float]:
-    """Each client's share of the weighted average when all take part: TFF weights an update by
-    the number of examples (sequences) it was trained on."""
+    """Each client's share of the average when all take part. Weighted: TFF weights an update by
+    the number of examples (sequences) it was trained on. Uniform, and always under
+    differential privacy (noise above 0): one vote each."""
+    if weighting == "uniform" or noise_multiplier > 0:
+        return {c.client_id: 1 / len(clients) for c in clients}
     counts = {c.client_id: sequences_per_round(c, batches_per_client, batch_size) for c in clients}
     total = sum(counts.values()) or 1
     return {cid: n / total for cid, n in counts.items()}

@@ -1,4 +1,10 @@
-"""A style meter: a character n-gram Naive Bayes judge of Shakespeare versus Dickens, NumPy only."""
+"""A style meter: a character n-gram Naive Bayes judge of Shakespeare versus Dickens, NumPy only.
+
+Its reading is a position, not a probability: the text's mean log-likelihood ratio per character,
+placed between the medians of held-out real Dickens (0) and held-out real Shakespeare (1). A
+whole-text posterior saturates (a sample still naming Mr. Lorry read as "99% Shakespeare" once a
+few lines had Shakespeare's layout); a position says how far the text has moved.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ from fedtext.text.vocab import encode, normalise
 ROOT = Path(__file__).resolve().parents[2]
 JUDGE_PATH = ROOT / "assets" / "style" / "judge.npz"
 DICKENS_DIR = ROOT.parent / "shared" / "corpora" / "dickens"  # needed to build only
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the anchors (held-out medians) replaced the logistic calibration
 
 CANDIDATE_ORDERS = ((1, 2, 3, 4), (2, 3, 4, 5))  # the build keeps whichever validates better
 BUCKET_BITS = 18  # 2**18 float16 ratios, 0.5 MB; 2**19 lowered validation log loss by 0.001 only
@@ -31,8 +37,9 @@ ALPHA = 0.1  # Lidstone smoothing per bucket: a lower validation log loss than 0
 HOLDOUT_FRACTION = 0.05  # each novel's tail is never trained on, like PretrainConfig's holdout
 VALIDATION_EVERY = 10  # every 10th speech and Dickens block calibrates instead of counting
 DICKENS_BLOCK = 1000  # characters per Dickens block, so validation text spreads over the books
-CALIBRATION_CHARS = 200  # calibrate on texts as long as the page's samples
-VERDICT_MARGIN = 0.2  # scores within 0.5 +- this read as "in between"
+CALIBRATION_CHARS = 200  # windows as long as the page's samples
+ANCHOR_WINDOWS = 400  # held-out windows per author whose median is an anchor (spread evenly)
+CLOSE_TO_AUTHOR = 0.1  # a position within this of an end reads "like" that author's own text
 
 _BASE = 97  # above the 87 ids, so an n-gram's value is exact and no two orders share one
 MAX_ORDER = 9  # 97**9 < 2**63: longer n-grams would overflow int64
@@ -45,12 +52,14 @@ class StyleError(ValueError):
 
 @dataclass(frozen=True)
 class Judge:
-    """Per-bucket log-likelihood ratios and the calibration that turns their mean into a score."""
+    """Per-bucket log-likelihood ratios, and the two anchors that place a text between authors."""
 
     llr: np.ndarray  # log P(bucket | Shakespeare) - log P(bucket | Dickens), float32
     orders: tuple[int, ...]  # n-gram lengths counted
-    scale: float  # score = sigmoid(scale * mean ratio + bias), fitted on validation texts
-    bias: float
+    # The median mean ratio per character of held-out 200-character windows of each author:
+    # real Dickens (a novel's tail) reads 0, real Shakespeare (the test split) reads 1.
+    dickens_anchor: float
+    shakespeare_anchor: float
 
 
 # --- n-grams -------------------------------------------------------------------------------------
@@ -121,13 +130,10 @@ def _evidence(llr: np.ndarray, orders: Sequence[int], ids: np.ndarray) -> tuple[
 
 
 def mean_ratio(llr: np.ndarray, orders: Sequence[int], ids: np.ndarray) -> float:
-    """The mean log ratio per n-gram: a rate that does not grow with the text's length."""
-    per_position, count = _evidence(llr, orders, ids)
-    return float(per_position.sum() / count) if count else 0.0
-
-
-def _sigmoid(x: float) -> float:
-    return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
+    """The mean log ratio per character (the summed ratios of the n-grams ending at each): a
+    rate that does not grow with the text's length; 0 for text with no characters."""
+    per_position, _ = _evidence(llr, orders, ids)
+    return float(per_position.sum() / len(ids)) if len(ids) else 0.0
 
 
 # --- building the judge --------------------------------------------------------------------------
@@ -135,13 +141,15 @@ def _sigmoid(x: float) -> float:
 
 @dataclass(frozen=True)
 class TrainingTexts:
-    """Normalised texts of both classes: counted (`fit`), calibrated on, and never touched."""
+    """Normalised texts of both classes: counted (`fit`), for choosing the n-gram orders
+    (`validation`), and held out (never counted: the anchors and the tests read them)."""
 
     shakespeare_fit: list[str]
     shakespeare_validation: list[str]
     dickens_fit: list[str]
     dickens_validation: list[str]
-    dickens_heldout: list[str]  # each novel's tail, for evaluation only
+    dickens_heldout: list[str]  # each novel's tail
+    shakespeare_heldout: list[str]  # every client's test-split speeches
 
 
 def split_novel(text: str) -> tuple[str, str]:
@@ -163,28 +171,30 @@ def load_training_texts(
 ) -> TrainingTexts:
     """Shakespeare's training split of every client against Dickens minus each novel's tail.
 
-    Every VALIDATION_EVERY-th speech, and Dickens block, is kept for calibration; the
-    Shakespeare test split is never read.
+    Every VALIDATION_EVERY-th speech, and Dickens block, is kept for validation; the
+    Shakespeare test split and the novels' tails are held out.
     """
     database = database or plays.database_path()
-    speeches = [
-        speech
-        for client in plays.load_clients(database)
-        for speech in plays.load_speeches(client.client_id, "train", database)
-    ]
+    clients = plays.load_clients(database)
+
+    def speeches(split: str) -> list[str]:
+        return [s for c in clients for s in plays.load_speeches(c.client_id, split, database)]
+
+    train = speeches("train")
     blocks = []
     heldout = []
     for novel in dickens_texts(dickens_dir):
-        train, tail = split_novel(novel)
-        blocks += [train[i : i + DICKENS_BLOCK] for i in range(0, len(train), DICKENS_BLOCK)]
+        fit, tail = split_novel(novel)
+        blocks += [fit[i : i + DICKENS_BLOCK] for i in range(0, len(fit), DICKENS_BLOCK)]
         heldout.append(tail)
     last = VALIDATION_EVERY - 1
     return TrainingTexts(
-        shakespeare_fit=[s for i, s in enumerate(speeches) if i % VALIDATION_EVERY != last],
-        shakespeare_validation=[s for i, s in enumerate(speeches) if i % VALIDATION_EVERY == last],
+        shakespeare_fit=[s for i, s in enumerate(train) if i % VALIDATION_EVERY != last],
+        shakespeare_validation=[s for i, s in enumerate(train) if i % VALIDATION_EVERY == last],
         dickens_fit=[b for i, b in enumerate(blocks) if i % VALIDATION_EVERY != last],
         dickens_validation=[b for i, b in enumerate(blocks) if i % VALIDATION_EVERY == last],
         dickens_heldout=heldout,
+        shakespeare_heldout=speeches("test"),
     )
 
 
@@ -193,48 +203,58 @@ def windows(text: str, length: int) -> list[str]:
     return [text[i : i + length] for i in range(0, len(text) - length + 1, length)]
 
 
-def balanced_windows(texts: TrainingTexts, length: int) -> tuple[list[str], np.ndarray]:
-    """As many validation windows of each class, spread evenly; labels 1 for Shakespeare."""
-    # Speeches are short, so windows run across them, as a generated sample may.
-    shakespeare = windows("\n".join(texts.shakespeare_validation), length)
-    dickens = [w for block in texts.dickens_validation for w in windows(block, length)]
-    n = min(len(shakespeare), len(dickens))
-
-    def spread(items: list[str]) -> list[str]:
-        return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
-
-    return spread(shakespeare) + spread(dickens), np.repeat([1.0, 0.0], n)
+def _spread(items: list[str], n: int) -> list[str]:
+    """At most `n` of `items`, evenly spaced through them."""
+    if len(items) <= n:
+        return items
+    return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
 
 
-def fit_calibration(means: np.ndarray, labels: np.ndarray, steps: int = 50) -> tuple[float, float]:
-    """Logistic regression of the labels on the mean ratios, by Newton's method."""
-    x = np.stack([means, np.ones_like(means)], axis=1)
-    w = np.zeros(2)
-    for _ in range(steps):
-        p = 1 / (1 + np.exp(-x @ w))
-        hessian = x.T @ (x * (p * (1 - p))[:, None]) + 1e-9 * np.eye(2)
-        w -= np.linalg.solve(hessian, x.T @ (p - labels))
-    return float(w[0]), float(w[1])
+def author_windows(
+    shakespeare: Sequence[str], dickens: Sequence[str], length: int = CALIBRATION_CHARS
+) -> tuple[list[str], list[str]]:
+    """Up to ANCHOR_WINDOWS `length`-character windows of each author, spread evenly: the
+    speeches run together (they are short, and a generated sample runs across them too), each
+    Dickens text cut on its own."""
+    return (
+        _spread(windows("\n".join(shakespeare), length), ANCHOR_WINDOWS),
+        _spread([w for text in dickens for w in windows(text, length)], ANCHOR_WINDOWS),
+    )
 
 
-def evaluate(judge: Judge, samples: Sequence[str], labels: np.ndarray) -> dict[str, float]:
-    """Accuracy and log loss of the judge's scores on labelled texts."""
-    scores = np.array([shakespeare_score(s, judge) for s in samples])
-    clipped = np.clip(scores, 1e-6, 1 - 1e-6)
-    log_loss = -np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))
-    return {"accuracy": float(np.mean((scores > 0.5) == labels)), "log_loss": float(log_loss)}
+def median_ratios(
+    llr: np.ndarray, orders: Sequence[int], shakespeare: list[str], dickens: list[str]
+) -> tuple[float, float]:
+    """The median mean ratio per character of each author's windows: (Dickens, Shakespeare)."""
+    return (
+        float(np.median([mean_ratio(llr, orders, encode(w)) for w in dickens])),
+        float(np.median([mean_ratio(llr, orders, encode(w)) for w in shakespeare])),
+    )
+
+
+def separation(judge: Judge, shakespeare: list[str], dickens: list[str]) -> dict[str, float]:
+    """How well the judge tells the authors' windows apart: the share on the right side of the
+    halfway mark, and the gap between the medians over the spread (the two interquartile
+    ranges added)."""
+    s = np.array([shakespeare_score(w, judge, clip=False) for w in shakespeare])
+    d = np.array([shakespeare_score(w, judge, clip=False) for w in dickens])
+    spread = np.subtract(*np.quantile(s, [0.75, 0.25])) + np.subtract(*np.quantile(d, [0.75, 0.25]))
+    return {
+        "accuracy": float((np.sum(s > 0.5) + np.sum(d < 0.5)) / (len(s) + len(d))),
+        "gap": float((np.median(s) - np.median(d)) / spread) if spread > 0 else math.inf,
+    }
 
 
 def train_judge(texts: TrainingTexts, orders: Sequence[int], bits: int, alpha: float) -> Judge:
-    """Count the fit texts, then calibrate on the validation windows."""
+    """Count the fit texts, then anchor the scale on the held-out texts of both authors."""
     shakespeare = count_ngrams((encode(s) for s in texts.shakespeare_fit), orders, bits)
     dickens = count_ngrams((encode(b) for b in texts.dickens_fit), orders, bits)
-    # Rounded as shipped, so the calibration fits the ratios the page will use.
+    # Rounded as shipped, so the anchors are those of the ratios the page will use.
     llr = log_ratios(shakespeare, dickens, alpha).astype(np.float16).astype(np.float32)
-    samples, labels = balanced_windows(texts, CALIBRATION_CHARS)
-    means = np.array([mean_ratio(llr, orders, encode(s)) for s in samples])
-    scale, bias = fit_calibration(means, labels)
-    return Judge(llr, tuple(orders), scale, bias)
+    anchors = median_ratios(
+        llr, orders, *author_windows(texts.shakespeare_heldout, texts.dickens_heldout)
+    )
+    return Judge(llr, tuple(orders), *anchors)
 
 
 def save_judge(judge: Judge, path: Path = JUDGE_PATH) -> Path:
@@ -245,7 +265,7 @@ def save_judge(judge: Judge, path: Path = JUDGE_PATH) -> Path:
         tmp,
         llr=judge.llr.astype(np.float16),
         orders=np.array(judge.orders, dtype=np.int64),
-        calibration=np.array([judge.scale, judge.bias], dtype=np.float64),
+        anchors=np.array([judge.dickens_anchor, judge.shakespeare_anchor], dtype=np.float64),
         version=np.array(FORMAT_VERSION),
     )
     tmp.replace(path)
@@ -257,28 +277,31 @@ def build_judge(
     output: Path = JUDGE_PATH,
     report: Callable[[str], None] = print,
 ) -> Judge:
-    """Train a judge per candidate n-gram range, keep the one with the lower validation log loss,
-    and save it. Needs ../shared (the Dickens novels) and the plays' database."""
+    """Train a judge per candidate n-gram range, keep the one that separates the validation
+    windows best, and save it. Needs ../shared (the Dickens novels) and the plays' database."""
     texts = load_training_texts(dickens_dir)
     report(
         f"Shakespeare: {len(texts.shakespeare_fit)} speeches counted, "
-        f"{len(texts.shakespeare_validation)} for validation; Dickens: "
+        f"{len(texts.shakespeare_validation)} for validation, "
+        f"{len(texts.shakespeare_heldout)} held out; Dickens: "
         f"{sum(map(len, texts.dickens_fit)):,} characters counted, "
         f"{sum(map(len, texts.dickens_validation)):,} for validation, "
         f"{sum(map(len, texts.dickens_heldout)):,} held out"
     )
-    samples, labels = balanced_windows(texts, CALIBRATION_CHARS)
+    validation = author_windows(texts.shakespeare_validation, texts.dickens_validation)
     best: tuple[float, Judge] | None = None
     for orders in CANDIDATE_ORDERS:
         judge = train_judge(texts, orders, BUCKET_BITS, ALPHA)
-        metrics = evaluate(judge, samples, labels)
+        metrics = separation(judge, *validation)
         report(
             f"orders {orders[0]}..{orders[-1]}: validation accuracy {metrics['accuracy']:.3f}, "
-            f"log loss {metrics['log_loss']:.3f} on {len(samples)} windows of "
-            f"{CALIBRATION_CHARS} characters (scale {judge.scale:.2f}, bias {judge.bias:+.2f})"
+            f"median gap {metrics['gap']:.2f} interquartile ranges, on "
+            f"{sum(map(len, validation))} windows of {CALIBRATION_CHARS} characters; anchors "
+            f"(mean ratio per character of held-out text) Dickens {judge.dickens_anchor:+.3f}, "
+            f"Shakespeare {judge.shakespeare_anchor:+.3f}"
         )
-        if best is None or metrics["log_loss"] < best[0]:
-            best = (metrics["log_loss"], judge)
+        if best is None or metrics["gap"] > best[0]:
+            best = (metrics["gap"], judge)
     assert best is not None
     path = save_judge(best[1], output)
     report(f"kept orders {best[1].orders}; wrote {path} ({path.stat().st_size:,} bytes)")
@@ -295,7 +318,7 @@ def load_judge(path: str | Path = JUDGE_PATH) -> Judge:
         with np.load(path, allow_pickle=False) as stored:
             llr = stored["llr"].astype(np.float32)
             orders = tuple(int(n) for n in stored["orders"])
-            scale, bias = (float(v) for v in stored["calibration"])
+            dickens_anchor, shakespeare_anchor = (float(v) for v in stored["anchors"])
             version = int(stored["version"])
     except FileNotFoundError:
         raise StyleError(
@@ -307,9 +330,10 @@ def load_judge(path: str | Path = JUDGE_PATH) -> Judge:
     if version != FORMAT_VERSION:
         raise StyleError(f"style judge {path} has format {version}, expected {FORMAT_VERSION}")
     bad_orders = not orders or min(orders) < 1 or max(orders) > MAX_ORDER
-    if llr.ndim != 1 or size < 2 or size & (size - 1) or bad_orders:
+    bad_anchors = not shakespeare_anchor > dickens_anchor  # NaN too
+    if llr.ndim != 1 or size < 2 or size & (size - 1) or bad_orders or bad_anchors:
         raise StyleError(f"style judge {path} is malformed")
-    return Judge(llr, orders, scale, bias)
+    return Judge(llr, orders, dickens_anchor, shakespeare_anchor)
 
 
 @functools.cache
@@ -318,27 +342,31 @@ def default_judge() -> Judge:
     return load_judge(JUDGE_PATH)
 
 
-def shakespeare_score(text: str, judge: Judge | None = None) -> float:
-    """Probability in [0, 1] that `text` reads as Shakespeare rather than Dickens.
+def shakespeare_score(text: str, judge: Judge | None = None, clip: bool = True) -> float:
+    """How far `text` has moved from Dickens to Shakespeare: 0 reads like the median held-out
+    window of real Dickens, 1 like the median held-out window of real Shakespeare, by the mean
+    log ratio per character (a rate: a longer text does not drift to an end by being longer).
 
-    The mean log ratio per n-gram, calibrated on 200-character texts: a rate of style, so a
-    longer text does not drift to 0 or 1 just by being longer. 0.5 for text with no n-grams.
+    A position on a line, not a probability: half of real Shakespeare's lines read above 1 and
+    are shown as 1 (`clip`). 0.5, halfway, for text with no characters the vocabulary keeps.
     """
     judge = judge or default_judge()
     ids, _ = _ids_and_owners(text)
-    per_position, count = _evidence(judge.llr, judge.orders, ids)
-    if not count:
+    if not len(ids):
         return 0.5
-    return _sigmoid(judge.scale * per_position.sum() / count + judge.bias)
+    ratio = mean_ratio(judge.llr, judge.orders, ids)
+    position = (ratio - judge.dickens_anchor) / (judge.shakespeare_anchor - judge.dickens_anchor)
+    return min(max(position, 0.0), 1.0) if clip else position
 
 
 def style_verdict(score: float) -> str:
-    """A few words for a score: 'reads as Shakespeare', 'reads as Dickens' or 'in between'."""
-    if score >= 0.5 + VERDICT_MARGIN:
-        return "reads as Shakespeare"
-    if score <= 0.5 - VERDICT_MARGIN:
-        return "reads as Dickens"
-    return "in between"
+    """A few words for a position: like either author's own text near an end, else which one
+    it is closer to."""
+    if score >= 1 - CLOSE_TO_AUTHOR:
+        return "reads like Shakespeare's own lines"
+    if score <= CLOSE_TO_AUTHOR:
+        return "reads like Dickens' own prose"
+    return "closer to Shakespeare" if score > 0.5 else "closer to Dickens"
 
 
 def char_contributions(text: str, judge: Judge | None = None) -> np.ndarray:
