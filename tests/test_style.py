@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedtext.text import plays, style
+from fedtext.text import plays, style, style_build
 from fedtext.text.corpus import read_corpus_file
 from tests.conftest import ROOT
 
@@ -59,8 +59,8 @@ def held_out_windows(database, length: int) -> tuple[list[str], list[str]]:
         for client in plays.load_clients(database)
         for speech in plays.load_speeches(client.client_id, "test", database)
     ]
-    tails = [style.split_novel(novel)[1] for novel in style.dickens_texts(DICKENS_DIR)]
-    return style.author_windows(speeches, tails, length)
+    tails = [style_build.split_novel(novel)[1] for novel in style_build.dickens_texts(DICKENS_DIR)]
+    return style_build.author_windows(speeches, tails, length)
 
 
 def test_the_meter_reads_how_far_a_text_has_moved_not_a_certainty(database):
@@ -108,8 +108,8 @@ def test_accuracy_on_held_out_speeches_and_novel_tails(database):
     speeches = random.Random(0).sample(speeches, HELD_OUT_SPEECHES)
     chunks = [
         chunk
-        for novel in style.dickens_texts(DICKENS_DIR)
-        for chunk in style.windows(style.split_novel(novel)[1], DICKENS_CHUNK)
+        for novel in style_build.dickens_texts(DICKENS_DIR)
+        for chunk in style_build.windows(style_build.split_novel(novel)[1], DICKENS_CHUNK)
     ]
     shakespeare_right = np.mean([style.shakespeare_score(s) > 0.5 for s in speeches])
     dickens_right = np.mean([style.shakespeare_score(c) < 0.5 for c in chunks])
@@ -120,7 +120,7 @@ def test_accuracy_on_held_out_speeches_and_novel_tails(database):
 
 def test_the_judge_trains_on_neither_test_speeches_nor_novel_tails(database):
     needs_shared()
-    texts = style.load_training_texts(DICKENS_DIR, database)
+    texts = style_build.load_training_texts(DICKENS_DIR, database)
     trained = set(texts.shakespeare_fit) | set(texts.shakespeare_validation)
     lear = max(plays.load_speeches("KING_LEAR_KING_LEAR", "test", database), key=len)
     assert lear not in trained
@@ -172,7 +172,7 @@ def test_highlight_gives_each_run_of_equal_shade_one_span():
 
 def test_a_saved_judge_loads_back(tmp_path):
     judge = style.Judge(np.linspace(-2, 2, 2**10, dtype=np.float32), (1, 2), -1.5, 1.25)
-    loaded = style.load_judge(style.save_judge(judge, tmp_path / "judge.npz"))
+    loaded = style.load_judge(style_build.save_judge(judge, tmp_path / "judge.npz"))
     assert loaded.orders == (1, 2) and (loaded.dickens_anchor, loaded.shakespeare_anchor) == (
         -1.5,
         1.25,
@@ -198,7 +198,7 @@ def test_an_unusable_judge_file_gives_one_line(tmp_path, damage):
         np.savez(path, orders=np.array([1, 2]), anchors=np.array([-1.0, 1.0]), version=np.array(2))
     elif damage == "anchors reversed":
         judge = style.Judge(np.zeros(2**10, dtype=np.float32), (1, 2), 1.0, -1.0)
-        style.save_judge(judge, path)
+        style_build.save_judge(judge, path)
     with pytest.raises(style.StyleError) as error:
         style.load_judge(path)
     assert "\n" not in str(error.value) and str(path) in str(error.value)
