@@ -48,7 +48,7 @@ def test_quick_mode_writes_json_markdown_and_chart(quick_run):
         "overhead.ratio.2x5",
         "overhead.ratio.4x5",
         "generation.latency_s",
-        "learning.tutorial.accuracy",
+        "learning.tutorial.collapsed_accuracy",
         "learning.default_page.gain_points",
         "learning.default_page.train_s",
         "learning.centralised_ratio",
@@ -67,25 +67,52 @@ def test_quick_mode_writes_json_markdown_and_chart(quick_run):
     assert "plotly" in (out / "learning.html").read_text().lower()
 
 
-def test_a_second_run_shows_the_first_as_previous(quick_run, tmp_path):
+def second_run(first: dict, out, sections: tuple[str, ...], machine: str | None = None) -> dict:
+    """Another run after `first`, measuring one overhead figure in `sections`, on `first`'s
+    machine or on `machine`; returns its results.json."""
+    (out / "results.json").write_text(json.dumps(first))
+    meta = {**first["meta"], "machine": machine or first["meta"]["machine"], "commit": "c0ffee0"}
+    settings = bench.Settings(base_dir=out, out_dir=out, sections=sections)
+    results = bench.Results(
+        settings,
+        rows=[bench.Row("overhead.ratio.2x5", "1 overhead", "ratio", 1.0, "x", 1.15)],
+        step=("overhead",),
+    )
+    bench.write_outputs(results, meta, bench.previous_values(out, meta["machine"]), last=first)
+    return json.loads((out / "results.json").read_text())
+
+
+def test_a_second_run_on_the_machine_carries_what_it_did_not_measure(quick_run, tmp_path):
     _, out = quick_run
     first = json.loads((out / "results.json").read_text())
-    (tmp_path / "results.json").write_text(json.dumps(first))
-    settings = bench.Settings(base_dir=out, out_dir=tmp_path, sections=())
-    results = bench.Results(
-        settings, rows=[bench.Row("overhead.ratio.2x5", "1 overhead", "ratio", 1.0, "x", 1.15)]
-    )
-    bench.write_outputs(results, first["meta"], bench.previous_values(tmp_path), last=first)
-    second = json.loads((tmp_path / "results.json").read_text())
+    machine = first["meta"]["machine"]
+    assert machine and all(r["machine"] == machine for r in first["rows"])
+    assert all(r["commit"] == first["meta"]["commit"] for r in first["rows"])
+    second = second_run(first, tmp_path, sections=("overhead",))
     row = second["rows"][0]
     assert row["previous"] == pytest.approx(first["rows"][0]["value"])
-    assert row["ok"] is True
-    # A run of fewer sections carries the others' last figures, saying where they come from.
+    assert row["ok"] is True and (row["machine"], row["commit"]) == (machine, "c0ffee0")
+    # Its sections' rows are this run's (an old key of theirs does not linger); the other
+    # sections' last figures are carried, each with the machine and commit that measured it.
     carried = {r["key"] for r in second["carried"]}
-    assert carried == {r["key"] for r in first["rows"]} - {"overhead.ratio.2x5"}
-    assert all(first["meta"]["commit"] in r["measured"] for r in second["carried"])
-    assert "not re-measured" in (tmp_path / "results.md").read_text()
-    assert _is_table((tmp_path / "results.md").read_text())
+    assert carried == {r["key"] for r in first["rows"] if "overhead" not in r["sections"]}
+    assert carried and not any(key.startswith("overhead.") for key in carried)
+    assert all(r["commit"] == first["meta"]["commit"] for r in second["carried"])
+    markdown = (tmp_path / "results.md").read_text()
+    assert _is_table(markdown)
+    carried_lines = [line for line in markdown.splitlines() if "| carried from " in line]
+    assert len(carried_lines) == len(carried)
+    assert all(f"| {machine} | {first['meta']['commit']} |" in line for line in carried_lines)
+
+
+def test_a_run_on_another_machine_carries_nothing_and_compares_with_nothing(quick_run, tmp_path):
+    _, out = quick_run
+    first = json.loads((out / "results.json").read_text())
+    second = second_run(first, tmp_path, sections=("overhead",), machine="elsewhere-0000")
+    assert second["carried"] == [] and second["rows"][0]["previous"] is None
+    assert second["learning"] == {}  # nor its learning curves
+    assert any("not carried: measured on another machine" in note for note in second["notes"])
+    assert f"| {first['meta']['commit']} |" not in (tmp_path / "results.md").read_text()
 
 
 def test_page_figures_are_skipped_with_a_reason_without_app_py(tmp_path, monkeypatch):

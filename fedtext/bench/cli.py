@@ -38,9 +38,9 @@ def run(settings: Settings, update_readme: bool = False) -> Results:
     from fedtext.text import plays
 
     results, ctx = Results(settings), {}
-    previous = previous_values(settings.out_dir)
-    last = last_document(settings.out_dir)
     meta = machine_meta(settings)
+    last = last_document(settings.out_dir)
+    previous = previous_values(settings.out_dir, meta["machine"])
     foreign = ForeignLoad()
     steps: list[tuple[set[str], Callable[[], None]]] = [
         ({"overhead", "scaling"}, lambda: run_overhead_and_scaling(ctx, settings, results)),
@@ -59,6 +59,7 @@ def run(settings: Settings, update_readme: bool = False) -> Results:
         for sections, step in steps:
             if sections & set(settings.sections):
                 print(f"[{', '.join(sorted(sections))}]", flush=True)
+                results.step = tuple(sorted(sections & set(settings.sections)))
                 step()
                 meta.update(foreign.summary(), load_avg_1m_end=os.getloadavg()[0])
                 write_outputs(results, meta, previous, final=False, last=last)

@@ -119,6 +119,17 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def machine_name() -> str:
+    """A short name for this machine, the same for every run on it: the host's name and the
+    start of its machine id. Machines of one kind share a CPU name but not their speed (the
+    report of one is no report of another)."""
+    try:
+        instance = Path("/etc/machine-id").read_text().strip()[:8]
+    except OSError:
+        instance = ""
+    return "-".join(part for part in (platform.node() or "host", instance) if part)
+
+
 def machine_meta(settings: Settings) -> dict:
     import tensorflow as tf
     import tensorflow_federated as tff
@@ -132,6 +143,7 @@ def machine_meta(settings: Settings) -> dict:
     return {
         "time_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
         "commit": commit + ("+dirty" if dirty else ""),
+        "machine": machine_name(),
         "cpus": os.cpu_count(),
         "cpu_model": cpu_model(),
         "load_avg_1m": os.getloadavg()[0],

@@ -67,7 +67,10 @@ def fmt(value: float | None, unit: str = "") -> str:
     return f"{text} {unit}".strip()
 
 
-def summary_table(results: Results, meta: dict, carried: list[dict] = ()) -> str:
+def summary_table(
+    results: Results, meta: dict, carried: list[dict] = (), notes: list[str] | None = None
+) -> str:
+    """The figures of one machine: this run's, then those carried from its earlier runs."""
     others = meta["foreign_cores_mean"]
     load = (
         "nothing else running"
@@ -75,26 +78,30 @@ def summary_table(results: Results, meta: dict, carried: list[dict] = ()) -> str
         else f"other processes using {others:.1f} of the cores on average, so noisier timings"
     )
     lines = [
-        f"Measured {meta['time_utc']} UTC at commit {meta['commit']} on {meta['cpus']} CPUs, "
-        f"{load}{', quick mode' if meta['quick'] else ''}.",
+        f"Machine {meta['machine']}: {meta['cpus']} CPUs ({meta['cpu_model']}), "
+        f"{meta['memory_gb']} GB. Measured {meta['time_utc']} UTC at commit {meta['commit']}, "
+        f"{load}{', quick mode' if meta['quick'] else ''}; rows marked carried are from "
+        "earlier runs on this machine.",
         "",
-        "| | measure | value | previous | target | note |",
-        "|---|---|---|---|---|---|",
+        "| | measure | value | previous | target | machine | commit | carried | note |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results.rows:
         mark = {True: "met", False: "**missed**", None: ""}[row.ok]
         target = f"<= {fmt(row.target_max, row.unit)} {mark}" if row.target_max else ""
         lines.append(
             f"| {row.section} | {row.measure} | {fmt(row.value, row.unit)} | "
-            f"{fmt(row.previous, row.unit)} | {target} | {row.note} |"
+            f"{fmt(row.previous, row.unit)} | {target} | {row.machine} | {row.commit} | | "
+            f"{row.note} |"
         )
     for row in carried:
         target = f"<= {fmt(row['target_max'], row['unit'])}" if row.get("target_max") else ""
         lines.append(
             f"| {row['section']} | {row['measure']} | {fmt(row['value'], row['unit'])} | | "
-            f"{target} | not re-measured: from {row['measured']}; {row['note']} |"
+            f"{target} | {row['machine']} | {row['commit']} | carried from "
+            f"{row['measured_utc']} UTC | {row['note']} |"
         )
-    lines += [f"\n{note}" for note in results.notes]
+    lines += [f"\n{note}" for note in (results.notes if notes is None else notes)]
     return "\n".join(lines) + "\n"
 
 
@@ -135,23 +142,36 @@ def learning_table(learning: dict[str, list[dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def previous_values(out: Path) -> dict[str, float | None]:
-    """The figures of the run before this one, by key."""
+def previous_values(out: Path, machine: str) -> dict[str, float | None]:
+    """The figures of the run before this one on the same machine, by key."""
     try:
-        return {r["key"]: r["value"] for r in last_document(out).get("rows", [])}
-    except (KeyError, TypeError):
+        last = last_document(out)
+        if last.get("meta", {}).get("machine") != machine:
+            return {}  # another machine's figures are no "previous" for this one
+        return {r["key"]: r["value"] for r in last.get("rows", [])}
+    except (KeyError, TypeError, AttributeError):
         return {}  # an unreadable earlier run: nothing to compare with
 
 
-def carried_rows(last: dict, measured: set[str]) -> list[dict]:
-    """The rows of the last run (`last`, its results.json) that this run did not measure, as
-    when it ran fewer sections, each marked with when and where it was measured."""
+def carried_rows(last: dict, machine: str, sections: tuple[str, ...]) -> tuple[list[dict], int]:
+    """The rows of the last run (`last`, its results.json) to carry into this run's report, and
+    how many were left out. Carried: rows measured on this machine (whose name each row
+    records) in sections this run did not run. Left out: another machine's, those of a
+    section run again (its rows now are this run's: a figure whose key changed does not
+    linger beside its successor), and rows that never recorded their machine."""
     try:
-        origin = f"{last['meta']['time_utc']} UTC at {last['meta']['commit']}"
-        rows = [{**r, "measured": origin} for r in last.get("rows", [])]
-        return [r for r in [*rows, *last.get("carried", [])] if r["key"] not in measured]
-    except (KeyError, TypeError):
-        return []
+        rows = [*last.get("rows", []), *last.get("carried", [])]
+    except (AttributeError, TypeError):
+        return [], 0
+    kept = [
+        r
+        for r in rows
+        if isinstance(r, dict)
+        and r.get("machine") == machine
+        and r.get("sections")
+        and not set(r["sections"]) & set(sections)
+    ]
+    return kept, len(rows) - len(kept)
 
 
 def carried_curves(last: dict, sections: tuple[str, ...]) -> dict[str, list[dict]]:
@@ -184,8 +204,20 @@ def write_outputs(
     out.mkdir(parents=True, exist_ok=True)
     for row in results.rows:
         row.previous = previous.get(row.key)
-    carried = carried_rows(last or {}, {r.key for r in results.rows})
-    learning = {**carried_curves(last or {}, results.settings.sections), **results.learning}
+        row.machine = row.machine or meta["machine"]
+        row.commit = row.commit or meta["commit"]
+        row.measured_utc = row.measured_utc or meta["time_utc"]
+    carried, left_out = carried_rows(last or {}, meta["machine"], results.settings.sections)
+    notes = list(results.notes)
+    if left_out:
+        notes.append(
+            f"{left_out} rows of the last report are not carried: measured on another machine, "
+            "or in a section this run measured again (bench/results.json in git history has "
+            "them)."
+        )
+    same_machine = (last or {}).get("meta", {}).get("machine") == meta["machine"]
+    earlier = carried_curves(last or {}, results.settings.sections) if same_machine else {}
+    learning = {**earlier, **results.learning}
     document = {
         "meta": meta,
         "settings": {
@@ -195,10 +227,10 @@ def write_outputs(
         "carried": carried,
         "scaling": results.scaling,
         "learning": learning,
-        "notes": results.notes if final else [*results.notes, "Partial: the run goes on."],
+        "notes": notes if final else [*notes, "Partial: the run goes on."],
     }
     (out / "results.json").write_text(json.dumps(document, indent=1) + "\n")
-    parts = [summary_table(results, meta, carried)]
+    parts = [summary_table(results, meta, carried, notes)]
     if results.scaling:
         parts.append(
             "Round time as clients and batches grow (evaluation off):\n\n" + scaling_table(results)

@@ -25,7 +25,9 @@ SECTIONS = (
 
 @dataclass
 class Row:
-    """One figure of the table; `key` is stable across runs so a run compares with the last."""
+    """One figure of the table. `key` is stable across runs, so a run compares with the last on
+    the same machine; a figure whose definition changes (what is run, or how it is counted)
+    takes a new key, so that no run sets it beside a figure of another kind."""
 
     key: str
     section: str
@@ -35,6 +37,12 @@ class Row:
     target_max: float | None = None  # the issue's target, where it sets one
     note: str = ""
     previous: float | None = None
+    # Where and when it was measured, filled in by the report: a row carried from an earlier
+    # run keeps its own.
+    machine: str = ""
+    commit: str = ""
+    measured_utc: str = ""
+    sections: tuple[str, ...] = ()  # the benchmark sections of the step that measured it
 
     @property
     def ok(self) -> bool | None:
@@ -70,10 +78,12 @@ class Results:
     scaling: list[dict] = field(default_factory=list)
     learning: dict[str, list[dict]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    step: tuple[str, ...] = ()  # the sections of the step running now
 
     def add(self, *rows: Row) -> None:
         self.rows.extend(rows)
         for row in rows:
+            row.sections = row.sections or self.step
             shown = "skipped" if row.value is None else f"{row.value:.3g} {row.unit}"
             print(
                 f"  {row.measure}: {shown}{'  (' + row.note + ')' if row.note else ''}", flush=True

@@ -27,7 +27,12 @@ from fedtext.learning.records import clients_csv, compare, history_csv
 from fedtext.learning.training import FederatedTrainer, TrainingDiverged
 from fedtext.model.evaluation import evaluate_random, evaluate_texts
 from fedtext.model.generation import TextGenerator
-from fedtext.model.keras_model import compile_for_evaluation, load_model, save_weights
+from fedtext.model.keras_model import (
+    compile_for_evaluation,
+    load_model,
+    save_keras_file,
+    save_weights,
+)
 from fedtext.text import plays
 from fedtext.text.prompt import TUTORIAL_PROMPT, check_request
 
@@ -152,12 +157,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     diverged = _run_rounds(trainer, budget)
     trainer.eval_model.set_weights(trainer.weights)
     save_weights(trainer.eval_model, trainer.model_config, args.output)
+    save_keras_file(trainer.weights, trainer.model_config, args.output)
     (args.output / "metrics.csv").write_text(history_csv(trainer.history))
     saved = "metrics.csv"
     if trainer.client_history:
         (args.output / "clients.csv").write_text(clients_csv(trainer.client_history))
         saved = "metrics.csv, clients.csv"
-    print(f"saved the fine-tuned model and {saved} to {args.output}")
+    print(f"saved the fine-tuned model (also as model.keras) and {saved} to {args.output}")
     if diverged:
         print(f"fedtext: {diverged}", file=sys.stderr)
         return 1

@@ -6,11 +6,13 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
 from fedtext.config import ModelConfig
 from fedtext.model.weights import (
     CONFIG_FILE,
+    KERAS_FILE,
     WeightsError,
     base_model_dir,
     load_config,
@@ -96,6 +98,18 @@ def compile_for_evaluation(model: tf.keras.Model) -> tf.keras.Model:
 
 def save_weights(model: tf.keras.Model, config: ModelConfig, directory: str | Path) -> Path:
     return save_arrays(model.get_weights(), config, directory)
+
+
+def save_keras_file(weights: list[np.ndarray], config: ModelConfig, directory: str | Path) -> Path:
+    """The model in Keras' own format (`model.keras` in `directory`), which
+    `tf.keras.models.load_model(path, compile=False)` opens without fedtext. Its weights are
+    rounded to float16 and back, as fedtext's own file stores them: both predict the same."""
+    path = Path(directory) / KERAS_FILE
+    with BUILD_LOCK:  # TFF's tracing in another thread swaps Keras' classes meanwhile
+        model = build_model(config)
+        model.set_weights([np.asarray(w).astype(np.float16).astype(np.float32) for w in weights])
+        model.save(path)
+    return path
 
 
 def load_model(directory: str | Path | None = None) -> tuple[tf.keras.Model, ModelConfig]:

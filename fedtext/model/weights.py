@@ -16,6 +16,8 @@ ASSETS_DIR = Path(__file__).resolve().parents[2] / "assets"
 SHIPPED_MODEL_DIR = ASSETS_DIR / "dickens"
 WEIGHTS_FILE = "weights.npz"
 CONFIG_FILE = "model.json"
+# The same model in Keras' own format, for tf.keras.models.load_model(path, compile=False).
+KERAS_FILE = "model.keras"
 
 
 def base_model_dir() -> Path:

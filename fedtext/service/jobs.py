@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -336,6 +337,8 @@ class TrainingQueue:
             job.ended = time.monotonic()
 
     def _store(self, job: Job, model_config) -> None:
+        from fedtext.model.keras_model import save_keras_file  # TensorFlow: this thread only
+
         if self.store is None or len(job.history) < 2:
             return
         try:
@@ -350,6 +353,8 @@ class TrainingQueue:
                 job.clients,
                 job.personal,
                 job.gains,
+                # Called in this queue's thread, which has TensorFlow; the page's has none.
+                functools.partial(save_keras_file, job.weights, model_config),
             )
         except OSError as error:  # a full or read-only disk must not stop the queue
             with self._lock:

@@ -22,6 +22,7 @@ from fedtext.config import (
     FederatedConfig,
     ServiceLimits,
 )
+from fedtext.model.weights import KERAS_FILE
 from fedtext.text.plays import ClientInfo
 
 LIMITS = ServiceLimits()
@@ -312,9 +313,16 @@ def averaging_shares(
 
 def model_archive(
     directory: Path,
-    names: Sequence[str] = ("weights.npz", "model.json", "metrics.csv", "clients.csv"),
+    names: Sequence[str] = (
+        "weights.npz",
+        "model.json",
+        KERAS_FILE,
+        "metrics.csv",
+        "clients.csv",
+    ),
 ) -> bytes:
-    """A zip of a stored run's model files, ready for `fedtext generate --model`."""
+    """A zip of a stored run's model files, ready for `fedtext generate --model`, and the model
+    in Keras' format for `tf.keras.models.load_model` (written when the run was stored)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # npz is already compressed
         for name in names:

@@ -10,7 +10,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -85,11 +85,16 @@ class RunStore:
         clients: Sequence[ClientFigures] = (),
         personal: Mapping[str, PersonalGain] = MappingProxyType({}),
         gains: Sequence[PersonalGain] = (),
+        write_keras: Callable[[Path], object] | None = None,
     ) -> Path:
+        """Store a run whole (readers see all of it or none). `write_keras(folder)` adds the
+        model in Keras' format: the caller has TensorFlow, this module does not."""
         final = self.path(run_id)
         tmp = self.root / f".{run_id}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         save_arrays(weights, model_config, tmp)
+        if write_keras is not None:
+            write_keras(tmp)
         (tmp / "metrics.csv").write_text(history_csv(history))
         if clients:
             (tmp / "clients.csv").write_text(clients_csv(clients))
