@@ -23,6 +23,9 @@ DP_CLIPPINGS = ("adaptive", "fixed")
 # (its last round, or the end of its CPU budget), which Li, Yumer & Ramanan 2020 ("Budgeted
 # training") found the best schedule when the budget is fixed in advance.
 SERVER_SCHEDULES = ("constant", "linear")
+# McMahan et al. 2017's FedSGD (one gradient per client, no local step) and FedAvg, and Li et al.
+# 2020's FedProx (FedAvg with a pull back to the server's model): fedtext.learning.algorithms.
+ALGORITHMS = ("fedavg", "fedsgd", "fedprox")
 SERVER_MOMENTUM = 0.9  # FedAvgM's momentum in Reddi et al. 2021
 ADAM_EPSILON = 1e-3  # FedAdam's epsilon in Reddi et al.; Keras' 1e-7 makes the first steps huge
 
@@ -98,6 +101,8 @@ class Aggregation:
     dp_clip: float = 0.0  # the fixed clip; unused by adaptive clipping
     # Each round also reports every client's figures; never with DP.
     client_figures: bool = False
+    algorithm: str = "fedavg"  # one of ALGORITHMS
+    compression_bits: int = 0  # the updates' quantization (0: sent as float32)
 
     def __post_init__(self):
         _one_of("weighting", self.weighting, WEIGHTINGS)
@@ -166,6 +171,18 @@ class FederatedConfig:
     # a call also ends at every evaluated round. With `fedtext worker`s it is always 1: a call
     # of several rounds cannot be split among them.
     rounds_per_call: int = 1
+    algorithm: str = "fedavg"  # one of ALGORITHMS; FedSGD's server takes the client rate's step
+    # FedProx's mu: each local gradient gets mu x (weights - the server's model). 0 is FedAvg;
+    # Li et al. 2020 searched 0.001 to 1, and 0.1 is where their range's middle lies.
+    proximal_strength: float = 0.1
+    # Quantize each client's update to this many bits a number (TFF's EncodedSumFactory; 0: off,
+    # float32). 8 bits came near 4x fewer bytes up (docs/communication.md).
+    compression_bits: int = 0
+    # The chance a sampled client's update never arrives, and that a client lags, running only
+    # 1 to batches_per_client - 1 of its local steps; drawn per round from the seed. 0: the
+    # ideal world every other setting assumes.
+    dropout_chance: float = 0.0
+    straggler_chance: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "client_ids", tuple(self.client_ids))
@@ -208,12 +225,39 @@ class FederatedConfig:
             )
         _one_of("DP clipping", self.dp_clipping, DP_CLIPPINGS)
         _positive_finite("DP clip", self.dp_clip)
+        self._check_communication()
         if self.private and self.weighting != "uniform":
             # A refusal, not a silent switch: the front ends switch to uniform and say so
             # (fedtext.cli, the page), so a config object never means something it does not say.
             raise ConfigError(
                 "differential privacy weights every client equally: set weighting to uniform"
             )
+
+    def _check_communication(self) -> None:
+        _one_of("algorithm", self.algorithm, ALGORITHMS)
+        if not isinstance(self.proximal_strength, (int, float)) or not (
+            0 <= self.proximal_strength < math.inf
+        ):
+            raise ConfigError(
+                f"proximal strength must be 0 or more, got {self.proximal_strength!r}"
+            )
+        if self.compression_bits != 0:
+            _at_least("compression bits", self.compression_bits, 1)
+            if self.compression_bits > 16:
+                raise ConfigError(f"compression bits must be 1 to 16, got {self.compression_bits}")
+        for name, chance in (
+            ("dropout", self.dropout_chance),
+            ("straggler", self.straggler_chance),
+        ):
+            if not isinstance(chance, (int, float)) or not 0 <= chance < 1:
+                raise ConfigError(f"{name} chance must be at least 0 and below 1, got {chance!r}")
+        plain = self.algorithm == "fedavg" and not self.compression_bits
+        if self.client_figures and not plain:
+            raise ConfigError("client figures are measured for FedAvg without compression")
+        if self.private and not plain:
+            raise ConfigError("differential privacy here is DP-FedAvg: FedAvg, no compression")
+        if self.algorithm == "fedsgd" and self.client_optimizer != "sgd":
+            raise ConfigError("FedSGD takes no local steps: its client optimizer must be sgd")
 
     @property
     def private(self) -> bool:
@@ -225,7 +269,12 @@ class FederatedConfig:
         """The aggregation to compile, with the settings that do not apply left at their
         defaults, so runs differing only in those share one compiled round."""
         if not self.private:
-            return Aggregation(self.weighting, client_figures=self.client_figures)
+            return Aggregation(
+                self.weighting,
+                client_figures=self.client_figures,
+                algorithm=self.algorithm,
+                compression_bits=self.compression_bits,
+            )
         return Aggregation(
             self.weighting,
             self.dp_clipping,

@@ -24,7 +24,17 @@ class RoundResult:
     # CPU time of the round's training, this process and the TFF worker together; evaluation
     # is left out (it measures the model, it does not train it: 50 CPU s for the whole federation)
     cpu_seconds: float = 0.0
-    client_ids: tuple[str, ...] = ()  # the clients that took part this round
+    client_ids: tuple[str, ...] = ()  # the clients sampled for this round
+    # Bytes the round moved (fedtext.learning.communication): the model to every sampled client,
+    # and the updates of those that arrived, as TFF encodes them.
+    bytes_down: int = 0
+    bytes_up: int = 0
+    dropped: tuple[str, ...] = ()  # sampled, sent the model, never sent their update
+    lagged: tuple[str, ...] = ()  # ran only part of their local steps
+
+    def __post_init__(self):
+        for name in ("client_ids", "dropped", "lagged"):  # lists when read back from JSON
+            object.__setattr__(self, name, tuple(getattr(self, name)))
 
 
 @dataclass(frozen=True)
@@ -65,14 +75,15 @@ def history_csv(history: Sequence[RoundResult]) -> str:
     """Per-round metrics as CSV text (round 0 is the base model)."""
     lines = [
         "round,eval_loss,eval_accuracy,train_loss,train_accuracy,num_examples,seconds,"
-        "cpu_seconds,clients"
+        "cpu_seconds,clients,bytes_down,bytes_up,dropped,lagged"
     ]
     for r in history:
         fmt = lambda v: "" if v is None else f"{v:.6f}"  # noqa: E731
         lines.append(
             f"{r.round_num},{r.eval_loss:.6f},{r.eval_accuracy:.6f},{fmt(r.train_loss)},"
             f"{fmt(r.train_accuracy)},{r.num_examples},{r.seconds:.3f},{r.cpu_seconds:.3f},"
-            f"{' '.join(r.client_ids)}"
+            f"{' '.join(r.client_ids)},{r.bytes_down},{r.bytes_up},{' '.join(r.dropped)},"
+            f"{' '.join(r.lagged)}"
         )
     return "\n".join(lines) + "\n"
 
