@@ -236,3 +236,49 @@ def test_runs_differing_in_settings_that_do_not_apply_share_a_compiled_round():
     # FedProx's mu and the rates are hyper-parameters: one compiled round serves them all.
     prox = dict(algorithm="fedprox", proximal_strength=1.0)
     assert config(**prox).aggregation == config(**prox, client_learning_rate=0.3).aggregation
+
+
+def test_finetune_prints_each_rounds_bytes_and_writes_them(tiny_model_dir, tmp_path, database):
+    from tests.test_cli import run_cli
+
+    seed = _seed_where(lambda a, b: len(a.arrived) == 1, dropout_chance=0.5)
+    result = run_cli(
+        "finetune", "--base", str(tiny_model_dir), "--rounds", "1", "--batches", "1",
+        "--clients", *CLIENTS, "--algorithm", "fedprox", "--proximal-strength", "0.1",
+        "--compression", "8", "--dropout", "0.5", "--seed", str(seed), "--output", str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "FedProx (proximal strength 0.1); updates quantized to 8 bits" in result.stdout
+    assert "down 2 x 30.4 kB, up 1 x 9.56 kB" in result.stdout
+    assert "dropped out: KING_LEAR_" in result.stdout
+    header, _, row = (tmp_path / "metrics.csv").read_text().splitlines()
+    cells = dict(zip(header.split(","), row.split(","), strict=True))
+    # Down: the model, and the client optimizer's rate, clip norm and proximal strength.
+    assert (int(cells["bytes_down"]), int(cells["bytes_up"])) == (2 * (30396 + 12), 9564)
+
+
+def test_the_papers_experiment_from_the_command_line(tiny_model_dir, tmp_path, database):
+    from tests.test_cli import run_cli
+
+    result = run_cli(
+        "communication", "--base", str(tiny_model_dir), "--clients", CLIENTS[0],
+        "--max-rounds", "2", "--steps", "1,2", "--target-gain", "0.5", "--output", str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    table = (tmp_path / "table.md").read_text()
+    assert "| FedSGD |" in table and "| FedAvg, 2 local steps |" in table
+    assert (tmp_path / "fedavg-1-local-step.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--compression", "17"], "compression bits must be 1 to 16"),
+        (["--algorithm", "fedsgd", "--client-optimizer", "adam"], "FedSGD takes no local steps"),
+        (["--dropout", "1"], "dropout chance must be at least 0 and below 1"),
+    ],
+)
+def test_bad_communication_settings_get_one_line(args, message, capsys, tmp_path, database):
+    from tests.test_cli import assert_refused_in_one_line
+
+    assert_refused_in_one_line(["finetune", *args, "--output", str(tmp_path)], message, capsys)
