@@ -15,6 +15,7 @@ from fedtext.learning.tff_model import tff_from_keras
 from fedtext.learning.training import FederatedTrainer
 from fedtext.model.keras_model import MaskedLoss, build_model, load_model
 from tests.conftest import plain_fedavg
+from tests.test_app import page_env  # noqa: F401  (the page test's fixture)
 
 CLIENTS = ("KING_LEAR_KING_LEAR", "KING_LEAR_FOOL")
 
@@ -282,3 +283,21 @@ def test_bad_communication_settings_get_one_line(args, message, capsys, tmp_path
     from tests.test_cli import assert_refused_in_one_line
 
     assert_refused_in_one_line(["finetune", *args, "--output", str(tmp_path)], message, capsys)
+
+
+def test_the_page_runs_a_link_s_algorithm_and_compression_and_keeps_them(page_env):  # noqa: F811
+    """A link's FedProx with 8-bit updates and drop-outs opens those settings, trains with
+    them, and the stored run's metrics say what each round sent."""
+    from tests.test_app import open_page, train
+
+    link = {"algorithm": "fedprox", "mu": "1", "bits": "8", "dropout": "0.1"}
+    at = open_page(link)
+    assert at.radio(key="algorithm").value == "fedprox"
+    assert at.select_slider(key="compression_bits").value == 8
+    at = train(at)
+    assert {k: at.query_params[k] for k in link} == {k: [v] for k, v in link.items()}
+    header, *rows = (
+        (page_env / "runs" / at.query_params["run"][0] / "metrics.csv").read_text().splitlines()
+    )
+    cells = dict(zip(header.split(","), rows[-1].split(","), strict=True))
+    assert int(cells["bytes_down"]) > 0 and int(cells["bytes_up"]) > 0

@@ -10,8 +10,13 @@ from fedtext.bench.results import Results, Row, Settings, median
 
 SECTION = "9 communication"
 BITS = 8
-TARGET_GAIN = 2.0  # points over the base model: the comparison's target
-MAX_ROUNDS = 60  # each contender's most rounds (quick: 3)
+# The comparison's target, points over the base model, and each contender's most rounds (quick:
+# 3); and the rounds of the compressed and plain runs. Issue 26 suggests 2 points and the page's
+# 20 rounds; on a shared 2-core machine a round of the shipped model took 30-100 s, so the bench
+# asks for 1 point, in at most 30 rounds, and 10 rounds of each run (docs/communication.md).
+TARGET_GAIN = 1.0
+MAX_ROUNDS = 30
+COMPRESSION_ROUNDS = 10
 
 
 def measure_traffic(ctx: dict, settings: Settings) -> dict:
@@ -42,7 +47,7 @@ def compare_compression(ctx: dict, settings: Settings) -> dict:
     from fedtext.learning.training import FederatedTrainer
     from fedtext.service.links import DEFAULT_SETUP
 
-    rounds = 2 if settings.quick else FederatedConfig(**DEFAULT_SETUP).rounds
+    rounds = 2 if settings.quick else COMPRESSION_ROUNDS
     plain = FederatedConfig(**{**DEFAULT_SETUP, "rounds": rounds, "eval_every": rounds})
     packed = dataclasses.replace(plain, compression_bits=BITS)
     trainers = [
@@ -53,6 +58,7 @@ def compare_compression(ctx: dict, settings: Settings) -> dict:
     for round_num in range(1 + rounds):
         for kind, iterator in enumerate(iterators):
             result = next(iterator)
+            print(f"    {('plain', f'{BITS}-bit')[kind]} round {round_num}: {result.seconds:.1f} s")
             if 2 <= round_num < rounds:  # not the base, the warm-up, nor the evaluated last
                 times[kind].append(result.seconds)
     gains = [100 * (t.history[-1].eval_accuracy - t.history[0].eval_accuracy) for t in trainers]
@@ -80,11 +86,21 @@ def race(ctx: dict, settings: Settings) -> dict:
 
             base = ModelOnClients(c, ctx["train"], ctx["test"], settings.base_dir).evaluate()[1]
             target = base + TARGET_GAIN / 100
-        print(f"  {label} ...", flush=True)
+        print(f"  {label}, to {target:.4f} ...", flush=True)
         finishes.append(
-            run_to_target(label, steps, c, (ctx["train"], ctx["test"]), settings.base_dir, target)
+            run_to_target(
+                label, steps, c, (ctx["train"], ctx["test"]), settings.base_dir, target, _progress
+            )
         )
     return {"finishes": finishes, "table": table(finishes, base, target), "most": most}
+
+
+def _progress(label: str, result) -> None:
+    print(
+        f"    {label} round {result.round_num}: accuracy {result.eval_accuracy:.4f}, "
+        f"{result.seconds:.1f} s, {result.cpu_seconds:.1f} CPU s",
+        flush=True,
+    )
 
 
 def run_communication(ctx: dict, settings: Settings, results: Results) -> None:
@@ -108,30 +124,6 @@ def run_communication(ctx: dict, settings: Settings, results: Results) -> None:
             "x",
             note=f"{packed.up:,} B against {plain.up:,} B; TF-MOT packs {BITS}-bit values into "
             "28 of each int32's bits, so 3.5x is the ceiling (4x with 32)",
-        ),
-    )
-    compression = compare_compression(ctx, settings)
-    plain_gain, packed_gain = compression["gains"]
-    plain_s, packed_s = compression["seconds"]
-    results.add(
-        Row(
-            "learning.compression_8bit.gain_points",
-            SECTION,
-            f"held-out gain of the page's default run with {BITS}-bit updates",
-            packed_gain,
-            "points",
-            note=f"uncompressed, same run: {plain_gain:+.2f} points; "
-            f"{compression['rounds']} rounds each",
-        ),
-        Row(
-            "communication.compressed_round_ratio",
-            SECTION,
-            f"round time with {BITS}-bit updates / without (medians, interleaved rounds)",
-            packed_s / plain_s if plain_s == plain_s else None,
-            "x",
-            target_max=1.1,
-            note=f"{packed_s:.2f} s against {plain_s:.2f} s, evaluation left out"
-            + (f"; paired {compression['paired']:.2f}x" if compression["paired"] else ""),
         ),
     )
     raced = race(ctx, settings)
@@ -159,4 +151,28 @@ def run_communication(ctx: dict, settings: Settings, results: Results) -> None:
             "x",
             note=note,
         )
+    )
+    compression = compare_compression(ctx, settings)
+    plain_gain, packed_gain = compression["gains"]
+    plain_s, packed_s = compression["seconds"]
+    results.add(
+        Row(
+            "learning.compression_8bit.gain_points",
+            SECTION,
+            f"held-out gain of the page's default run with {BITS}-bit updates",
+            packed_gain,
+            "points",
+            note=f"uncompressed, same run: {plain_gain:+.2f} points; "
+            f"{compression['rounds']} rounds each",
+        ),
+        Row(
+            "communication.compressed_round_ratio",
+            SECTION,
+            f"round time with {BITS}-bit updates / without (medians, interleaved rounds)",
+            packed_s / plain_s if plain_s == plain_s else None,
+            "x",
+            target_max=1.1,
+            note=f"{packed_s:.2f} s against {plain_s:.2f} s, evaluation left out"
+            + (f"; paired {compression['paired']:.2f}x" if compression["paired"] else ""),
+        ),
     )
