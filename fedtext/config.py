@@ -23,8 +23,7 @@ DP_CLIPPINGS = ("adaptive", "fixed")
 # (its last round, or the end of its CPU budget), which Li, Yumer & Ramanan 2020 ("Budgeted
 # training") found the best schedule when the budget is fixed in advance.
 SERVER_SCHEDULES = ("constant", "linear")
-# McMahan et al. 2017's FedSGD (one gradient per client, no local step) and FedAvg, and Li et al.
-# 2020's FedProx (FedAvg with a pull back to the server's model): fedtext.learning.algorithms.
+# McMahan et al. 2017's FedAvg and FedSGD, Li et al. 2020's FedProx (fedtext.learning.algorithms).
 ALGORITHMS = ("fedavg", "fedsgd", "fedprox")
 SERVER_MOMENTUM = 0.9  # FedAvgM's momentum in Reddi et al. 2021
 ADAM_EPSILON = 1e-3  # FedAdam's epsilon in Reddi et al.; Keras' 1e-7 makes the first steps huge
@@ -57,6 +56,12 @@ class ModelConfig:
 def _positive_finite(name: str, value: float) -> None:
     if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
+
+
+def _in_range(name: str, value: float, low: float, high: float) -> None:
+    if not isinstance(value, (int, float)) or not low <= value < high:
+        below = f" and below {high:g}" if math.isfinite(high) else ""
+        raise ConfigError(f"{name} must be at least {low:g}{below}, got {value!r}")
 
 
 def _at_least(name: str, value: int, low: int) -> None:
@@ -172,15 +177,14 @@ class FederatedConfig:
     # of several rounds cannot be split among them.
     rounds_per_call: int = 1
     algorithm: str = "fedavg"  # one of ALGORITHMS; FedSGD's server takes the client rate's step
-    # FedProx's mu: each local gradient gets mu x (weights - the server's model). 0 is FedAvg;
-    # Li et al. 2020 searched 0.001 to 1, and 0.1 is where their range's middle lies.
+    # FedProx's mu: each local gradient gets mu x (weights - the server's model); 0 is FedAvg.
+    # Li et al. 2020 searched 0.001 to 1; 0.1 is a middle of that range, not a measured best.
     proximal_strength: float = 0.1
     # Quantize each client's update to this many bits a number (TFF's EncodedSumFactory; 0: off,
-    # float32). 8 bits came near 4x fewer bytes up (docs/communication.md).
+    # float32): 8 bits send 3.5x fewer bytes up (docs/communication.md).
     compression_bits: int = 0
     # The chance a sampled client's update never arrives, and that a client lags, running only
-    # 1 to batches_per_client - 1 of its local steps; drawn per round from the seed. 0: the
-    # ideal world every other setting assumes.
+    # 1 to batches_per_client - 1 of its local steps; drawn per round from the seed (0: never).
     dropout_chance: float = 0.0
     straggler_chance: float = 0.0
 
@@ -235,22 +239,13 @@ class FederatedConfig:
 
     def _check_communication(self) -> None:
         _one_of("algorithm", self.algorithm, ALGORITHMS)
-        if not isinstance(self.proximal_strength, (int, float)) or not (
-            0 <= self.proximal_strength < math.inf
-        ):
+        _in_range("proximal strength", self.proximal_strength, 0, math.inf)
+        _in_range("dropout chance", self.dropout_chance, 0, 1)
+        _in_range("straggler chance", self.straggler_chance, 0, 1)
+        if self.compression_bits not in range(17):
             raise ConfigError(
-                f"proximal strength must be 0 or more, got {self.proximal_strength!r}"
+                f"compression bits must be 1 to 16 (0: off), got {self.compression_bits!r}"
             )
-        if self.compression_bits != 0:
-            _at_least("compression bits", self.compression_bits, 1)
-            if self.compression_bits > 16:
-                raise ConfigError(f"compression bits must be 1 to 16, got {self.compression_bits}")
-        for name, chance in (
-            ("dropout", self.dropout_chance),
-            ("straggler", self.straggler_chance),
-        ):
-            if not isinstance(chance, (int, float)) or not 0 <= chance < 1:
-                raise ConfigError(f"{name} chance must be at least 0 and below 1, got {chance!r}")
         plain = self.algorithm == "fedavg" and not self.compression_bits
         if self.client_figures and not plain:
             raise ConfigError("client figures are measured for FedAvg without compression")
@@ -269,12 +264,8 @@ class FederatedConfig:
         """The aggregation to compile, with the settings that do not apply left at their
         defaults, so runs differing only in those share one compiled round."""
         if not self.private:
-            return Aggregation(
-                self.weighting,
-                client_figures=self.client_figures,
-                algorithm=self.algorithm,
-                compression_bits=self.compression_bits,
-            )
+            extra = dict(algorithm=self.algorithm, compression_bits=self.compression_bits)
+            return Aggregation(self.weighting, client_figures=self.client_figures, **extra)
         return Aggregation(
             self.weighting,
             self.dp_clipping,

@@ -10,7 +10,7 @@ from fedtext.learning.algorithms import QUANTIZE_ABOVE
 from fedtext.learning.attendance import attendance
 from fedtext.learning.communication import process_traffic, running_totals
 from fedtext.learning.process import build_process
-from fedtext.learning.records import history_csv
+from fedtext.learning.records import RoundResult, history_csv
 from fedtext.learning.tff_model import tff_from_keras
 from fedtext.learning.training import FederatedTrainer
 from fedtext.model.keras_model import MaskedLoss, build_model, load_model
@@ -274,7 +274,7 @@ def test_the_papers_experiment_from_the_command_line(tiny_model_dir, tmp_path, d
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--compression", "17"], "compression bits must be 1 to 16"),
+        (["--compression", "17"], "compression bits must be 1 to 16 (0: off)"),
         (["--algorithm", "fedsgd", "--client-optimizer", "adam"], "FedSGD takes no local steps"),
         (["--dropout", "1"], "dropout chance must be at least 0 and below 1"),
     ],
@@ -301,3 +301,20 @@ def test_the_page_runs_a_link_s_algorithm_and_compression_and_keeps_them(page_en
     )
     cells = dict(zip(header.split(","), rows[-1].split(","), strict=True))
     assert int(cells["bytes_down"]) > 0 and int(cells["bytes_up"]) > 0
+
+
+def test_the_charts_put_the_bytes_sent_along_x():
+    import json
+
+    from fedtext.service import plots
+
+    history = [
+        RoundResult(0, 4.0, 0.1),
+        RoundResult(1, 3.0, 0.2, train_loss=3.1, bytes_down=2_000_000, bytes_up=1_000_000),
+        RoundResult(2, 2.5, 0.3, train_loss=2.6, bytes_down=2_000_000, bytes_up=500_000),
+    ]
+    assert plots.x_values(history, "bytes") == [0.0, 3.0, 5.5]
+    spec = json.loads(plots.figure(history, "accuracy", 2, x_axis="bytes").to_json())
+    held_out = next(t for t in spec["data"] if t["name"] == "held-out speeches")
+    assert held_out["x"] == [0.0, 3.0, 5.5]
+    assert spec["layout"]["xaxis"]["title"]["text"] == "MB sent (down and up)"

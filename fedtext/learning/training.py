@@ -3,11 +3,10 @@ private), as an iterator of round results."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,7 @@ from fedtext.config import FederatedConfig
 from fedtext.distribution import runtime
 from fedtext.distribution.cluster import ClusterError, WorkerLost
 from fedtext.distribution.runtime import WorkerError, worker_cpu_seconds
-from fedtext.learning.attendance import SKIPPED, attendance, skipped_round
-from fedtext.learning.communication import process_traffic
+from fedtext.learning.attendance import attendance, local_steps, skip_round
 from fedtext.learning.contributions import client_figures
 from fedtext.learning.process import (
     build_process,
@@ -171,10 +169,8 @@ class FederatedTrainer(ModelOnClients):
         self.client_history: list = []  # fedtext.learning.records.ClientFigures, round by round
         self.notices: list[str] = []  # rounds run again after a `fedtext worker` was lost
 
-    def client_datasets(
-        self, round_num: int, client_ids: Sequence[str], steps: Mapping[str, int] | None = None
-    ) -> list[tf.data.Dataset]:
-        """Each client's batches for one round, at most batches_per_client (or its `steps`).
+    def client_datasets(self, round_num: int, client_ids: Sequence[str]) -> list[tf.data.Dataset]:
+        """Each client's batches for one round, at most batches_per_client (fewer if it lags).
 
         The tutorial's pipeline (shuffle buffer 100, take 5 batches) only ever reads a
         client's first ~140 sequences, so a large client would train on the same opening
@@ -198,7 +194,7 @@ class FederatedTrainer(ModelOnClients):
                 c.batch_size,
                 c.shuffle_buffer,
                 seed=_round_seed(c.seed, round_num, cid),
-                limit=(steps or {}).get(cid, c.batches_per_client),
+                limit=local_steps(c, round_num, cid),
             )
             datasets.append(
                 tf.data.Dataset.from_tensor_slices((x, y))
@@ -273,9 +269,7 @@ class FederatedTrainer(ModelOnClients):
         budget, one round while a round's cost is unknown (the first) and once the budget has
         room for no more than a call's rounds as long as the last."""
         c = self.config
-        # A round every client drops out of is skipped, so with dropouts rounds go one by one.
-        one = runtime.configured_workers() or c.dropout_chance
-        count = 1 if one else c.rounds_per_call
+        count = 1 if runtime.configured_workers() or c.dropout_chance else c.rounds_per_call
         count = min(count, c.rounds - round_num + 1)
         count = next((n for n in range(1, count) if c.evaluates(round_num + n - 1)), count)
         last = round_num + count - 1 == c.rounds
@@ -315,13 +309,10 @@ class FederatedTrainer(ModelOnClients):
         which = f"round {first}" if count == 1 else f"rounds {first}-{final}"
         start, cpu_start = time.perf_counter(), time.process_time() + worker_cpu_seconds()
         numbers = range(first, final + 1)
-        cohorts = [self.sample_clients(r) for r in numbers]
-        fates = [attendance(self.config, r, c) for r, c in zip(numbers, cohorts, strict=True)]
+        fates = [attendance(self.config, r, self.sample_clients(r)) for r in numbers]
         if not fates[0].arrived:  # only ever in a call of one round (_next_call)
-            return [self._skip(skipped_round(first, fates[0], process_traffic(process)), evaluate)]
-        datasets = [
-            self.client_datasets(r, f.arrived, f.steps) for r, f in zip(numbers, fates, strict=True)
-        ]
+            return [skip_round(self, fates[0], process, evaluate)]
+        datasets = [self.client_datasets(f.round_num, f.arrived) for f in fates]
         if count == 1:
             call = lambda: process.next(self._state, datasets[0])  # noqa: E731
         else:
@@ -360,7 +351,6 @@ class FederatedTrainer(ModelOnClients):
         clients = getattr(output, "clients", None)  # only a ContributionProcess's rounds
         if clients is not None:
             self.client_history.extend(client_figures(first, fates[0].arrived, clients))
-        traffic = process_traffic(process)
         for round_num, train, fate in zip(numbers, trains, fates, strict=True):
             last = round_num == final
             self.history.append(
@@ -375,19 +365,10 @@ class FederatedTrainer(ModelOnClients):
                     seconds=(trained - start) / count + (evaluation if last else 0.0),
                     cpu_seconds=cpu_seconds / count,
                     client_ids=fate.sampled,
-                    **fate.record(traffic),
+                    **fate.record(process),
                 )
             )
         return self.history[-count:]
-
-    def _skip(self, result: RoundResult, evaluate: bool) -> RoundResult:
-        """A round every sampled client dropped out of: the model stays, and a notice says so."""
-        self.notices.append(f"round {result.round_num}: {SKIPPED}")
-        if evaluate:  # the run's last round is always evaluated, even unchanged
-            loss, accuracy = self.evaluate(self.weights)
-            result = dataclasses.replace(result, eval_loss=loss, eval_accuracy=accuracy)
-        self.history.append(result)
-        return result
 
     def _despite_lost_workers(self, call, what: str):
         """`call()`; when one of several `fedtext worker`s is lost during it, again on the
