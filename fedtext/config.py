@@ -242,7 +242,7 @@ class FederatedConfig:
         _in_range("proximal strength", self.proximal_strength, 0, math.inf)
         _in_range("dropout chance", self.dropout_chance, 0, 1)
         _in_range("straggler chance", self.straggler_chance, 0, 1)
-        if self.compression_bits not in range(17):
+        if type(self.compression_bits) is not int or self.compression_bits not in range(17):
             raise ConfigError(
                 f"compression bits must be 1 to 16 (0: off), got {self.compression_bits!r}"
             )

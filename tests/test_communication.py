@@ -263,7 +263,7 @@ def test_the_papers_experiment_from_the_command_line(tiny_model_dir, tmp_path, d
 
     result = run_cli(
         "communication", "--base", str(tiny_model_dir), "--clients", CLIENTS[0],
-        "--max-rounds", "2", "--steps", "1,2", "--target-gain", "0.5", "--output", str(tmp_path),
+        "--max-rounds", "2", "--steps", "0,1,2", "--target-gain", "0.5", "--output", str(tmp_path),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     table = (tmp_path / "table.md").read_text()
@@ -318,3 +318,15 @@ def test_the_charts_put_the_bytes_sent_along_x():
     held_out = next(t for t in spec["data"] if t["name"] == "held-out speeches")
     assert held_out["x"] == [0.0, 3.0, 5.5]
     assert spec["layout"]["xaxis"]["title"]["text"] == "MB sent (down and up)"
+
+
+def test_a_links_algorithm_compression_and_drop_outs_round_trip():
+    from fedtext.service import links
+
+    params = {"algorithm": "fedprox", "mu": "1", "bits": "8", "dropout": "0.1", "stragglers": "0.3"}
+    setup, problems = links.setup_from_params(params, CLIENTS)
+    assert problems == [] and type(setup["compression_bits"]) is int
+    assert links.setup_to_params(setup) == params
+    config(**{k: v for k, v in setup.items() if k != "client_ids"})  # a run can start from it
+    _, problems = links.setup_from_params({"algorithm": "fedsgdd", "bits": "x"}, CLIENTS)
+    assert len(problems) == 2

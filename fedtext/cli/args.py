@@ -314,8 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     communication.add_argument(
         "--steps",
         type=lambda text: tuple(_count(n) for n in text.split(",")),
-        default=(1, 5, 20),
-        help="FedAvg's local steps to compare, comma-separated (default 1,5,20)",
+        default=(0, 1, 5, 20),
+        help="local steps to compare, comma-separated; 0 is FedSGD (default 0,1,5,20)",
     )
     communication.add_argument("--output", type=Path, help="write table.md and each run's CSV")
 

@@ -35,9 +35,9 @@ from fedtext.learning.tff_model import model_fn
 from fedtext.model.keras_model import build_model, compile_for_evaluation
 
 # Tensors of at most this many numbers are summed as float32: their min and max (8 bytes) and
-# the decode cost more than they save. TFF's default of 20,000 leaves 0.15% of the shipped
-# model unquantized (its 6,144-number GRU bias and the 87-number output bias), but all of the
-# tests' tiny model.
+# the decode would cost more than they save. TFF's default, 20,000, would leave 0.15% of the
+# shipped model unquantized (the GRU's 6,144 biases, the output's 87), and all of the tests'
+# tiny model.
 QUANTIZE_ABOVE = 256
 CLIENT_RATE_KEY = "client_learning_rate"  # FedSGD's server: the step one client would take
 PROXIMAL_KEY = "proximal_strength"  # FedProx's mu, a hyper-parameter of the client optimizer

@@ -16,7 +16,7 @@ from fedtext.learning.communication import human_bytes
 from fedtext.learning.records import RoundResult
 from fedtext.learning.training import FederatedTrainer
 
-PAPER_STEPS = (1, 5, 20)  # FedAvg's local steps per round in the comparison
+PAPER_STEPS = (0, 1, 5, 20)  # local steps per round in the comparison; 0 is FedSGD
 # McMahan et al.'s Shakespeare LSTM, non-IID, as quoted in issue 26: rounds to 54% accuracy.
 PAPER_ROUNDS = {"FedSGD": 3906, "FedAvg": 41}
 
@@ -37,13 +37,16 @@ class Finish:
 
 
 def contenders(config: FederatedConfig, steps: Sequence[int] = PAPER_STEPS) -> list[tuple]:
-    """(label, local steps, config) for FedSGD (one gradient over the config's batches) and
-    FedAvg with each number of local steps; everything else as `config`."""
-    sgd = dataclasses.replace(config, algorithm="fedsgd", client_optimizer="sgd")
-    races = [("FedSGD", 0, sgd)]
+    """(label, local steps, config) for each of `steps`: 0 is FedSGD (one gradient over the
+    config's batches), n FedAvg with n local steps; everything else as `config`."""
+    races = []
     for n in steps:
-        plain = dataclasses.replace(config, algorithm="fedavg", batches_per_client=n)
-        races.append((f"FedAvg, {n} local step{'s' if n > 1 else ''}", n, plain))
+        if n == 0:
+            sgd = dataclasses.replace(config, algorithm="fedsgd", client_optimizer="sgd")
+            races.append(("FedSGD", 0, sgd))
+        else:
+            plain = dataclasses.replace(config, algorithm="fedavg", batches_per_client=n)
+            races.append((f"FedAvg, {n} local step{'s' if n > 1 else ''}", n, plain))
     return races
 
 

@@ -212,8 +212,10 @@ def preset_setup(name: str) -> dict[str, object]:
 
 def nearest(options: tuple, value):
     """The option equal to `value`, else the closest number (on a log scale for rates)."""
-    if value in options or isinstance(value, str):
+    if isinstance(value, str):
         return value
+    if value in options:  # the option itself: a link's "8" is 8.0, the option the int 8
+        return options[options.index(value)]
     if options is RATES:
         return nearest_rate(value)
     return min(options, key=lambda option: abs(option - value))
