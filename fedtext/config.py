@@ -23,6 +23,8 @@ DP_CLIPPINGS = ("adaptive", "fixed")
 # (its last round, or the end of its CPU budget), which Li, Yumer & Ramanan 2020 ("Budgeted
 # training") found the best schedule when the budget is fixed in advance.
 SERVER_SCHEDULES = ("constant", "linear")
+# McMahan et al. 2017's FedAvg and FedSGD, Li et al. 2020's FedProx (fedtext.learning.algorithms).
+ALGORITHMS = ("fedavg", "fedsgd", "fedprox")
 SERVER_MOMENTUM = 0.9  # FedAvgM's momentum in Reddi et al. 2021
 ADAM_EPSILON = 1e-3  # FedAdam's epsilon in Reddi et al.; Keras' 1e-7 makes the first steps huge
 
@@ -58,6 +60,12 @@ class ModelConfig:
 def positive_finite(name: str, value: float) -> None:
     if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
+
+
+def in_range(name: str, value: float, low: float, high: float) -> None:
+    if not isinstance(value, (int, float)) or not low <= value < high:
+        below = f" and below {high:g}" if math.isfinite(high) else ""
+        raise ConfigError(f"{name} must be at least {low:g}{below}, got {value!r}")
 
 
 def at_least(name: str, value: int, low: int) -> None:
@@ -102,6 +110,8 @@ class Aggregation:
     dp_clip: float = 0.0  # the fixed clip; unused by adaptive clipping
     # Each round also reports every client's figures; never with DP.
     client_figures: bool = False
+    algorithm: str = "fedavg"  # one of ALGORITHMS
+    compression_bits: int = 0  # the updates' quantization (0: sent as float32)
 
     def __post_init__(self):
         _one_of("weighting", self.weighting, WEIGHTINGS)
@@ -174,6 +184,17 @@ class FederatedConfig:
     # training stops there, keeping the round before. A uniform guess over the 87 ids costs
     # ln(87) = 4.47, so 10 is a model wrecked, not a bad round. NaN always stops training.
     divergence_loss: float = 10.0
+    algorithm: str = "fedavg"  # one of ALGORITHMS; FedSGD's server takes the client rate's step
+    # FedProx's mu: each local gradient gets mu x (weights - the server's model); 0 is FedAvg.
+    # Li et al. 2020 searched 0.001 to 1; 0.1 is a middle of that range, not a measured best.
+    proximal_strength: float = 0.1
+    # Quantize each client's update to this many bits a number (TFF's EncodedSumFactory; 0: off,
+    # float32): 8 bits send 3.5x fewer bytes up (docs/communication.md).
+    compression_bits: int = 0
+    # The chance a sampled client's update never arrives, and that a client lags, running only
+    # 1 to batches_per_client - 1 of its local steps; drawn per round from the seed (0: never).
+    dropout_chance: float = 0.0
+    straggler_chance: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "client_ids", tuple(self.client_ids))
@@ -218,12 +239,30 @@ class FederatedConfig:
             )
         _one_of("DP clipping", self.dp_clipping, DP_CLIPPINGS)
         positive_finite("DP clip", self.dp_clip)
+        self._check_communication()
         if self.private and self.weighting != "uniform":
             # A refusal, not a silent switch: the front ends switch to uniform and say so
             # (fedtext.cli, the page), so a config object never means something it does not say.
             raise ConfigError(
                 "differential privacy weights every client equally: set weighting to uniform"
             )
+
+    def _check_communication(self) -> None:
+        _one_of("algorithm", self.algorithm, ALGORITHMS)
+        in_range("proximal strength", self.proximal_strength, 0, math.inf)
+        in_range("dropout chance", self.dropout_chance, 0, 1)
+        in_range("straggler chance", self.straggler_chance, 0, 1)
+        if type(self.compression_bits) is not int or self.compression_bits not in range(17):
+            raise ConfigError(
+                f"compression bits must be 1 to 16 (0: off), got {self.compression_bits!r}"
+            )
+        plain = self.algorithm == "fedavg" and not self.compression_bits
+        if self.client_figures and not plain:
+            raise ConfigError("client figures are measured for FedAvg without compression")
+        if self.private and not plain:
+            raise ConfigError("differential privacy here is DP-FedAvg: FedAvg, no compression")
+        if self.algorithm == "fedsgd" and self.client_optimizer != "sgd":
+            raise ConfigError("FedSGD takes no local steps: its client optimizer must be sgd")
 
     @property
     def private(self) -> bool:
@@ -235,7 +274,8 @@ class FederatedConfig:
         """The aggregation to compile, with the settings that do not apply left at their
         defaults, so runs differing only in those share one compiled round."""
         if not self.private:
-            return Aggregation(self.weighting, client_figures=self.client_figures)
+            extra = dict(algorithm=self.algorithm, compression_bits=self.compression_bits)
+            return Aggregation(self.weighting, client_figures=self.client_figures, **extra)
         return Aggregation(
             self.weighting,
             self.dp_clipping,

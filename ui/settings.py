@@ -22,6 +22,7 @@ PAIRED = (
 )
 WIDE = ("client_learning_rate", "server_optimizer", "server_learning_rate", "seed")
 PRIVATE = ("dp_clipping", "dp_clip")  # only matter with noise
+COSTS = ("compression_bits", "dropout_chance", "straggler_chance")  # what a round costs
 
 
 def apply_preset() -> None:
@@ -66,6 +67,20 @@ def settings_ui() -> dict:
             "TFF (rounds take about a third longer). Not with differential privacy, whose "
             "guarantee covers the model, not what each client sends",
         )
+    values.update(costs_ui())
+    return values
+
+
+def costs_ui() -> dict:
+    """What a round costs: FedSGD, FedAvg or FedProx, compressed updates, drop-outs, stragglers."""
+    state = st.session_state
+    expanded = state.algorithm != "fedavg" or any(state[field] for field in COSTS)
+    with st.expander("Algorithm, compression, drop-outs", expanded=expanded):
+        values = {"algorithm": setting_ui(st, "algorithm")}
+        values["proximal_strength"] = setting_ui(
+            st, "proximal_strength", disabled=values["algorithm"] != "fedprox"
+        )
+        values.update({field: setting_ui(st, field) for field in COSTS})
     return values
 
 

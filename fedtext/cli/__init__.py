@@ -29,6 +29,7 @@ COMMANDS = {
     "generate": ("text", "cmd_generate"),
     "personalise": ("learning", "cmd_personalise"),
     "worker": ("workers", "cmd_worker"),
+    "communication": ("communication", "cmd_communication"),
 }
 WITHOUT_TENSORFLOW = ("data", "generate", "worker")
 

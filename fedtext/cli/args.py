@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from fedtext.config import (
+    ALGORITHMS,
     CLIENT_OPTIMIZERS,
     DEFAULT_CLIENTS,
     DP_CLIPPINGS,
@@ -138,6 +139,7 @@ def _add_federated_args(parser: argparse.ArgumentParser, preset: str | None) -> 
         help="also measure every client each round (share, update norm, cosine, own loss), "
         "written to clients.csv; rounds take about a third longer; not with DP",
     )
+    _add_communication_args(parser)
     parser.add_argument("--base", type=Path, default=None, help="base model directory")
     parser.add_argument(
         "--workers",
@@ -146,6 +148,41 @@ def _add_federated_args(parser: argparse.ArgumentParser, preset: str | None) -> 
         help="spread each round's clients over these `fedtext worker`s (default: "
         "$FEDTEXT_WORKERS, else one worker on this machine); CPU seconds then count this "
         "process only",
+    )
+
+
+def _add_communication_args(parser: argparse.ArgumentParser) -> None:
+    """What a round costs: the algorithm, compressed updates, clients that drop out or lag."""
+    parser.add_argument(
+        "--algorithm",
+        choices=ALGORITHMS,
+        help="fedavg (local steps, the default), fedsgd (one gradient per client, no local "
+        "step) or fedprox (local steps pulled toward the server's model)",
+    )
+    parser.add_argument(
+        "--proximal-strength",
+        type=_float,
+        dest="proximal_strength",
+        help=f"FedProx's mu (default {FederatedConfig.proximal_strength})",
+    )
+    parser.add_argument(
+        "--compression",
+        type=int,
+        dest="compression_bits",
+        metavar="BITS",
+        help="quantize each client's update to BITS bits a number (1-16; 0: off)",
+    )
+    parser.add_argument(
+        "--dropout",
+        type=_float,
+        dest="dropout_chance",
+        help="the chance that a sampled client's update never arrives (per client and round)",
+    )
+    parser.add_argument(
+        "--stragglers",
+        type=_float,
+        dest="straggler_chance",
+        help="the chance that a client runs only part of its local steps",
     )
 
 
@@ -233,6 +270,28 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="then train centrally on the same clients' pooled text for the same CPU time",
     )
+
+    communication = sub.add_parser(
+        "communication",
+        help="FedSGD against FedAvg with 1, 5 and 20 local steps: rounds and bytes to a target",
+    )
+    _add_federated_args(communication, preset=None)
+    communication.add_argument(
+        "--target-gain",
+        type=_positive_float,
+        default=2.0,
+        help="the target: the base model's held-out accuracy plus this many points",
+    )
+    communication.add_argument(
+        "--max-rounds", type=_count, default=100, help="each contender's most rounds"
+    )
+    communication.add_argument(
+        "--steps",
+        type=lambda text: tuple(_count(n) for n in text.split(",")),
+        default=(0, 1, 5, 20),
+        help="local steps to compare, comma-separated; 0 is FedSGD (default 0,1,5,20)",
+    )
+    communication.add_argument("--output", type=Path, help="write table.md and each run's CSV")
 
     evaluate = sub.add_parser("evaluate", help="a model's accuracy on characters' lines")
     evaluate.add_argument("clients", nargs="*", default=[TUTORIAL_EVAL_CLIENT], metavar="ID")

@@ -19,7 +19,9 @@ from fedtext.config import (
     ModelConfig,
     PretrainConfig,
 )
+from fedtext.learning.algorithms import describe
 from fedtext.learning.centralised import CentralisedTrainer
+from fedtext.learning.communication import round_line, running_totals
 from fedtext.learning.personalisation import PersonaliseConfig, personalise
 from fedtext.learning.pretrain import pretrain
 from fedtext.learning.privacy import approximation, epsilon_after, guarantee
@@ -77,6 +79,9 @@ def _print_round(result, unit: str = "round", suffix: str = "") -> None:
     if result.round_num == 0:
         print(f"{unit} {0:2d} (base model): {held_out}", flush=True)
         return
+    if result.train_loss is None:  # every sampled client dropped out
+        print(f"{unit} {result.round_num:2d}: skipped | {held_out}{suffix}", flush=True)
+        return
     train = "" if result.train_accuracy is None else f"accuracy {result.train_accuracy:.3f} "
     print(
         f"{unit} {result.round_num:2d}: train loss {result.train_loss:.3f} {train}"
@@ -99,6 +104,8 @@ def _run_rounds(trainer, cpu_budget_s: float | None = None) -> str | None:
             suffix = ""
             if config.private and result.round_num:
                 suffix = f" | ε = {epsilon_after(config, result.round_num).epsilon:.2f}"
+            if result.round_num:
+                suffix += f"\n    {round_line(result, running_totals(trainer.history)[-1])}"
             _print_round(result, suffix=suffix)
     except TrainingDiverged as error:
         return str(error)
@@ -145,7 +152,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         capped = f" or {until}" if args.rounds is not None else ""
         until = f"{args.cpu_minutes:g} CPU minutes{capped}"
     print(
-        f"Federated Averaging: {until}, {len(trainer.client_ids):,} clients, "
+        f"{describe(config)}: {until}, {len(trainer.client_ids):,} clients, "
         f"{config.cohort_size} per round; client {config.client_optimizer} at "
         f"{config.client_learning_rate:g} on batches of {config.batch_size} (clip "
         f"{config.clip_norm or 'off'}), server {config.server_optimizer} at "

@@ -11,6 +11,7 @@ import tensorflow_federated as tff
 from fedtext.config import Aggregation, FederatedConfig, ModelConfig
 from fedtext.distribution import runtime
 from fedtext.learning.aggregators import build_dp_aggregator
+from fedtext.learning.algorithms import CLIENT_RATE_KEY, PROXIMAL_KEY, build_algorithm_process
 from fedtext.learning.contributions import build_contribution_process
 from fedtext.learning.optimizers import (
     CLIP_NORM_KEY,
@@ -52,6 +53,10 @@ def _build_process(
     aggregation: Aggregation,
 ):
     runtime.install()
+    if aggregation.algorithm != "fedavg" or aggregation.compression_bits:
+        return build_algorithm_process(
+            model_config, client_optimizer, server_optimizer, aggregation
+        )
     common = dict(
         client_optimizer_fn=build_client_optimizer(client_optimizer),
         server_optimizer_fn=build_server_optimizer(server_optimizer),
@@ -76,8 +81,17 @@ def _build_process(
 
 def set_hparams(process, state, config: FederatedConfig):
     hparams = process.get_hparams(state)
-    hparams["client_work"]["learning_rate"] = np.float32(config.client_learning_rate)
-    hparams["client_work"][CLIP_NORM_KEY] = np.float32(clip_value(config.clip_norm))
+    # FedAvg's and FedProx's client work hold the client's rate and clip (and FedProx's mu);
+    # FedSGD's server, which takes the client's step, holds them beside its own rate.
+    for part in ("client_work", "finalizer"):
+        if CLIP_NORM_KEY in hparams[part]:
+            hparams[part][CLIP_NORM_KEY] = np.float32(clip_value(config.clip_norm))
+    if "learning_rate" in hparams["client_work"]:
+        hparams["client_work"]["learning_rate"] = np.float32(config.client_learning_rate)
+    if PROXIMAL_KEY in hparams["client_work"]:
+        hparams["client_work"][PROXIMAL_KEY] = np.float32(config.proximal_strength)
+    if CLIENT_RATE_KEY in hparams["finalizer"]:
+        hparams["finalizer"][CLIENT_RATE_KEY] = np.float32(config.client_learning_rate)
     hparams["finalizer"]["learning_rate"] = np.float32(config.server_learning_rate)
     return process.set_hparams(state, hparams)
 

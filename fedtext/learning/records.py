@@ -26,7 +26,17 @@ class RoundResult:
     # CPU time of the round's training, this process and the TFF worker together; evaluation
     # is left out (it measures the model, it does not train it: 50 CPU s for the whole federation)
     cpu_seconds: float = 0.0
-    client_ids: tuple[str, ...] = ()  # the clients that took part this round
+    client_ids: tuple[str, ...] = ()  # the clients sampled for this round
+    # Bytes the round moved (fedtext.learning.communication): the model to every sampled client,
+    # and the updates of those that arrived, as TFF encodes them.
+    bytes_down: int = 0
+    bytes_up: int = 0
+    dropped: tuple[str, ...] = ()  # sampled, sent the model, never sent their update
+    lagged: tuple[str, ...] = ()  # ran only part of their local steps
+
+    def __post_init__(self):
+        for name in ("client_ids", "dropped", "lagged"):  # lists when read back from JSON
+            object.__setattr__(self, name, tuple(getattr(self, name)))
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,10 @@ HISTORY_COLUMNS = {
     "seconds": "seconds",
     "cpu_seconds": "cpu_seconds",
     "clients": "client_ids",
+    "bytes_down": "bytes_down",
+    "bytes_up": "bytes_up",
+    "dropped": "dropped",
+    "lagged": "lagged",
 }
 
 

@@ -17,6 +17,7 @@ from fedtext.config import FederatedConfig
 from fedtext.distribution import runtime
 from fedtext.distribution.cluster import ClusterError, WorkerLost
 from fedtext.distribution.runtime import WorkerError, worker_cpu_seconds
+from fedtext.learning.attendance import attendance, local_steps, skip_round
 from fedtext.learning.contributions import client_figures
 from fedtext.learning.failures import RoundFailed, worker_lost
 from fedtext.learning.process import (
@@ -165,7 +166,7 @@ class FederatedTrainer(ModelOnClients):
         self.notices: list[str] = []  # rounds run again after a `fedtext worker` was lost
 
     def client_datasets(self, round_num: int, client_ids: Sequence[str]) -> list[tf.data.Dataset]:
-        """Each client's batches for one round, at most batches_per_client.
+        """Each client's batches for one round, at most batches_per_client (fewer if it lags).
 
         The tutorial's pipeline (shuffle buffer 100, take 5 batches) only ever reads a
         client's first ~140 sequences, so a large client would train on the same opening
@@ -189,7 +190,7 @@ class FederatedTrainer(ModelOnClients):
                 c.batch_size,
                 c.shuffle_buffer,
                 seed=_round_seed(c.seed, round_num, cid),
-                limit=c.batches_per_client,
+                limit=local_steps(c, round_num, cid),
             )
             datasets.append(
                 tf.data.Dataset.from_tensor_slices((x, y))
@@ -264,7 +265,7 @@ class FederatedTrainer(ModelOnClients):
         budget, one round while a round's cost is unknown (the first) and once the budget has
         room for no more than a call's rounds as long as the last."""
         c = self.config
-        count = 1 if runtime.configured_workers() else c.rounds_per_call
+        count = 1 if runtime.configured_workers() or c.dropout_chance else c.rounds_per_call
         count = min(count, c.rounds - round_num + 1)
         count = next((n for n in range(1, count) if c.evaluates(round_num + n - 1)), count)
         last = round_num + count - 1 == c.rounds
@@ -304,8 +305,10 @@ class FederatedTrainer(ModelOnClients):
         which = f"round {first}" if count == 1 else f"rounds {first}-{final}"
         start, cpu_start = time.perf_counter(), time.process_time() + worker_cpu_seconds()
         numbers = range(first, final + 1)
-        cohorts = [self.sample_clients(r) for r in numbers]
-        datasets = [self.client_datasets(r, c) for r, c in zip(numbers, cohorts, strict=True)]
+        fates = [attendance(self.config, r, self.sample_clients(r)) for r in numbers]
+        if not fates[0].arrived:  # only ever in a call of one round (_next_call)
+            return [skip_round(self, fates[0], process, evaluate)]
+        datasets = [self.client_datasets(f.round_num, f.arrived) for f in fates]
         if count == 1:
             call = lambda: process.next(self._state, datasets[0])  # noqa: E731
         else:
@@ -350,8 +353,8 @@ class FederatedTrainer(ModelOnClients):
         self._state, self.weights = state, weights
         clients = getattr(output, "clients", None)  # only a ContributionProcess's rounds
         if clients is not None:
-            self.client_history.extend(client_figures(first, cohorts[0], clients))
-        for round_num, train, cohort in zip(numbers, trains, cohorts, strict=True):
+            self.client_history.extend(client_figures(first, fates[0].arrived, clients))
+        for round_num, train, fate in zip(numbers, trains, fates, strict=True):
             last = round_num == final
             self.history.append(
                 RoundResult(
@@ -364,7 +367,8 @@ class FederatedTrainer(ModelOnClients):
                     # The call's time, shared evenly: its rounds are one piece of work.
                     seconds=(trained - start) / count + (evaluation if last else 0.0),
                     cpu_seconds=cpu_seconds / count,
-                    client_ids=cohort,
+                    client_ids=fate.sampled,
+                    **fate.record(process),
                 )
             )
         return self.history[-count:]

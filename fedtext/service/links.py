@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedtext.config import (
+    ALGORITHMS,
     CLIENT_OPTIMIZERS,
     DEFAULT_CLIENTS,
     DP_CLIPPINGS,
@@ -35,6 +36,9 @@ BATCH_SIZES = (8, 16, 32, 64)  # 8 is the tutorial's
 # DP-FedAvg's noise multiplier: 0 is off; about 1 buys a meaningful epsilon with many clients.
 NOISES = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 DP_CLIPS = (0.01, 0.03, 0.1, 0.3, 1.0)  # a fixed clip on each client's update (L2 norm)
+PROXIMAL_STRENGTHS = (0.0, 0.01, 0.1, 1.0)  # FedProx's mu: Li et al. 2020 searched 0.001 to 1
+COMPRESSION_BITS = (0, 2, 4, 8)  # 0: float32
+CHANCES = (0.0, 0.1, 0.2, 0.3, 0.5)  # of dropping out, or lagging, per client and round
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,11 @@ CHOICES: dict[str, tuple] = {
     "noise_multiplier": NOISES,
     "dp_clipping": DP_CLIPPINGS,
     "dp_clip": DP_CLIPS,
+    "algorithm": ALGORITHMS,
+    "proximal_strength": PROXIMAL_STRENGTHS,
+    "compression_bits": COMPRESSION_BITS,
+    "dropout_chance": CHANCES,
+    "straggler_chance": CHANCES,
 }
 
 # Short names in the link, one per FederatedConfig field the page sets.
@@ -83,6 +92,11 @@ PARAMS = {
     "noise_multiplier": "noise",
     "dp_clipping": "dp_clipping",
     "dp_clip": "dp_clip",
+    "algorithm": "algorithm",
+    "proximal_strength": "mu",
+    "compression_bits": "bits",
+    "dropout_chance": "dropout",
+    "straggler_chance": "stragglers",
 }
 RUN_PARAM = "run"
 
@@ -144,6 +158,30 @@ SETTING_TEXT: dict[str, tuple[str, str]] = {
         "adaptive: the clip follows the median update norm (TFF's default); fixed: the norm below",
     ),
     "dp_clip": ("Fixed clip", "The largest norm of a character's update when clipping is fixed"),
+    "algorithm": (
+        "Algorithm",
+        "fedavg: each character takes its local steps and sends the change; fedsgd: each sends "
+        "one gradient and takes no step, so it needs many more rounds (why FedAvg exists); "
+        "fedprox: local steps pulled back toward the server's model, for uneven local work",
+    ),
+    "proximal_strength": (
+        "Proximal strength",
+        "FedProx's mu: how hard each local step is pulled back toward the model it was sent",
+    ),
+    "compression_bits": (
+        "Compressed updates",
+        "Each character's update quantized to this many bits a number (TFF's "
+        "EncodedSumFactory): 8 bits sends about 3.5x fewer bytes",
+    ),
+    "dropout_chance": (
+        "Drop-outs",
+        "The chance that a sampled character's update never arrives; the round averages "
+        "what does, and a round nobody finishes is skipped",
+    ),
+    "straggler_chance": (
+        "Stragglers",
+        "The chance that a character runs only part of its local steps this round",
+    ),
 }
 PRESET_LABELS = {
     "defaults": "fedtext's defaults",
@@ -176,8 +214,10 @@ def preset_setup(name: str) -> dict[str, object]:
 
 def nearest(options: tuple, value):
     """The option equal to `value`, else the closest number (on a log scale for rates)."""
-    if value in options or isinstance(value, str):
+    if isinstance(value, str):
         return value
+    if value in options:  # the option itself: a link's "8" is 8.0, the option the int 8
+        return options[options.index(value)]
     if options is RATES:
         return nearest_rate(value)
     return min(options, key=lambda option: abs(option - value))

@@ -22,6 +22,24 @@ PUBLISHED_SOURCE = "FedAvg to convergence (Reddi et al., ICLR 2021)"
 HEIGHT = 290
 _BLUE, _ORANGE, _GREY, _RED = "#1f77b4", "#ff7f0e", "#9aa0a6", "#d62728"
 _LABELS = {"loss": "loss per character", "accuracy": "next-character accuracy"}
+# What the learning charts can put along x: rounds, what the rounds sent (down and up, from
+# fedtext.learning.communication), or the CPU time they took.
+X_AXES = {"round": "round", "bytes": "MB sent (down and up)", "cpu": "CPU seconds"}
+
+
+def x_values(history: Sequence[RoundResult], axis: str = "round") -> list[float]:
+    """Each round's place along `axis`: its number, or the MB or CPU seconds spent so far."""
+    if axis == "round":
+        return [r.round_num for r in history]
+    per_round = {
+        "bytes": lambda r: (r.bytes_down + r.bytes_up) / 1e6,
+        "cpu": lambda r: r.cpu_seconds,
+    }[axis]
+    totals, total = [], 0.0
+    for r in history:
+        total += per_round(r) if r.round_num else 0.0
+        totals.append(total)
+    return totals
 
 
 def _layout(fig: go.Figure, title: str, height: int = HEIGHT) -> go.Figure:
@@ -41,8 +59,10 @@ def figure(
     metric: str = "accuracy",
     rounds: int | None = None,
     earlier: Sequence[tuple[str, Sequence[RoundResult]]] = (),
+    x_axis: str = "round",
 ) -> go.Figure:
-    """Held-out and training `metric` ("loss" or "accuracy") by round; round 0 is the base model.
+    """Held-out and training `metric` ("loss" or "accuracy") by round (or by X_AXES' other
+    measures); round 0 is the base model.
 
     The x axis spans `rounds` from the start, so each finished round visibly adds a point.
     Earlier runs come in grey for comparison; the accuracy chart carries reference lines.
@@ -54,7 +74,7 @@ def figure(
     for i, (label, past) in enumerate(earlier):
         fig.add_trace(
             go.Scatter(
-                x=[r.round_num for r in past],
+                x=x_values(past, x_axis),
                 y=[getattr(r, f"eval_{metric}") for r in past],
                 name=f"{label} (held-out)",
                 mode="lines",
@@ -65,7 +85,7 @@ def figure(
     trained = [r for r in history if r.round_num > 0]
     fig.add_trace(
         go.Scatter(
-            x=[r.round_num for r in trained],
+            x=x_values(history, x_axis)[1:],
             y=[getattr(r, f"train_{metric}") for r in trained],
             name="training (clients' own lines)",
             mode="lines+markers",
@@ -75,7 +95,7 @@ def figure(
     )
     fig.add_trace(
         go.Scatter(
-            x=[r.round_num for r in history],
+            x=x_values(history, x_axis),
             y=[getattr(r, f"eval_{metric}") for r in history],
             name="held-out speeches",
             mode="lines+markers",
@@ -102,9 +122,12 @@ def figure(
             1,
         ]
     )
-    fig.update_xaxes(
-        title_text="round", range=[-0.3, last + 0.3], dtick=max(1, math.ceil(last / 10))
-    )
+    if x_axis == "round":
+        fig.update_xaxes(
+            title_text="round", range=[-0.3, last + 0.3], dtick=max(1, math.ceil(last / 10))
+        )
+    else:
+        fig.update_xaxes(title_text=X_AXES[x_axis], rangemode="tozero")
     # Accuracy from just below the lowest point up to the published figure, so that a gain of a
     # point or two shows and so does how far there is to go; loss scaled to the data.
     seen = _values(history, earlier, "eval_accuracy") + _values(history, (), "train_accuracy")
