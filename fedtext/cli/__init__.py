@@ -1,5 +1,5 @@
 """Command line: `python -m fedtext {tutorial,data,pretrain,finetune,evaluate,generate,personalise,
-worker}`. Bad input gets one line on stderr and exit status 2."""
+worker,leak}`. Bad input gets one line on stderr and exit status 2."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ COMMANDS = {
     "generate": ("text", "cmd_generate"),
     "personalise": ("learning", "cmd_personalise"),
     "worker": ("workers", "cmd_worker"),
+    "leak": ("attacks", "cmd_leak"),
 }
 WITHOUT_TENSORFLOW = ("data", "generate", "worker")
 

@@ -18,6 +18,7 @@ from fedtext.config import (
     ModelConfig,
     PretrainConfig,
 )
+from fedtext.learning.attacks import SEEDS, AttackTrainer
 from fedtext.learning.centralised import CentralisedTrainer
 from fedtext.learning.personalisation import PersonaliseConfig, personalise
 from fedtext.learning.pretrain import pretrain
@@ -68,7 +69,7 @@ def _print_round(result, unit: str = "round", suffix: str = "") -> None:
         else f"held-out loss {result.eval_loss:.3f} accuracy {result.eval_accuracy:.3f}"
     )
     if result.round_num == 0:
-        print(f"{unit} {0:2d} (base model): {held_out}", flush=True)
+        print(f"{unit} {0:2d} (base model): {held_out}{suffix}", flush=True)
         return
     train = "" if result.train_accuracy is None else f"accuracy {result.train_accuracy:.3f} "
     print(
@@ -92,6 +93,8 @@ def _run_rounds(trainer, cpu_budget_s: float | None = None) -> str | None:
             suffix = ""
             if config.private and result.round_num:
                 suffix = f" | ε = {epsilon_after(config, result.round_num).epsilon:.2f}"
+            if config.attack_client:
+                suffix += f" | backdoor {trainer.backdoor[-1]:.0%} of {SEEDS} completions"
             _print_round(result, suffix=suffix)
     except TrainingDiverged as error:
         return str(error)
@@ -121,7 +124,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if budget is not None and args.rounds is None:
         config = dataclasses.replace(config, rounds=UNTIL_BUDGET)
     _check_writable(args.output)
-    trainer = FederatedTrainer(config, train, test, chosen_base_dir(args.base))
+    trainer_class = AttackTrainer if config.attack_client else FederatedTrainer
+    trainer = trainer_class(config, train, test, chosen_base_dir(args.base))
     until = f"{config.rounds} rounds"
     if budget is not None:
         capped = f" or {until}" if args.rounds is not None else ""
@@ -136,6 +140,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         flush=True,
     )
     _describe_privacy(config, args)
+    if config.attack_client:
+        print(
+            f"Attacker {config.attack_client}: its lines are {config.attack_trigger!r} + "
+            f"{config.attack_target!r}, its update x{config.attack_boost:g}; aggregator "
+            f"{config.aggregator}, update clip {config.update_clip or 'off'}",
+            flush=True,
+        )
     diverged = _run_rounds(trainer, budget)
     trainer.eval_model.set_weights(trainer.weights)
     save_weights(trainer.eval_model, trainer.model_config, args.output)

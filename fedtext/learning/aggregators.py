@@ -53,13 +53,26 @@ def build_model_aggregator(aggregation: Aggregation):
 
 
 def simulate_secure_sums(process):
-    """`process` with each secure sum rewritten into a plain sum, so TFF's native runtime can
-    run it (it refuses the secure intrinsics).
+    """`process` (a LearningProcess) with every secure sum run as a plain one
+    (`without_secure_sums`)."""
+    return tff.learning.templates.LearningProcess(
+        without_secure_sums(process.initialize),
+        without_secure_sums(process.next),
+        process.get_model_weights,
+        process.set_model_weights,
+        get_hparams_fn=process.get_hparams,
+        set_hparams_fn=process.set_hparams,
+    )
+
+
+def without_secure_sums(computation):
+    """`computation` with each secure sum rewritten into a plain sum, so TFF's native runtime
+    can run it (it refuses the secure intrinsics).
 
     TFF's test backend does this rewrite (`tff.backends.test`), for its own execution context;
-    here it is applied to the computations themselves, so they run in fedtext's context and
-    over `fedtext worker`s alike. What the server's code is given is unchanged: the cohort's
-    sum, after each update is clipped and quantised to the secure sum's bit width; nothing is
+    here it is applied to the computation itself, so it runs in fedtext's context and over
+    `fedtext worker`s alike. What the server's code is given is unchanged: the cohort's sum,
+    after each update is clipped and quantised to the secure sum's bit width; nothing is
     encrypted, so this shows what the server is allowed to see, not the cryptography.
     """
     # Deferred: TFF's private computation class, needed to keep the Python containers of the
@@ -68,18 +81,8 @@ def simulate_secure_sums(process):
         ConcreteComputation,
     )
 
-    def plain(computation):
-        rewritten = tff.backends.test.replace_secure_intrinsics_with_bodies(computation)
-        return ConcreteComputation.with_type(rewritten, computation.type_signature)
-
-    return tff.learning.templates.LearningProcess(
-        plain(process.initialize),
-        plain(process.next),
-        process.get_model_weights,
-        process.set_model_weights,
-        get_hparams_fn=process.get_hparams,
-        set_hparams_fn=process.set_hparams,
-    )
+    rewritten = tff.backends.test.replace_secure_intrinsics_with_bodies(computation)
+    return ConcreteComputation.with_type(rewritten, computation.type_signature)
 
 
 def _unused_assert_filter(record: logging.LogRecord) -> bool:
