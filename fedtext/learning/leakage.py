@@ -43,6 +43,7 @@ class Leak:
     true_set: frozenset[int]  # the ids in the client's inputs this round
     cohort_set: frozenset[int]  # the ids in the inputs of everyone in `seen`
     correlation_without_prior: float  # counts read off the bias update alone
+    correlation_prior_only: float  # the prior alone: what the server knew without the update
 
     @property
     def precision(self) -> float:
@@ -195,4 +196,5 @@ def probe(
         true_set,
         cohort_set,
         _pearson(-update[-1][1:], counts[1:]),
+        _pearson(prior[1:], counts[1:]),
     )
