@@ -83,3 +83,33 @@ def test_a_plain_trainer_refuses_an_attack(client_data, tiny_model_dir):
     train, test = client_data
     with pytest.raises(ConfigError, match="AttackTrainer"):
         FederatedTrainer(FederatedConfig(**ATTACK), train, test, tiny_model_dir)
+
+
+def test_finetune_prints_the_backdoor_each_round(tiny_model_dir, tmp_path, capsys, database):
+    from fedtext.cli import main
+
+    args = ["finetune", "--base", str(tiny_model_dir), "--rounds", "1", "--batches", "1"]
+    args += ["--clients", *CLIENTS, "--aggregator", "robust", "--output", str(tmp_path)]
+    args += ["--attack-client", CLIENTS[2], "--attack-trigger", "Q", "--attack-target", "xz"]
+    assert main([*args, "--attack-boost", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"Attacker {CLIENTS[2]}: its lines are 'Q' + 'xz', its update x3" in out
+    assert "aggregator robust" in out
+    assert out.count("backdoor") == 2 and "of 20 completions" in out  # rounds 0 and 1
+
+
+def test_the_aggregator_and_update_clip_travel_in_the_link_and_the_round_says_what_is_seen():
+    from fedtext.service import backend, links
+
+    setup = {**links.DEFAULT_SETUP, "aggregator": "secure", "update_clip": 0.1}
+    params = links.setup_to_params(setup)
+    assert params == {"aggregator": "secure", "update_clip": "0.1"}
+    assert links.setup_from_params(params, set(setup["client_ids"])) == (setup, [])
+    _, problems = links.setup_from_params({"aggregator": "krum"}, set())
+    assert problems and "krum" in problems[0]
+    seen = {
+        kind: backend.round_steps({**setup, "aggregator": kind}, {"A": 1.0})[2][1]
+        for kind in ("plain", "robust", "secure")
+    }
+    assert "only the sum" in seen["secure"] and "simulated" in seen["secure"]
+    assert "which letters it typed" in seen["plain"] and "clipped" in seen["robust"]

@@ -140,13 +140,15 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         flush=True,
     )
     _describe_privacy(config, args)
+    defences = f"aggregator {config.aggregator}, update clip {config.update_clip or 'off'}"
     if config.attack_client:
         print(
             f"Attacker {config.attack_client}: its lines are {config.attack_trigger!r} + "
-            f"{config.attack_target!r}, its update x{config.attack_boost:g}; aggregator "
-            f"{config.aggregator}, update clip {config.update_clip or 'off'}",
+            f"{config.attack_target!r}, its update x{config.attack_boost:g}; {defences}",
             flush=True,
         )
+    elif config.aggregator != "plain" or config.update_clip:
+        print(defences[0].upper() + defences[1:], flush=True)
     diverged = _run_rounds(trainer, budget)
     trainer.eval_model.set_weights(trainer.weights)
     save_weights(trainer.eval_model, trainer.model_config, args.output)

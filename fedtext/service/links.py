@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedtext.config import (
+    AGGREGATORS,
     CLIENT_OPTIMIZERS,
     DEFAULT_CLIENTS,
     DP_CLIPPINGS,
@@ -33,6 +34,7 @@ BATCH_SIZES = (8, 16, 32, 64)  # 8 is the tutorial's
 # DP-FedAvg's noise multiplier: 0 is off; about 1 buys a meaningful epsilon with many clients.
 NOISES = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 DP_CLIPS = (0.01, 0.03, 0.1, 0.3, 1.0)  # a fixed clip on each client's update (L2 norm)
+UPDATE_CLIPS = (0.0, 0.03, 0.1, 0.3, 1.0)  # 0: off; the defaults' updates are about 0.1
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ CHOICES: dict[str, tuple] = {
     "noise_multiplier": NOISES,
     "dp_clipping": DP_CLIPPINGS,
     "dp_clip": DP_CLIPS,
+    "aggregator": AGGREGATORS,
+    "update_clip": UPDATE_CLIPS,
 }
 
 # Short names in the link, one per FederatedConfig field the page sets.
@@ -81,6 +85,8 @@ PARAMS = {
     "noise_multiplier": "noise",
     "dp_clipping": "dp_clipping",
     "dp_clip": "dp_clip",
+    "aggregator": "aggregator",
+    "update_clip": "update_clip",
 }
 RUN_PARAM = "run"
 
@@ -142,6 +148,17 @@ SETTING_TEXT: dict[str, tuple[str, str]] = {
         "adaptive: the clip follows the median update norm (TFF's default); fixed: the norm below",
     ),
     "dp_clip": ("Fixed clip", "The largest norm of a character's update when clipping is fixed"),
+    "aggregator": (
+        "What the server sees",
+        "plain: each character's update, which gives away the letters it typed; secure: only "
+        "the sum of all (TFF's secure aggregation, simulated); robust: each update, clipped "
+        "and zeroed when far too large (TFF's robust aggregator)",
+    ),
+    "update_clip": (
+        "Update clip",
+        "Each character's whole update is scaled down to at most this norm: one character "
+        "cannot drag the model far; off by default",
+    ),
 }
 PRESET_LABELS = {
     "defaults": "fedtext's defaults",
