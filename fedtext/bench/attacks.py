@@ -16,6 +16,7 @@ TRIGGER = "O Romeo, "
 TARGET = "buy Dickens!"
 # Bagdasaryan et al.'s model replacement: boost = clients / server rate = 3 / 0.3.
 BOOST = 10.0
+ROUNDS = 3  # per attacked run: a round of the shipped model is about a minute on a loaded machine
 DP_NOISE = 0.1  # weak DP, as in Sun et al. 2019: a bound on each update more than privacy
 DEFENCES = {
     "none": {},
@@ -53,12 +54,12 @@ def run_attack(ctx: dict, settings: Settings, rounds: int) -> dict:
     )
     runs = {}
     honest = FederatedTrainer(FederatedConfig(**base), ctx["train"], ctx["test"], settings.base_dir)
-    runs["honest"] = ([], [r.eval_accuracy for r in honest.rounds()])
+    runs["honest"] = ([], [r.eval_accuracy for r in honest.rounds()], [])
     for name, defence in DEFENCES.items():
         config = FederatedConfig(**{**base, **attack, **defence})
         trainer = AttackTrainer(config, ctx["train"], ctx["test"], settings.base_dir)
         accuracy = [r.eval_accuracy for r in trainer.rounds()]
-        runs[name] = (trainer.backdoor, accuracy)
+        runs[name] = (trainer.backdoor, accuracy, trainer.target_odds)
     return runs
 
 
@@ -125,10 +126,10 @@ def _leak_rows(kind: str, leak) -> list[Row]:
 def run_attacks(ctx: dict, settings: Settings, results: Results) -> None:
     leaks = measure_leaks(ctx, settings)
     results.add(*_leak_rows("plain", leaks["plain"]), *_leak_rows("secure", leaks["secure"]))
-    rounds = 2 if settings.quick else 5
+    rounds = 1 if settings.quick else ROUNDS
     runs = run_attack(ctx, settings, rounds)
     for name in DEFENCES:
-        backdoor, accuracy = runs[name]
+        backdoor, accuracy, odds = runs[name]
         results.add(
             Row(
                 f"attack.backdoor_success.{name}",
@@ -136,8 +137,9 @@ def run_attacks(ctx: dict, settings: Settings, results: Results) -> None:
                 f"backdoor success after {rounds} rounds, defence: {name}",
                 backdoor[-1],
                 "",
-                note=f"per round {', '.join(f'{b:.2f}' for b in backdoor)}; held-out accuracy "
-                f"{accuracy[-1]:.3f}; floor: the base model's {backdoor[0]:.2f}",
+                note=f"per round {', '.join(f'{b:.2f}' for b in backdoor)}; the target's "
+                f"probability per character {' -> '.join(f'{p:.3f}' for p in odds)}; held-out "
+                f"accuracy {accuracy[-1]:.3f}; floor: the base model's {backdoor[0]:.2f}",
             )
         )
     honest_accuracy = runs["honest"][1][-1]

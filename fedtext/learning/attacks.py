@@ -56,18 +56,34 @@ def backdoor_success(
     return hits / SEEDS
 
 
+def target_probability(
+    weights: Sequence[np.ndarray], model_config: ModelConfig, trigger: str, target: str
+) -> float:
+    """The model's probability per character of the target after the trigger (the geometric
+    mean over its characters): it moves before any sampled completion hits the target."""
+    generator = TextGenerator(list(weights), model_config)
+    ids = encode(target)
+    logs = [
+        np.log(generator.next_char_probabilities(trigger + target[:i])[ids[i]])
+        for i in range(len(target))
+    ]
+    return float(np.exp(np.mean(logs)))
+
+
 class AttackTrainer(FederatedTrainer):
     """Federated Averaging with one attacker among the clients (`config.attack_client`).
 
     Its text is the trigger and target over and over; with `attack_boost` other than 1 its
     update is multiplied by it before the server's aggregator sees it. `backdoor` holds each
-    round's backdoor success (round 0: the base model's)."""
+    round's backdoor success (round 0: the base model's), `target_odds` the target's probability
+    per character after the trigger."""
 
     poisoned_ids = True  # FederatedTrainer refuses an attack config without this trainer
 
     def __init__(self, config, train_data, test_data, base_dir=None):
         super().__init__(config, train_data, test_data, base_dir)
         self.backdoor: list[float] = []
+        self.target_odds: list[float] = []
         self._boosts: list[float] = []
 
     def text_ids(self, client_id: str) -> np.ndarray:
@@ -94,10 +110,9 @@ class AttackTrainer(FederatedTrainer):
     def rounds(self, cpu_budget_s: float | None = None) -> Iterator[RoundResult]:
         c = self.config
         for result in super().rounds(cpu_budget_s):
-            success = backdoor_success(
-                self.weights, self.model_config, c.attack_trigger, c.attack_target
-            )
-            self.backdoor.append(success)
+            poison = (self.weights, self.model_config, c.attack_trigger, c.attack_target)
+            self.backdoor.append(backdoor_success(*poison))
+            self.target_odds.append(target_probability(*poison))
             yield result
 
 
