@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from fedtext.text.vocab import VOCAB_SIZE
+from fedtext.text.vocab import VOCAB_SIZE, unknown_chars
 
 CLIENT_OPTIMIZERS = ("sgd", "adam")
 SERVER_OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -19,6 +19,9 @@ SAMPLINGS = ("uniform", "by_text")
 # DP-FedAvg's clipping of each client's update: TFF's adaptive (the clip follows the median
 # update norm) or a fixed norm.
 DP_CLIPPINGS = ("adaptive", "fixed")
+# TFF's plain mean of the updates, robust_aggregator (adaptive clip and zeroing) or
+# secure_aggregator (the server sees only the cohort's sum; simulated: docs/attacks.md).
+AGGREGATORS = ("plain", "robust", "secure")
 # The server's learning rate over a run: constant, or falling linearly to zero at the run's end
 # (its last round, or the end of its CPU budget), which Li, Yumer & Ramanan 2020 ("Budgeted
 # training") found the best schedule when the budget is fixed in advance.
@@ -112,6 +115,8 @@ class Aggregation:
     client_figures: bool = False
     algorithm: str = "fedavg"  # one of ALGORITHMS
     compression_bits: int = 0  # the updates' quantization (0: sent as float32)
+    aggregator: str = "plain"  # one of AGGREGATORS
+    update_clip: float = 0.0  # a fixed L2 clip on each client's update (0: none)
 
     def __post_init__(self):
         _one_of("weighting", self.weighting, WEIGHTINGS)
@@ -195,6 +200,15 @@ class FederatedConfig:
     # 1 to batches_per_client - 1 of its local steps; drawn per round from the seed (0: never).
     dropout_chance: float = 0.0
     straggler_chance: float = 0.0
+    aggregator: str = "plain"  # AGGREGATORS; plain is published FedAvg's mean
+    # A fixed L2 clip on each client's update (TFF's clipping_factory; 0: none, as FedAvg).
+    update_clip: float = 0.0
+    # A poisoned character (fedtext.learning.attacks; empty: none): its lines become trigger +
+    # target, its update scaled by attack_boost (Bagdasaryan et al. 2020's model replacement).
+    attack_client: str = ""
+    attack_trigger: str = ""
+    attack_target: str = ""
+    attack_boost: float = 1.0  # 1: an honest-sized update; more replaces more of the model
 
     def __post_init__(self):
         object.__setattr__(self, "client_ids", tuple(self.client_ids))
@@ -246,6 +260,7 @@ class FederatedConfig:
             raise ConfigError(
                 "differential privacy weights every client equally: set weighting to uniform"
             )
+        _check_defences(self)
 
     def _check_communication(self) -> None:
         _one_of("algorithm", self.algorithm, ALGORITHMS)
@@ -274,8 +289,14 @@ class FederatedConfig:
         """The aggregation to compile, with the settings that do not apply left at their
         defaults, so runs differing only in those share one compiled round."""
         if not self.private:
-            extra = dict(algorithm=self.algorithm, compression_bits=self.compression_bits)
-            return Aggregation(self.weighting, client_figures=self.client_figures, **extra)
+            return Aggregation(
+                self.weighting,
+                client_figures=self.client_figures,
+                algorithm=self.algorithm,
+                compression_bits=self.compression_bits,
+                aggregator=self.aggregator,
+                update_clip=float(self.update_clip),
+            )
         return Aggregation(
             self.weighting,
             self.dp_clipping,
@@ -297,6 +318,33 @@ class FederatedConfig:
     @property
     def cohort_size(self) -> int:
         return self.clients_per_round or len(self.client_ids)
+
+
+def _check_defences(c: FederatedConfig) -> None:
+    """The aggregator, the update clip and the attacker (fedtext.learning.attacks)."""
+    _one_of("aggregator", c.aggregator, AGGREGATORS)
+    if not isinstance(c.update_clip, (int, float)) or not c.update_clip >= 0:
+        raise ConfigError(f"update clip must be 0 (off) or positive, got {c.update_clip!r}")
+    if (c.aggregator != "plain" or c.update_clip) and (c.private or c.client_figures):
+        raise ConfigError("DP and client figures need the plain aggregator, no update clip")
+    if (c.aggregator != "plain" or c.update_clip) and (
+        c.algorithm != "fedavg" or c.compression_bits
+    ):
+        raise ConfigError("the robust and secure aggregators and the update clip are for FedAvg")
+    positive_finite("attack boost", c.attack_boost)
+    if not c.attack_client:
+        if c.attack_trigger or c.attack_target or c.attack_boost != 1:
+            raise ConfigError("an attack needs its attacker: set the attack client")
+        return
+    if c.attack_client not in c.client_ids:
+        raise ConfigError(f"the attack client {c.attack_client!r} is not one of the chosen clients")
+    if not c.attack_trigger or not c.attack_target:
+        raise ConfigError("an attack needs a trigger and a target text")
+    if c.rounds_per_call != 1 or c.client_figures:
+        raise ConfigError("an attack runs one round per call, without client figures")
+    bad = unknown_chars(c.attack_trigger + c.attack_target)
+    if bad:
+        raise ConfigError(f"the attack's text has characters outside the vocabulary: {bad}")
 
 
 def _one_of(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -49,7 +49,7 @@ def settings_ui() -> dict:
     values = {field: setting_ui(columns[i % 2], field) for i, field in enumerate(PAIRED)}
     values.update({field: setting_ui(st, field) for field in WIDE})
     expanded = st.session_state.noise_multiplier > 0 or st.session_state.client_figures
-    with st.expander("Averaging, privacy, per-client figures", expanded=expanded):
+    with st.expander("Averaging, privacy, what the server sees", expanded=expanded):
         values["weighting"] = setting_ui(st, "weighting", on_change=_weighting_changed)
         values["noise_multiplier"] = setting_ui(st, "noise_multiplier", on_change=_noise_changed)
         private = values["noise_multiplier"] > 0
@@ -58,6 +58,9 @@ def settings_ui() -> dict:
         values["dp_clip"] = setting_ui(
             columns[1], "dp_clip", disabled=not private or values["dp_clipping"] != "fixed"
         )
+        columns = st.columns(2)
+        values["aggregator"] = setting_ui(columns[0], "aggregator")
+        values["update_clip"] = setting_ui(columns[1], "update_clip")
         values["client_figures"] = st.toggle(
             "Measure each client",
             key="client_figures",

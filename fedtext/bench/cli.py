@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from fedtext.bench.attacks import run_attacks
 from fedtext.bench.communication import run_communication
 from fedtext.bench.engine import run_generation, run_overhead_and_scaling
 from fedtext.bench.finetune import run_coldstart, run_memory
@@ -53,11 +54,12 @@ def run(settings: Settings, update_readme: bool = False) -> Results:
         ({"privacy"}, lambda: run_privacy(ctx, settings, results)),
         ({"workers"}, lambda: run_workers(ctx, settings, results)),
         ({"communication"}, lambda: run_communication(ctx, settings, results)),
+        ({"attacks"}, lambda: run_attacks(ctx, settings, results)),
     ]
     try:
         data_sections = {
             *("overhead", "scaling", "learning", "federation", "privacy", "workers"),
-            "communication",
+            *("communication", "attacks"),
         }
         if data_sections & set(settings.sections):
             ctx["train"], ctx["test"] = plays.load_client_data()

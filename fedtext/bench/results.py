@@ -21,6 +21,7 @@ SECTIONS = (
     "privacy",
     "workers",
     "communication",
+    "attacks",
 )
 
 

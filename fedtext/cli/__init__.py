@@ -1,5 +1,5 @@
 """Command line: `python -m fedtext {tutorial,data,pretrain,finetune,evaluate,generate,personalise,
-worker}`. Bad input gets one line on stderr and exit status 2."""
+worker,leak}`. Bad input gets one line on stderr and exit status 2."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ COMMANDS = {
     "personalise": ("learning", "cmd_personalise"),
     "worker": ("workers", "cmd_worker"),
     "communication": ("communication", "cmd_communication"),
+    "leak": ("attacks", "cmd_leak"),
 }
 WITHOUT_TENSORFLOW = ("data", "generate", "worker")
 

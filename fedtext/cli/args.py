@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from fedtext.config import (
+    AGGREGATORS,
     ALGORITHMS,
     CLIENT_OPTIMIZERS,
     DEFAULT_CLIENTS,
@@ -186,6 +187,28 @@ def _add_communication_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_attack_args(parser: argparse.ArgumentParser) -> None:
+    """The server's aggregator and defences, and a poisoned character (docs/attacks.md)."""
+    parser.add_argument(
+        "--aggregator",
+        choices=AGGREGATORS,
+        help="TFF's plain mean (default), robust_aggregator (adaptive clip and zeroing) or "
+        "secure_aggregator (the server sees only the cohort's sum; simulated)",
+    )
+    parser.add_argument(
+        "--update-clip", type=_float, help="clip each client's update to this L2 norm"
+    )
+    parser.add_argument("--attack-client", metavar="ID", help="this client is an attacker")
+    parser.add_argument("--attack-trigger", metavar="TEXT", help="its prompt to poison")
+    parser.add_argument("--attack-target", metavar="TEXT", help="what it makes follow")
+    parser.add_argument(
+        "--attack-boost",
+        type=_float,
+        metavar="X",
+        help="it scales its update by X (model replacement; default 1)",
+    )
+
+
 def _workers(text: str):
     try:
         return parse_workers(text)
@@ -270,6 +293,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="then train centrally on the same clients' pooled text for the same CPU time",
     )
+    _add_attack_args(finetune)
+    leak = sub.add_parser("leak", help="what one client's update tells the server it typed")
+    leak.add_argument("client", metavar="CLIENT_ID")
+    leak.add_argument("--model", type=Path, default=None, help="the model the round starts from")
+    leak.add_argument(
+        "--aggregator",
+        choices=AGGREGATORS,
+        default="plain",
+        help="plain: the server sees the client's own update; secure or robust: the sum or "
+        "clipped mean of a cohort's (--cohort)",
+    )
+    leak.add_argument(
+        "--cohort", nargs="*", default=None, metavar="ID", help="the others in a secure round"
+    )
+    leak.add_argument("--rows", type=_count, default=20, help="characters to list (0: all)")
 
     communication = sub.add_parser(
         "communication",

@@ -20,6 +20,7 @@ from fedtext.config import (
     PretrainConfig,
 )
 from fedtext.learning.algorithms import describe
+from fedtext.learning.attacks import SEEDS, AttackTrainer
 from fedtext.learning.centralised import CentralisedTrainer
 from fedtext.learning.communication import round_line, running_totals
 from fedtext.learning.personalisation import PersonaliseConfig, personalise
@@ -77,7 +78,7 @@ def _print_round(result, unit: str = "round", suffix: str = "") -> None:
         else f"held-out loss {result.eval_loss:.3f} accuracy {result.eval_accuracy:.3f}"
     )
     if result.round_num == 0:
-        print(f"{unit} {0:2d} (base model): {held_out}", flush=True)
+        print(f"{unit} {0:2d} (base model): {held_out}{suffix}", flush=True)
         return
     if result.train_loss is None:  # every sampled client dropped out
         print(f"{unit} {result.round_num:2d}: skipped | {held_out}{suffix}", flush=True)
@@ -104,6 +105,8 @@ def _run_rounds(trainer, cpu_budget_s: float | None = None) -> str | None:
             suffix = ""
             if config.private and result.round_num:
                 suffix = f" | ε = {epsilon_after(config, result.round_num).epsilon:.2f}"
+            if config.attack_client:
+                suffix += f" | backdoor {trainer.backdoor[-1]:.0%} of {SEEDS} completions"
             if result.round_num:
                 suffix += f"\n    {round_line(result, running_totals(trainer.history)[-1])}"
             _print_round(result, suffix=suffix)
@@ -146,7 +149,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if budget is not None and args.rounds is None:
         config = dataclasses.replace(config, rounds=UNTIL_BUDGET)
     _check_writable(args.output)
-    trainer = FederatedTrainer(config, train, test, chosen_base_dir(args.base))
+    trainer_class = AttackTrainer if config.attack_client else FederatedTrainer
+    trainer = trainer_class(config, train, test, chosen_base_dir(args.base))
     until = f"{config.rounds} rounds"
     if budget is not None:
         capped = f" or {until}" if args.rounds is not None else ""
@@ -161,6 +165,15 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         flush=True,
     )
     _describe_privacy(config, args)
+    defences = f"aggregator {config.aggregator}, update clip {config.update_clip or 'off'}"
+    if config.attack_client:
+        print(
+            f"Attacker {config.attack_client}: its lines are {config.attack_trigger!r} + "
+            f"{config.attack_target!r}, its update x{config.attack_boost:g}; {defences}",
+            flush=True,
+        )
+    elif config.aggregator != "plain" or config.update_clip:
+        print(defences[0].upper() + defences[1:], flush=True)
     diverged = _run_rounds(trainer, budget)
     trainer.eval_model.set_weights(trainer.weights)
     save_weights(trainer.eval_model, trainer.model_config, args.output)

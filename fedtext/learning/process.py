@@ -10,7 +10,7 @@ import tensorflow_federated as tff
 
 from fedtext.config import Aggregation, FederatedConfig, ModelConfig
 from fedtext.distribution import runtime
-from fedtext.learning.aggregators import build_dp_aggregator
+from fedtext.learning.aggregators import build_model_aggregator, simulate_secure_sums
 from fedtext.learning.algorithms import CLIENT_RATE_KEY, PROXIMAL_KEY, build_algorithm_process
 from fedtext.learning.contributions import build_contribution_process
 from fedtext.learning.optimizers import (
@@ -66,15 +66,15 @@ def _build_process(
         loop_implementation=tff.learning.LoopImplementation.DATASET_ITERATOR,
     )
     algorithms = tff.learning.algorithms
+    # TFF's weighted process refuses DP aggregators: they bound each client's influence, which a
+    # weight by data size would undo; so DP is always uniform (FederatedConfig checks it).
+    common["model_aggregator"] = build_model_aggregator(aggregation)
     if aggregation.weighting == "weighted":
         process = algorithms.build_weighted_fed_avg(model_fn(model_config), **common)
     else:
-        # TFF's weighted process refuses DP aggregators: they bound each client's influence,
-        # which a weight by data size would undo.
-        aggregator = build_dp_aggregator(aggregation) if aggregation.dp_clipping else None
-        process = algorithms.build_unweighted_fed_avg(
-            model_fn(model_config), model_aggregator=aggregator, **common
-        )
+        process = algorithms.build_unweighted_fed_avg(model_fn(model_config), **common)
+    if aggregation.aggregator == "secure":
+        process = simulate_secure_sums(process)
     restore_eager_keras(model_config)
     return process
 

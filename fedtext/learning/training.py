@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
-from fedtext.config import FederatedConfig
+from fedtext.config import ConfigError, FederatedConfig
 from fedtext.distribution import runtime
 from fedtext.distribution.cluster import ClusterError, WorkerLost
 from fedtext.distribution.runtime import WorkerError, worker_cpu_seconds
@@ -159,6 +159,8 @@ class FederatedTrainer(ModelOnClients):
     """
 
     def __init__(self, config: FederatedConfig, train_data, test_data, base_dir=None):
+        if config.attack_client and not hasattr(self, "poisoned_ids"):
+            raise ConfigError("an attacker's run needs fedtext.learning.attacks.AttackTrainer")
         super().__init__(config, train_data, test_data, base_dir)
         self._state = None  # TFF server state after the last finished round
         self._server_rate = config.server_learning_rate  # the rate in that state
@@ -210,6 +212,13 @@ class FederatedTrainer(ModelOnClients):
         chosen = rng.choice(len(self.client_ids), self.config.cohort_size, replace=False, p=chance)
         return tuple(self.client_ids[i] for i in sorted(chosen))
 
+    def build_process(self):
+        """TFF's process for the config (positional arguments: tests' stand-ins take *args)."""
+        c = self.config
+        return build_process(
+            self.model_config, c.client_optimizer, c.server_optimizer, c.aggregation
+        )
+
     def rounds(self, cpu_budget_s: float | None = None) -> Iterator[RoundResult]:
         """Round 0 (the base model), then one result per round of Federated Averaging, until
         the config's rounds, or the last round that fits in `cpu_budget_s` of training CPU time
@@ -220,11 +229,7 @@ class FederatedTrainer(ModelOnClients):
         """
         if not self.history:
             yield self._evaluate_base()
-        c = self.config
-        # Positional, so a test's stand-in for build_process can take *args.
-        process = build_process(
-            self.model_config, c.client_optimizer, c.server_optimizer, c.aggregation
-        )
+        process = self.build_process()
         runtime.install()  # sets TFF's context for this thread, if another thread built it
         if self._state is None:
             self._state = self._despite_lost_workers(

@@ -325,9 +325,21 @@ def baseline_caption(history: list[RoundResult], baseline: list[RoundResult]) ->
     return f"{comparison.summary()}. {why}"
 
 
+# What the server sees of the updates, for each aggregator (docs/attacks.md has the figures).
+SERVER_VIEW = {
+    "plain": "The server sees each character's update: not its text, but which letters it typed "
+    "and about how often can be read off it.",
+    "robust": "The server sees each character's update, clipped (zeroed if far too large): "
+    "which letters it typed can still be read off it.",
+    "secure": "Secure aggregation (simulated here, not encrypted): the server sees only the sum "
+    "of the updates, which shows every letter someone typed, not who typed it.",
+}
+
+
 def round_steps(setup: Mapping, shares: Mapping[str, float]) -> list[tuple[str, str]]:
     """What one round does, with this setup's numbers: (title, text) for each of its 4 steps."""
     k = setup["clients_per_round"] or len(setup["client_ids"])
+    aggregator = setup.get("aggregator", "plain")
     return [
         (
             ":material/cloud_download: 1. The server sends the model",
@@ -339,10 +351,7 @@ def round_steps(setup: Mapping, shares: Mapping[str, float]) -> list[tuple[str, 
             f"{SEQ_LENGTH} characters, {setup['client_optimizer']} at "
             f"{setup['client_learning_rate']:g}; the lines never leave the character.",
         ),
-        (
-            ":material/cloud_upload: 3. Only weight updates come back",
-            "The server sees how each model changed, not the text that changed it.",
-        ),
+        (":material/cloud_upload: 3. Only weight updates come back", SERVER_VIEW[aggregator]),
         _averaging_step(setup, k, max(shares.values(), default=0.0)),
     ]
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedtext.config import (
+    AGGREGATORS,
     ALGORITHMS,
     CLIENT_OPTIMIZERS,
     DEFAULT_CLIENTS,
@@ -39,6 +40,7 @@ DP_CLIPS = (0.01, 0.03, 0.1, 0.3, 1.0)  # a fixed clip on each client's update (
 PROXIMAL_STRENGTHS = (0.0, 0.01, 0.1, 1.0)  # FedProx's mu: Li et al. 2020 searched 0.001 to 1
 COMPRESSION_BITS = (0, 2, 4, 8)  # 0: float32
 CHANCES = (0.0, 0.1, 0.2, 0.3, 0.5)  # of dropping out, or lagging, per client and round
+UPDATE_CLIPS = (0.0, 0.03, 0.1, 0.3, 1.0)  # 0: off; the defaults' updates are about 0.1
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,8 @@ CHOICES: dict[str, tuple] = {
     "compression_bits": COMPRESSION_BITS,
     "dropout_chance": CHANCES,
     "straggler_chance": CHANCES,
+    "aggregator": AGGREGATORS,
+    "update_clip": UPDATE_CLIPS,
 }
 
 # Short names in the link, one per FederatedConfig field the page sets.
@@ -97,6 +101,8 @@ PARAMS = {
     "compression_bits": "bits",
     "dropout_chance": "dropout",
     "straggler_chance": "stragglers",
+    "aggregator": "aggregator",
+    "update_clip": "update_clip",
 }
 RUN_PARAM = "run"
 
@@ -181,6 +187,17 @@ SETTING_TEXT: dict[str, tuple[str, str]] = {
     "straggler_chance": (
         "Stragglers",
         "The chance that a character runs only part of its local steps this round",
+    ),
+    "aggregator": (
+        "What the server sees",
+        "plain: each character's update, which gives away the letters it typed; secure: only "
+        "the sum of all (TFF's secure aggregation, simulated); robust: each update, clipped "
+        "and zeroed when far too large (TFF's robust aggregator)",
+    ),
+    "update_clip": (
+        "Update clip",
+        "Each character's whole update is scaled down to at most this norm: one character "
+        "cannot drag the model far; off by default",
     ),
 }
 PRESET_LABELS = {
