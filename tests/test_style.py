@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedtext.text import plays, style
+from fedtext.text import plays, style, style_build
 from fedtext.text.corpus import read_corpus_file
 from tests.conftest import ROOT
 
@@ -59,8 +59,8 @@ def held_out_windows(database, length: int) -> tuple[list[str], list[str]]:
         for client in plays.load_clients(database)
         for speech in plays.load_speeches(client.client_id, "test", database)
     ]
-    tails = [style.split_novel(novel)[1] for novel in style.dickens_texts(DICKENS_DIR)]
-    return style.author_windows(speeches, tails, length)
+    tails = [style_build.split_novel(novel)[1] for novel in style_build.dickens_texts(DICKENS_DIR)]
+    return style_build.author_windows(speeches, tails, length)
 
 
 def test_the_meter_reads_how_far_a_text_has_moved_not_a_certainty(database):
@@ -108,8 +108,8 @@ def test_accuracy_on_held_out_speeches_and_novel_tails(database):
     speeches = random.Random(0).sample(speeches, HELD_OUT_SPEECHES)
     chunks = [
         chunk
-        for novel in style.dickens_texts(DICKENS_DIR)
-        for chunk in style.windows(style.split_novel(novel)[1], DICKENS_CHUNK)
+        for novel in style_build.dickens_texts(DICKENS_DIR)
+        for chunk in style_build.windows(style_build.split_novel(novel)[1], DICKENS_CHUNK)
     ]
     shakespeare_right = np.mean([style.shakespeare_score(s) > 0.5 for s in speeches])
     dickens_right = np.mean([style.shakespeare_score(c) < 0.5 for c in chunks])
@@ -120,7 +120,7 @@ def test_accuracy_on_held_out_speeches_and_novel_tails(database):
 
 def test_the_judge_trains_on_neither_test_speeches_nor_novel_tails(database):
     needs_shared()
-    texts = style.load_training_texts(DICKENS_DIR, database)
+    texts = style_build.load_training_texts(DICKENS_DIR, database)
     trained = set(texts.shakespeare_fit) | set(texts.shakespeare_validation)
     lear = max(plays.load_speeches("KING_LEAR_KING_LEAR", "test", database), key=len)
     assert lear not in trained
