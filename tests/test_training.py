@@ -297,6 +297,8 @@ def test_unknown_clients_are_refused_before_any_work(client_data, tiny_model_dir
         ({"server_learning_rate": -1.0}, "server learning rate must be a positive finite"),
         ({"server_optimizer": "rmsprop"}, "server optimizer must be one of"),
         ({"clients_per_round": 5}, "clients per round"),
+        ({"divergence_loss": 0.0}, "divergence loss must be positive"),
+        ({"divergence_loss": float("nan")}, "divergence loss must be positive"),
     ],
 )
 def test_bad_settings_get_one_line_messages(overrides, message):
