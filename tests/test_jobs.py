@@ -1,5 +1,6 @@
 """The shared training queue and the run store, with real TFF rounds on a small model."""
 
+import os
 import time
 
 import pytest
@@ -8,6 +9,8 @@ from fedtext.config import ConfigError, FederatedConfig, ServiceLimits
 from fedtext.service.jobs import JobState, QueueFull, TrainingQueue
 from fedtext.service.store import RunStore, is_run_id
 from tests.conftest import wait_for
+
+HEARTBEAT_S = 3.0  # a closed page is noticed this long after its last poll
 
 
 def config(**overrides) -> FederatedConfig:
@@ -65,15 +68,27 @@ def test_limits_and_one_job_per_visitor(queue):
     assert job.state is JobState.STOPPED
 
 
-def test_a_closed_page_stops_its_job(client_data, tiny_model_dir, tmp_path):
+def test_a_page_that_stops_polling_stops_its_job_after_a_round(
+    client_data, tiny_model_dir, tmp_path
+):
+    """The heartbeat: while the page polls, the run trains; once it stops polling (the page
+    closed), the run stops at the end of a round after the timeout, keeping what it trained."""
     train, test = client_data
     queue = TrainingQueue(
-        train, test, tiny_model_dir, store=RunStore(tmp_path), heartbeat_timeout=0.0
+        train, test, tiny_model_dir, store=RunStore(tmp_path), heartbeat_timeout=HEARTBEAT_S
     )
-    job = queue.submit(config(rounds=5), owner="dave")
-    wait_for(job)
-    assert job.state is JobState.STOPPED
-    assert len(job.history) <= 2
+    job = queue.submit(config(rounds=50), owner="dave")
+    deadline = time.monotonic() + 300
+    while len(job.history) < 3 and time.monotonic() < deadline:  # the page polls: two rounds
+        queue.touch(job.job_id)
+        time.sleep(0.2)
+    assert job.state is JobState.RUNNING and len(job.history) >= 3
+    closed = time.monotonic()  # no more polls from here
+    wait_for(job, timeout=300)
+    assert job.state is JobState.STOPPED and job.message.startswith("stopped after round")
+    assert 3 <= len(job.history) < 51
+    assert job.ended - closed >= HEARTBEAT_S  # not before the heartbeat ran out
+    assert queue.store.load(job.job_id).history == job.history  # what it trained is kept
 
 
 def test_run_store_prunes_by_size_and_rejects_odd_ids(tmp_path, tiny_model_dir):
@@ -92,6 +107,23 @@ def test_run_store_prunes_by_size_and_rejects_odd_ids(tmp_path, tiny_model_dir):
     assert store.prune(max_total_mb=0.0) == ids
     with pytest.raises(KeyError):
         store.load(ids[0])
+
+
+def test_run_store_prunes_runs_past_their_age_and_keeps_the_rest(tmp_path, tiny_model_dir):
+    from fedtext.model.keras_model import load_model
+
+    store = RunStore(tmp_path)
+    model, model_config = load_model(tiny_model_dir)
+    ids = [f"run-{n}-abcdefghijklmnopqrstu" for n in range(3)]
+    for n, run_id in enumerate(ids):
+        store.save(run_id, config(seed=n), [], model.get_weights(), model_config)
+    eight_days_ago = time.time() - 8 * 86400
+    os.utime(store.path(ids[1]), (eight_days_ago, eight_days_ago))
+    assert store.prune(max_age_days=7, max_total_mb=1e6) == [ids[1]]  # far under the size
+    with pytest.raises(KeyError):
+        store.load(ids[1])
+    assert store.prune(max_age_days=7, max_total_mb=1e6) == []  # a day old or less: kept
+    assert [store.load(i).config.seed for i in (ids[0], ids[2])] == [0, 2]
 
 
 def test_a_run_that_cannot_be_stored_ends_with_the_reason_and_the_queue_goes_on(queue, monkeypatch):

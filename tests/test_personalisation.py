@@ -2,6 +2,7 @@
 lowers the loss on its held-out speeches, the result is written as a model directory, and TFF's
 personalization evaluation gives each client the same figures Keras does."""
 
+import dataclasses
 import itertools
 
 import pytest
@@ -59,6 +60,21 @@ def test_the_same_seed_gives_the_same_model(fool, client_data, tiny_model_dir):
     assert (again.personal_loss, again.personal_accuracy) == pytest.approx(
         (result.personal_loss, result.personal_accuracy), rel=1e-6
     )
+
+
+def test_another_seed_gives_another_model(fool, client_data, tiny_model_dir):
+    """The seed shuffles the character's lines: a fine-tune that ignored it would pass the test
+    above, not this one."""
+    result, _ = fool
+    other = personalise(
+        tiny_model_dir,
+        FOOL,
+        steps=CONFIG.steps,
+        config=dataclasses.replace(CONFIG, seed=CONFIG.seed + 1),
+        client_data=client_data,
+    )
+    assert other.global_loss == pytest.approx(result.global_loss, rel=1e-6)  # same start
+    assert other.personal_loss != pytest.approx(result.personal_loss, rel=1e-4)
 
 
 def test_an_unknown_character_is_refused_before_training(client_data, tiny_model_dir, tmp_path):

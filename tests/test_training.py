@@ -1,6 +1,8 @@
 """Real TFF Federated Averaging rounds on a small model and the real Shakespeare clients."""
 
+import csv
 import dataclasses
+import io
 import itertools
 import threading
 
@@ -92,12 +94,22 @@ def test_the_worker_gets_the_bytes_tffs_serializer_would_send(trained):
     assert got.ByteSize() > 4 * sum(w.size for w in trainer.weights)
 
 
-def test_history_is_written_as_csv(trained):
+def test_history_is_written_as_csv_with_each_rounds_values(trained):
     trainer, results = trained
-    lines = history_csv(trainer.history).splitlines()
-    assert lines[0].startswith("round,eval_loss,eval_accuracy")
-    assert len(lines) == len(results) + 1
-    assert lines[1].startswith("0,") and lines[-1].startswith("3,")
+    rows = list(csv.DictReader(io.StringIO(history_csv(trainer.history))))
+    assert [int(row["round"]) for row in rows] == [r.round_num for r in results] == [0, 1, 2, 3]
+    for row, result in zip(rows, trainer.history, strict=True):
+        for name in ("eval_loss", "eval_accuracy", "train_loss", "train_accuracy"):
+            value = getattr(result, name)
+            if value is None:  # round 0 did not train
+                assert row[name] == "", name
+            else:
+                assert float(row[name]) == pytest.approx(value, abs=1e-6, nan_ok=True), name
+        for name in ("seconds", "cpu_seconds"):
+            assert float(row[name]) == pytest.approx(getattr(result, name), abs=1e-3), name
+        assert int(row["num_examples"]) == result.num_examples
+        assert row["clients"].split() == list(result.client_ids)
+    assert int(rows[1]["num_examples"]) > 0 and rows[1]["clients"].split() == list(CLIENTS[:2])
 
 
 def test_stopping_between_rounds_keeps_the_model_so_far(client_data, tiny_model_dir):
@@ -285,6 +297,8 @@ def test_unknown_clients_are_refused_before_any_work(client_data, tiny_model_dir
         ({"server_learning_rate": -1.0}, "server learning rate must be a positive finite"),
         ({"server_optimizer": "rmsprop"}, "server optimizer must be one of"),
         ({"clients_per_round": 5}, "clients per round"),
+        ({"divergence_loss": 0.0}, "divergence loss must be positive"),
+        ({"divergence_loss": float("nan")}, "divergence loss must be positive"),
     ],
 )
 def test_bad_settings_get_one_line_messages(overrides, message):

@@ -121,7 +121,22 @@ def mean_ratio(llr: np.ndarray, orders: Sequence[int], ids: np.ndarray) -> float
     return float(per_position.sum() / len(ids)) if len(ids) else 0.0
 
 
-# --- building the judge --------------------------------------------------------------------------
+# --- runtime -------------------------------------------------------------------------------------
+
+
+def save_judge(judge: Judge, path: Path = JUDGE_PATH) -> Path:
+    """Write the judge as float16 ratios and its settings (an npz, read without pickle)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(
+        tmp,
+        llr=judge.llr.astype(np.float16),
+        orders=np.array(judge.orders, dtype=np.int64),
+        anchors=np.array([judge.dickens_anchor, judge.shakespeare_anchor], dtype=np.float64),
+        version=np.array(FORMAT_VERSION),
+    )
+    tmp.replace(path)
+    return path
 
 
 def load_judge(path: str | Path = JUDGE_PATH) -> Judge:
@@ -135,7 +150,8 @@ def load_judge(path: str | Path = JUDGE_PATH) -> Judge:
             version = int(stored["version"])
     except FileNotFoundError:
         raise StyleError(
-            f"style judge not found: {path}; build it with 'python -m fedtext.text.style --build'"
+            f"style judge not found: {path}; "
+            "build it with 'python -m fedtext.text.style_build --build'"
         ) from None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise StyleError(f"style judge {path} is unreadable ({type(error).__name__})") from None

@@ -1,6 +1,10 @@
-"""Building the style meter's judge (`python -m fedtext.text.style_build --build`): character
-n-gram counts of Shakespeare's training lines against Dickens' novels, and the two anchors, the
-medians of each author's held-out text. Build time only: the page loads the judge it wrote."""
+"""Building the style meter's judge (fedtext.text.style): count character n-grams of
+Shakespeare's training lines against Dickens' novels, choose the n-gram orders on validation
+text, and anchor the scale on held-out real text of both authors. Build time only: it reads the
+plays' database and the novels, which the page never needs.
+
+    python -m fedtext.text.style_build --build [--dickens DIR] ["text to score" ...]
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,6 @@ import numpy as np
 from fedtext.text import plays
 from fedtext.text.corpus import read_corpus_file
 from fedtext.text.style import (
-    FORMAT_VERSION,
     JUDGE_PATH,
     ROOT,
     Judge,
@@ -26,12 +29,13 @@ from fedtext.text.style import (
     load_judge,
     log_ratios,
     mean_ratio,
+    save_judge,
     shakespeare_score,
     style_verdict,
 )
 from fedtext.text.vocab import encode
 
-DICKENS_DIR = ROOT.parent / "shared" / "corpora" / "dickens"  # needed to build only
+DICKENS_DIR = ROOT.parent / "shared" / "corpora" / "dickens"  # the novels, beside a checkout
 CANDIDATE_ORDERS = ((1, 2, 3, 4), (2, 3, 4, 5))  # the build keeps whichever validates better
 BUCKET_BITS = 18  # 2**18 float16 ratios, 0.5 MB; 2**19 lowered validation log loss by 0.001 only
 ALPHA = 0.1  # Lidstone smoothing per bucket: a lower validation log loss than 0.5 or 1
@@ -63,6 +67,7 @@ def split_novel(text: str) -> tuple[str, str]:
 
 def dickens_texts(directory: Path = DICKENS_DIR) -> list[str]:
     """The Dickens novels, Gutenberg boilerplate stripped, decoded and normalised."""
+
     files = sorted(Path(directory).glob("*.txt"))
     if not files:
         raise StyleError(f"no Dickens novels (*.txt) in {directory}")
@@ -77,6 +82,7 @@ def load_training_texts(
     Every VALIDATION_EVERY-th speech, and Dickens block, is kept for validation; the
     Shakespeare test split and the novels' tails are held out.
     """
+
     database = database or plays.database_path()
     clients = plays.load_clients(database)
 
@@ -160,21 +166,6 @@ def train_judge(texts: TrainingTexts, orders: Sequence[int], bits: int, alpha: f
     return Judge(llr, tuple(orders), *anchors)
 
 
-def save_judge(judge: Judge, path: Path = JUDGE_PATH) -> Path:
-    """Write the judge as float16 ratios and its settings (an npz, read without pickle)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(
-        tmp,
-        llr=judge.llr.astype(np.float16),
-        orders=np.array(judge.orders, dtype=np.int64),
-        anchors=np.array([judge.dickens_anchor, judge.shakespeare_anchor], dtype=np.float64),
-        version=np.array(FORMAT_VERSION),
-    )
-    tmp.replace(path)
-    return path
-
-
 def build_judge(
     dickens_dir: Path = DICKENS_DIR,
     output: Path = JUDGE_PATH,
@@ -209,9 +200,6 @@ def build_judge(
     path = save_judge(best[1], output)
     report(f"kept orders {best[1].orders}; wrote {path} ({path.stat().st_size:,} bytes)")
     return best[1]
-
-
-# --- runtime -------------------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
