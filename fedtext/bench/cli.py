@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from fedtext.bench.classroom import run_classroom
 from fedtext.bench.engine import run_generation, run_overhead_and_scaling
 from fedtext.bench.finetune import run_coldstart, run_memory
 from fedtext.bench.learning import run_learning
@@ -51,6 +52,7 @@ def run(settings: Settings, update_readme: bool = False) -> Results:
         ({"page"}, lambda: run_page(settings, results)),
         ({"privacy"}, lambda: run_privacy(ctx, settings, results)),
         ({"workers"}, lambda: run_workers(ctx, settings, results)),
+        ({"classroom"}, lambda: run_classroom(settings, results)),
     ]
     try:
         data_sections = {"overhead", "scaling", "learning", "federation", "privacy", "workers"}

@@ -20,6 +20,7 @@ SECTIONS = (
     "federation",
     "privacy",
     "workers",
+    "classroom",
 )
 
 
