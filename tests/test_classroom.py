@@ -26,8 +26,15 @@ async def open_page(browser, url: str):
     # Six pages, the server and the TFF worker share the machine's cores: a click may wait
     # long for its page's turn (30 s, Playwright's default, was once too short on 2 cores).
     page.set_default_timeout(120_000)
-    await page.goto(url, timeout=120_000)
-    await page.wait_for_function(USABLE_JS, timeout=180_000, polling=200)
+    deadline = time.monotonic() + 120
+    while True:  # the server takes a moment to listen
+        try:
+            await page.goto(url, timeout=120_000)
+            break
+        except Exception:
+            assert time.monotonic() < deadline, "streamlit did not start"
+            await asyncio.sleep(0.2)
+    await page.wait_for_function(USABLE_JS, timeout=300_000, polling=200)
     return page
 
 
@@ -61,7 +68,9 @@ async def classroom(url: str) -> dict:
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            pages = await asyncio.gather(*(open_page(browser, link) for _ in range(PAGES)))
+            pages = []  # a class arriving: one after another, then they press Train together
+            for _ in range(PAGES):
+                pages.append(await open_page(browser, link))
             start = time.perf_counter()
             await asyncio.gather(*(press_train(page) for page in pages))
             times = await asyncio.gather(*(until_trained(page, start) for page in pages))
