@@ -175,7 +175,8 @@ with settings_col:
         disabled=not live,
         width="stretch",
         key="stop",
-        help="End after the current round, keeping the model so far",
+        help="End after the current round, keeping the model so far (a run that others "
+        "with the same settings follow goes on for them)",
     )
     progress = st.empty()
     stored_box = st.container()  # a stored run's label, once the run is known
