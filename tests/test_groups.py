@@ -25,8 +25,8 @@ CLIENTS = ("KING_LEAR_FOOL", "KING_LEAR_KENT")
 def test_two_worker_groups_train_two_settings_at_once_each_as_alone(
     client_data,
     tiny_model_dir,
-    workers,
-    tmp_path,  # noqa: F811
+    workers,  # noqa: F811 (the fixture imported above)
+    tmp_path,
 ):
     train, test = client_data
     first, second = workers(), workers()
