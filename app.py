@@ -33,6 +33,9 @@ from ui.train import (
     draw_charts,
     follow_run,
     resume_button_ui,
+    start_run,
+    stop_run,
+    stored_run_ui,
 )
 
 st.set_page_config(
@@ -172,9 +175,11 @@ with settings_col:
         disabled=not live,
         width="stretch",
         key="stop",
-        help="End after the current round, keeping the model so far",
+        help="End after the current round, keeping the model so far (a run that others "
+        "with the same settings follow goes on for them)",
     )
     progress = st.empty()
+    stored_box = st.container()  # a stored run's label, once the run is known
     if run is not None and run.resumable:
         resume_button_ui(engine, run.run_id)
 
@@ -205,10 +210,12 @@ if train:
             ]
             runs_kept = [*st.session_state.earlier_runs, (label, run.run_id)]
             st.session_state.earlier_runs = runs_kept[-MAX_EARLIER:]
-        st.session_state.pending, st.session_state.problems = config, []
-        st.session_state.run_id, run, live = "", None, False
-if stop and live:
-    engine.queue.stop(run.run_id)
+        st.session_state.problems = []
+        start_run(engine, config)  # the stored run with these settings, or a pending one
+        run = current_run(engine, data_root)
+        live = run is not None and run.live
+if stop and live and not stop_run(engine, run, progress):  # others still follow it
+    run, live = None, False
 if st.session_state.notice:
     progress.error(st.session_state.notice)
     st.session_state.notice = ""
@@ -242,6 +249,8 @@ with results_col:
     if run is not None and not live:
         kind, text = backend.describe(run)
         getattr(progress, kind)(text)
+        with stored_box:
+            stored_run_ui(run)
     if run is not None and run.trained and not run.baseline:
         baseline_button_ui(engine, run.run_id)
     if run is not None and len(run.baseline) > 1:

@@ -470,3 +470,40 @@ def test_a_missing_or_malformed_run_link_gives_a_message(page_env, run_id):
     assert not at.exception
     assert any("not stored here" in w.value for w in at.warning), [w.value for w in at.warning]
     assert "run" not in at.query_params  # the link no longer names it
+
+
+def test_the_same_settings_are_one_run_and_come_back_stored_or_afresh(page_env):
+    same = dict(rounds=2, seed=7)
+    first = train_pressed(open_page(), **same)
+    second = train_pressed(open_page(), **same)  # while the first run trains: it joins
+    deadline = time.monotonic() + 240
+    while not (first.session_state["run_id"] and second.session_state["run_id"]):
+        assert time.monotonic() < deadline, "no run for the pages"  # the engine still loads
+        time.sleep(0.5)
+        first.run()
+        second.run()
+    run_id = first.session_state["run_id"]
+    assert second.session_state["run_id"] == run_id
+    wait_for_run(first)
+    [done] = wait_for_run(second).success
+    assert done.value.startswith("Trained 2 rounds in")
+
+    late = train_pressed(open_page(), **same)  # trained before: at once, labelled as stored
+    assert late.session_state["run_id"] == run_id and late.session_state["pending"] is None
+    assert any(i.value.startswith("Stored run: these clients") for i in late.info)
+    assert late.success[0].value == done.value and len(late.code) == 2
+    late.button(key="afresh").click().run(timeout=240)
+    [again] = wait_for_run(late).success
+    assert late.session_state["run_id"] not in ("", run_id)  # trained anew
+    assert not any(i.value.startswith("Stored run") for i in late.info)
+    assert again.value.startswith("Trained 2 rounds in")
+
+
+def train_pressed(at: AppTest, **settings) -> AppTest:
+    """Set the clients and settings, press Train; returns without waiting for the run."""
+    at.multiselect(key="client_ids").set_value(CLIENTS)
+    for key, value in {"batches_per_client": 1, **settings}.items():
+        at.number_input(key=key).set_value(value)
+    at.button(key="train").click().run(timeout=240)
+    assert not at.exception, at.exception
+    return at

@@ -38,8 +38,8 @@ def engine(tiny_model_dir, tmp_path_factory):
 
 
 def test_a_run_is_followed_round_by_round_and_found_again_from_its_link(engine):
-    run_id, why = backend.submit(engine, config(), "alice", page_open=None)
-    assert run_id and not why
+    run_id, why, how = backend.submit(engine, config(), "alice", page_open=None)
+    assert run_id and not why and how == "new"
     lines, rounds_seen, redraws = [], 0, 0
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -69,12 +69,12 @@ def test_a_run_is_followed_round_by_round_and_found_again_from_its_link(engine):
 
 
 def test_a_second_run_from_one_visitor_is_refused_with_a_message(engine):
-    first, _ = backend.submit(engine, config(), "bob", page_open=None)
-    second, why = backend.submit(engine, config(seed=1), "bob", page_open=None)
+    first = backend.submit(engine, config(seed=11), "bob", page_open=None).run_id
+    second, why, _ = backend.submit(engine, config(seed=12), "bob", page_open=None)
     assert not second and why == (
         "Cannot start training: you already have a training run queued or running"
     )
-    _, why = backend.submit(engine, config(rounds=links.LIMITS.max_rounds + 1), "eve", None)
+    _, why, _ = backend.submit(engine, config(rounds=links.LIMITS.max_rounds + 1), "eve", None)
     assert why.startswith("Cannot start training: rounds is limited to")
     engine.queue.stop(first)
     wait_for(engine.job(first))
@@ -84,7 +84,7 @@ def test_a_second_run_from_one_visitor_is_refused_with_a_message(engine):
 
 
 def test_a_round_run_again_after_a_lost_worker_shows_in_the_progress_line(engine):
-    run_id, _ = backend.submit(engine, config(rounds=2), "frank", page_open=None)
+    run_id = backend.submit(engine, config(rounds=2, seed=13), "frank", page_open=None).run_id
     wait_for(engine.job(run_id))
     notice = "round 2 failed: TFF worker 10.0.0.7:5001 stopped answering; running it again on …"
     running = dataclasses.replace(
@@ -97,7 +97,7 @@ def test_a_round_run_again_after_a_lost_worker_shows_in_the_progress_line(engine
 
 
 def test_the_baseline_is_queued_once_and_lands_beside_the_run(engine):
-    run_id, _ = backend.submit(engine, config(rounds=1), "carol", page_open=None)
+    run_id = backend.submit(engine, config(rounds=1, seed=14), "carol", page_open=None).run_id
     wait_for(engine.job(run_id))
     assert backend.request_baseline(engine, run_id, "carol") == ""
     job = engine.job(run_id)
@@ -117,7 +117,7 @@ def test_a_model_per_character_is_made_once_and_kept_with_the_run(engine):
     from fedtext.model.generation import load_generator
 
     fool = "KING_LEAR_FOOL"
-    run_id, _ = backend.submit(engine, config(rounds=1), "erin", page_open=None)
+    run_id = backend.submit(engine, config(rounds=1, seed=15), "erin", page_open=None).run_id
     wait_for(engine.job(run_id))
     assert backend.request_personal_model(engine, run_id, "erin", "HAMLET_HAMLET") == (
         "Cannot make that model: HAMLET_HAMLET did not train this model"
@@ -157,6 +157,41 @@ def test_a_stored_run_the_queue_has_forgotten_gets_its_baseline(engine, tiny_mod
     wait_for(engine.job(run_id))
     run, _ = backend.find_run(run_id, None, engine.store.load)
     assert run.history == history and len(run.baseline) > 1
+
+
+def test_thirty_visitors_with_the_same_settings_are_none_refused_and_share_one_run(engine):
+    same = config(rounds=2, seed=30)
+    waiting = len(engine.queue._waiting)
+    # Each page is open throughout (a test's stand-in for Streamlit's check of its session).
+    got = [backend.submit(engine, same, f"pupil-{i}", lambda: True) for i in range(30)]
+    assert [why for _, why, _ in got] == [""] * 30  # the queue holds 20: joiners take no slot
+    assert {run_id for run_id, _, _ in got} == {got[0].run_id}
+    assert [how for _, _, how in got] == ["new"] + ["joined"] * 29
+    job = engine.job(got[0].run_id)
+    assert len(job.followers) == 30 and len(engine.queue._waiting) <= waiting + 1
+    wait_for(job)
+    assert job.state is JobState.DONE and len(job.history) == 3
+
+
+def test_settings_stored_before_come_back_without_training_unless_asked_afresh(engine):
+    same = config(rounds=1, seed=31)
+    first = backend.submit(engine, same, "gina", lambda: True)
+    wait_for(engine.job(first.run_id))
+    assert backend.stored_run(engine, config(rounds=1, seed=32)) is None
+    again = backend.submit(engine, same, "hal", lambda: True)
+    assert again == (first.run_id, "", "stored")
+    run, _ = backend.find_run(again.run_id, engine.job(again.run_id), engine.store.load)
+    assert run.trained and not run.live and run.config == same and run.created > 0
+    assert not any(j.owner == "hal" for j in engine.queue._jobs.values())  # nothing trained
+    fresh = backend.submit(engine, same, "hal", lambda: True, fresh=True)
+    assert fresh.how == "new" and fresh.run_id != first.run_id
+    wait_for(engine.job(fresh.run_id))
+    retrained, _ = backend.find_run(fresh.run_id, None, engine.store.load)
+    assert [r.eval_loss for r in retrained.history] == pytest.approx(
+        [r.eval_loss for r in run.history], rel=1e-4
+    )
+    # The newest stored run with those settings is the one a visitor gets from now on.
+    assert backend.stored_run(engine, same).run_id == fresh.run_id
 
 
 @pytest.mark.parametrize("run_id", ["abcdefghijklmnopqrstuvwx", "../../etc/passwd", "x" * 300])

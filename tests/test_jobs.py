@@ -32,14 +32,16 @@ def queue(client_data, tiny_model_dir, tmp_path):
 
 
 def test_jobs_run_one_at_a_time_in_order_and_are_stored(queue, monkeypatch):
-    first = queue.submit(config(), owner="alice")
-    second = queue.submit(config(seed=1), owner="bob")
+    # Open pages: the first run's start (tracing, the worker) can outlast the 30 s a silent
+    # page is given on a loaded machine.
+    first = queue.submit(config(), owner="alice", page_open=lambda: True)
+    second = queue.submit(config(seed=1), owner="bob", page_open=lambda: True)
     assert is_run_id(first.job_id) and first.job_id != second.job_id
     assert queue.position(second.job_id) >= 1
     assert queue.eta_seconds(second.job_id) > 0
     assert queue.get(first.job_id, owner="bob") is None  # a visitor sees only their own jobs
     for job in (first, second):
-        queue.touch(job.job_id)
+        queue.touch(job.job_id, job.owner)
     wait_for(first)
     wait_for(second)
     assert first.state is second.state is JobState.DONE
@@ -61,8 +63,9 @@ def test_limits_and_one_job_per_visitor(queue):
     with pytest.raises(ConfigError, match="rounds is limited to 5"):
         queue.submit(config(rounds=6), owner="carol")
     job = queue.submit(config(), owner="carol")
+    assert queue.submit(config(), owner="carol") is job  # the same run: still one
     with pytest.raises(QueueFull, match="already have a training run"):
-        queue.submit(config(), owner="carol")
+        queue.submit(config(seed=1), owner="carol")
     queue.stop(job.job_id)
     wait_for(job)
     assert job.state is JobState.STOPPED

@@ -1,10 +1,14 @@
 """Section 3, training: the charts each round lands on, the progress line that follows a live
-run, how a run ended, and the centralised baseline beside it."""
+run (shared by everyone who asked for the same settings), a stored run shown at once, how a run
+ended, and the centralised baseline beside it."""
 
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
+from fedtext.config import FederatedConfig
 from fedtext.learning.records import RoundResult
 from fedtext.service import backend, plots
 from ui.resources import load_preview, start_engine
@@ -43,15 +47,87 @@ def follow_run(base_dir: str, data_root: str, rounds_shown: int) -> None:
             status.progress(0.0, text=f"Preparing the server (first start only): {engine.step}…")
             return
         config, st.session_state.pending = st.session_state.pending, None
-        run_id, st.session_state.notice = backend.submit(
-            engine, config, st.session_state.owner, page_open()
-        )
-        st.session_state.run_id = run_id or st.session_state.run_id
+        fresh, st.session_state.fresh = st.session_state.get("fresh", False), False
+        got = backend.submit(engine, config, st.session_state.owner, page_open(), fresh)
+        st.session_state.notice = got.why
+        st.session_state.run_id = got.run_id or st.session_state.run_id
+        st.session_state.stored_run = got.run_id if got.how == "stored" else ""
         st.rerun()
-    progress = backend.follow(engine, st.session_state.run_id, rounds_shown)
+    run_id = st.session_state.run_id
+    progress = backend.follow(engine, run_id, rounds_shown, st.session_state.owner, page_open())
     if progress is None:
         st.rerun()
-    status.progress(*progress)
+    fraction, text = progress
+    status.progress(fraction, text=text + company_text(engine, run_id))
+
+
+def company_text(engine: backend.Engine, run_id: str) -> str:
+    """Who else follows this run, and, while it waits, why: how many runs train at once here."""
+    job = engine.job(run_id)
+    if job is None:
+        return ""
+    others = len(job.followers) - 1
+    text = f" · you and {others} other{'s' * (others != 1)} follow this run" if others else ""
+    if job.state is backend.JobState.QUEUED:
+        runs, groups, cores = engine.queue.parallelism
+        at_once = "one run at a time" if runs == 1 else f"{runs} runs at once"
+        why = (
+            f"one per group of `fedtext worker`s ({groups})"
+            if groups
+            else f"on its {cores} cores" + (", a TFF worker per 2" if runs > 1 else "")
+        )
+        text += f" · this server trains {at_once}, {why}"
+    return text
+
+
+def start_run(engine: backend.Engine, config: FederatedConfig) -> None:
+    """Train pressed: the stored run with these settings at once, if there is one (no need to
+    wait for TensorFlow); else the run is pending until the engine takes it."""
+    stored = backend.stored_run(engine, config)
+    st.session_state.stored_run = stored.run_id if stored else ""
+    st.session_state.run_id = stored.run_id if stored else ""
+    st.session_state.pending = None if stored else config
+
+
+def stop_run(engine: backend.Engine, run: backend.RunView, status) -> bool:
+    """Stop pressed: this visitor stops following; the run stops once nobody follows it.
+    Returns whether the page still shows the run (False: it goes on for the others)."""
+    if backend.stop(engine, run.run_id, st.session_state.owner):
+        return True
+    st.session_state.run_id = ""
+    status.info(
+        "You stopped following the run: the others who asked for the same settings still "
+        "follow it, so it goes on for them.",
+        icon=":material/group:",
+    )
+    return False
+
+
+def stored_run_ui(run: backend.RunView) -> None:
+    """Says that the run shown was trained before (a visitor's Train found it stored), and
+    offers to train it afresh."""
+    if not run.created or st.session_state.get("stored_run") != run.run_id:
+        return
+    when = time.strftime("%d %b %Y at %H:%M UTC", time.gmtime(run.created))
+    st.info(
+        f"Stored run: these clients, settings and seed were trained on {when}, so it is "
+        "shown at once.",
+        icon=":material/inventory_2:",
+    )
+    st.button(
+        "Train afresh",
+        icon=":material/replay:",
+        key="afresh",
+        width="stretch",
+        on_click=_train_afresh,
+        args=(run.config,),
+        help="Train these settings again and watch the rounds land; the same settings and "
+        "seed give the same model",
+    )
+
+
+def _train_afresh(config: FederatedConfig) -> None:
+    st.session_state.update(pending=config, fresh=True, run_id="", stored_run="")
 
 
 def page_open():

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fedtext.bench.attacks import run_attacks
+from fedtext.bench.classroom import run_classroom
 from fedtext.bench.communication import run_communication
 from fedtext.bench.engine import run_generation, run_overhead_and_scaling
 from fedtext.bench.finetune import run_coldstart, run_memory
@@ -55,6 +56,7 @@ def run(settings: Settings, update_readme: bool = False) -> Results:
         ({"workers"}, lambda: run_workers(ctx, settings, results)),
         ({"communication"}, lambda: run_communication(ctx, settings, results)),
         ({"attacks"}, lambda: run_attacks(ctx, settings, results)),
+        ({"classroom"}, lambda: run_classroom(settings, results)),
     ]
     try:
         data_sections = {

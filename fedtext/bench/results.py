@@ -22,6 +22,7 @@ SECTIONS = (
     "workers",
     "communication",
     "attacks",
+    "classroom",
 )
 
 

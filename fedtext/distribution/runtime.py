@@ -22,6 +22,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 from fedtext.distribution import binary
 from fedtext.distribution.addresses import parse_workers
@@ -53,8 +54,9 @@ def _prepare_child() -> None:
 class WorkerService:
     """One worker process and the gRPC stub that talks to it."""
 
-    def __init__(self, log_path: Path):
+    def __init__(self, log_path: Path, concurrent_clients: int = _CONCURRENT_CLIENTS):
         self.log_path = log_path
+        self.concurrent_clients = concurrent_clients
         self._process: subprocess.Popen | None = None
         self._stub = None
         self._replaced = 0  # workers found dead or unresponsive and replaced
@@ -87,7 +89,7 @@ class WorkerService:
         from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub
 
         port = portpicker.pick_unused_port()
-        self._process = binary.launch(port, _CONCURRENT_CLIENTS, self.log_path, _prepare_child)
+        self._process = binary.launch(port, self.concurrent_clients, self.log_path, _prepare_child)
         channel = grpc.insecure_channel(f"localhost:{port}", _GRPC_OPTIONS)
         self._stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(channel)
         deadline = time.monotonic() + binary.READY_TIMEOUT_S
@@ -118,45 +120,95 @@ class WorkerService:
             self._terminate()
 
 
-_service: WorkerService | None = None
-_local_context = None  # TFF's execution context through _service
-_cluster = None  # fedtext.distribution.cluster.Cluster, when rounds go to `fedtext worker`s
-_worker_addresses: tuple | None = None  # use_workers(); None: FEDTEXT_WORKERS, if set
+# Worker groups: each runs one computation at a time, so runs with different settings train at
+# once only on different groups; a thread's computations go to the group it chose (use_group).
+_services: dict[int, WorkerService] = {}  # group -> this machine's own worker for it
+_local_contexts: dict[int, object] = {}  # group -> TFF's execution context through its worker
+_clusters: dict = {}  # group -> fedtext.distribution.cluster.Cluster, over `fedtext worker`s
+_worker_groups: tuple | None = None  # use_workers(); None: FEDTEXT_WORKERS, if set
 _install_lock = threading.Lock()
+_thread = threading.local()  # .group: this thread's group; .groups: how many share the cores
+# Another local worker group needs about this much: the page's default run peaks at 2.4 GB in
+# its worker, and two cores train its clients (a 2-core machine stays at one run at a time).
+_CORES_PER_LOCAL_GROUP = 2
+_MEMORY_PER_LOCAL_GROUP = 4 * 2**30
+
+
+class Parallelism(NamedTuple):
+    """How many runs train at once here, and what allows it."""
+
+    runs: int
+    worker_groups: int  # groups of `fedtext worker`s (FEDTEXT_WORKERS); 0: this machine's own
+    cores: int  # this machine's
 
 
 def use_workers(addresses) -> None:
     """Run the next computations on these `fedtext worker` addresses (a sequence of
     `cluster.WorkerAddress`); on this machine's own worker with an empty one; as
     FEDTEXT_WORKERS says with None."""
-    global _worker_addresses, _cluster
+    use_worker_groups(None if addresses is None else [addresses] if addresses else [])
+
+
+def use_worker_groups(groups) -> None:
+    """Like use_workers, with groups of addresses: one run at a time on each group."""
+    global _worker_groups
     with _install_lock:
-        _worker_addresses = None if addresses is None else tuple(addresses)
-        if _cluster is not None:
-            _cluster.close()
-            _cluster = None
+        _worker_groups = None if groups is None else tuple(tuple(g) for g in groups if g)
+        for cluster in _clusters.values():
+            cluster.close()
+        _clusters.clear()
 
 
-def configured_workers() -> tuple:
-    """The workers computations go to: use_workers()'s, else FEDTEXT_WORKERS's, else none."""
-    if _worker_addresses is not None:
-        return _worker_addresses
+def use_group(group: int, groups: int = 1) -> None:
+    """This thread's computations go to worker group `group` of `groups` (a training queue's
+    thread each); a local group's worker then trains cores/groups clients at once."""
+    _thread.group, _thread.groups = group, groups
+
+
+def configured_groups() -> tuple:
+    """The groups of workers: use_worker_groups()'s, else FEDTEXT_WORKERS's (groups split by
+    `;`, the workers of one group by `,`), else none."""
+    if _worker_groups is not None:
+        return _worker_groups
     text = os.environ.get("FEDTEXT_WORKERS", "").strip()
     if not text:
         return ()
     try:
-        return parse_workers(text)
+        groups = tuple(parse_workers(part) for part in text.split(";") if part.strip())
     except ValueError as error:
         raise WorkerError(f"FEDTEXT_WORKERS: {error}") from None
+    listed = [a for group in groups for a in group]
+    if len(set(listed)) < len(listed):
+        raise WorkerError(f"FEDTEXT_WORKERS: a worker is in two groups in {text!r}")
+    return groups
+
+
+def configured_workers() -> tuple:
+    """The workers this thread's computations go to: its group's, else none (this machine)."""
+    groups = configured_groups()
+    return groups[getattr(_thread, "group", 0) % len(groups)] if groups else ()
+
+
+def parallelism(runs: int | None = None) -> Parallelism:
+    """Runs that can train at once: one per group of `fedtext worker`s, else one per 2 cores
+    and 4 GB of this machine (one on a 2-core machine); `runs` overrides."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        groups = len(configured_groups())
+    except WorkerError:  # the first run says why
+        groups = 0
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    local = min(cores // _CORES_PER_LOCAL_GROUP, memory // _MEMORY_PER_LOCAL_GROUP)
+    return Parallelism(runs or groups or max(1, int(local)), groups, cores)
 
 
 def install(log_path: Path | None = None) -> WorkerService | None:
     """Make TFF run computations through our worker service, or over the configured
     `fedtext worker`s (idempotent, and for this thread); returns the local service, if used."""
-    global _cluster
+    group = getattr(_thread, "group", 0)
     with _install_lock:
         workers = configured_workers()
-        if workers and _cluster is None:
+        if workers and group not in _clusters:
             # Deferred, like every TFF import here: the page imports this module before
             # TensorFlow loads.
             from fedtext.distribution.cluster import Cluster
@@ -168,16 +220,15 @@ def install(log_path: Path | None = None) -> WorkerService | None:
                 cluster.close()
                 raise
             atexit.register(shutdown)
-            _cluster = cluster
-            log.info("TFF rounds go to %s", ", ".join(map(str, workers)))
-        if not workers and _service is None:
-            _install_local(log_path)
+            _clusters[group] = cluster
+            log.info("TFF rounds of group %d go to %s", group, ", ".join(map(str, workers)))
+        if not workers and group not in _services:
+            _install_local(group, log_path)
         _set_context_for_this_thread()
-        return None if workers else _service
+        return None if workers else _services[group]
 
 
-def _install_local(log_path: Path | None) -> None:
-    global _service, _local_context
+def _install_local(group: int, log_path: Path | None) -> None:
     # Deferred: the page imports this module before TensorFlow.
     from tensorflow_federated.python.core.backends.native import compiler
     from tensorflow_federated.python.core.environments.tensorflow_frontend import (
@@ -189,7 +240,9 @@ def _install_local(log_path: Path | None) -> None:
 
     from fedtext.distribution.remote import RemoteExecutor
 
-    service = WorkerService(log_path or cache_dir() / "tff-worker.log")
+    name = "tff-worker.log" if group == 0 else f"tff-worker-{group}.log"
+    clients = max(1, _CONCURRENT_CLIENTS // getattr(_thread, "groups", 1))
+    service = WorkerService(log_path or cache_dir() / name, clients)
 
     def executor_stack(cardinalities):
         cardinalities.setdefault(placements.CLIENTS, 0)
@@ -197,19 +250,21 @@ def _install_local(log_path: Path | None) -> None:
         executor.set_cardinalities(cardinalities)
         return executor
 
-    _local_context = sync_execution_context.SyncExecutionContext(
+    _local_contexts[group] = sync_execution_context.SyncExecutionContext(
         executor_fn=python_executor_stacks.ResourceManagingExecutorFactory(executor_stack),
         compiler_fn=compiler.desugar_and_transform_to_native,
         transform_args=tensorflow_computation.transform_args,
         transform_result=tensorflow_computation.transform_result,
     )
     atexit.register(shutdown)
-    _service = service
+    _services[group] = service
 
 
 def drop_worker(address) -> tuple:
-    """After `cluster.WorkerLost`: leave that worker out; returns the workers that remain."""
-    return _cluster.drop(address) if _cluster is not None else ()
+    """After `cluster.WorkerLost`: leave that worker out of this thread's group; returns the
+    workers that remain."""
+    cluster = _clusters.get(getattr(_thread, "group", 0))
+    return cluster.drop(address) if cluster is not None else ()
 
 
 def import_tensorflow(quiet: bool = False) -> None:
@@ -263,14 +318,17 @@ def _set_context_for_this_thread() -> None:
     # Deferred: the page imports this module before TensorFlow.
     from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
 
-    context = _cluster.context if _cluster is not None else _local_context
+    group = getattr(_thread, "group", 0)
+    cluster = _clusters.get(group)
+    context = cluster.context if cluster is not None else _local_contexts[group]
     context_stack_impl.context_stack.set_default_context(context)
 
 
 def worker_cpu_seconds() -> float:
-    """CPU time the current TFF worker has used (0 when there is none): with this process's own
-    CPU time, what a federated round costs."""
-    pid = _service.pid if _service is not None else None
+    """CPU time this thread's local TFF worker has used (0 when there is none): with this
+    process's own CPU time, what a federated round costs."""
+    service = _services.get(getattr(_thread, "group", 0))
+    pid = service.pid if service is not None else None
     if pid is None:
         return 0.0
     try:
@@ -282,17 +340,18 @@ def worker_cpu_seconds() -> float:
 
 
 def worker_losses() -> int:
-    """How many times this machine's own TFF worker has been lost (0 without one)."""
-    return _service.losses if _service is not None else 0
+    """How many times this thread's group's own TFF worker has been lost (0 without one)."""
+    service = _services.get(getattr(_thread, "group", 0))
+    return service.losses if service is not None else 0
 
 
 def shutdown() -> None:
     """Stop the worker if one runs, and close the connections to remote ones; safe to call
     any number of times."""
-    if _service is not None:
-        _service.stop()
-    if _cluster is not None:
-        _cluster.close()
+    for service in list(_services.values()):
+        service.stop()
+    for cluster in list(_clusters.values()):
+        cluster.close()
 
 
 def stop_on_sigterm() -> None:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from fedtext.config import SEQ_LENGTH, ConfigError, FederatedConfig
 from fedtext.distribution import runtime
@@ -115,6 +116,7 @@ class RunView:
     clients: list[records.ClientFigures] = dataclasses.field(default_factory=list)  # per client
     personal: dict[str, records.PersonalGain] = dataclasses.field(default_factory=dict)
     gains: list[records.PersonalGain] = dataclasses.field(default_factory=list)
+    created: float = 0.0  # when it was stored (time.time()); 0 while it trains
 
     @property
     def live(self) -> bool:
@@ -170,6 +172,7 @@ def find_run(
         clients=saved.clients,
         personal=saved.personal,
         gains=saved.gains,
+        created=saved.created,
     )
     return view, ""
 
@@ -182,26 +185,65 @@ def saved_stamp(store: store.RunStore, run_id: str) -> int:
         return 0
 
 
+class Submission(NamedTuple):
+    """What came of a visitor's Train: a run to follow, or why not."""
+
+    run_id: str
+    why: str = ""  # why not, when there is no run id
+    # "new": queued; "joined": the queued or running job with the same settings; "stored": a
+    # stored run with the same settings, shown at once.
+    how: str = "new"
+
+
+def stored_run(engine: Engine, config: FederatedConfig) -> Submission | None:
+    """The stored run that trained exactly these settings, if any: no training, and no need
+    to wait for TensorFlow to load."""
+    found = engine.store.find(config)
+    return Submission(found[0], how="stored") if found else None
+
+
 def submit(
-    engine: Engine, config: FederatedConfig, owner: str, page_open: Callable[[], bool] | None
-) -> tuple[str, str]:
-    """Queue a visitor's run once the engine is ready: (run id, '') or ('', why not)."""
+    engine: Engine,
+    config: FederatedConfig,
+    owner: str,
+    page_open: Callable[[], bool] | None,
+    fresh: bool = False,
+) -> Submission:
+    """A visitor's Train: the stored run with the same settings (unless `fresh`), else the
+    queued or running job with them, joined, else a new job once the engine is ready."""
+    stored = None if fresh else stored_run(engine, config)
+    if stored is not None:
+        return stored
     if engine.error:
-        return "", engine.error
+        return Submission("", engine.error)
     try:
-        return engine.queue.submit(config, owner, page_open).job_id, ""
+        job = engine.queue.submit(config, owner, page_open)
     except (ConfigError, QueueFull) as error:
-        return "", f"Cannot start training: {error}"
+        return Submission("", f"Cannot start training: {error}")
+    return Submission(job.job_id, how="new" if job.owner == owner else "joined")
 
 
-def follow(engine: Engine, run_id: str, rounds_shown: int) -> tuple[float, str] | None:
-    """One poll of a live run (its heartbeat): the progress line, or None when the page should
-    redraw because a round landed or the run ended (and is stored by now)."""
+def stop(engine: Engine, run_id: str, owner: str) -> bool:
+    """A visitor's Stop: they stop following; the run stops once nobody follows it. Returns
+    whether it stops (False: it goes on for the others)."""
+    return engine.queue.stop(run_id, owner) if engine.queue is not None else False
+
+
+def follow(
+    engine: Engine,
+    run_id: str,
+    rounds_shown: int,
+    owner: str = "",
+    page_open: Callable[[], bool] | None = None,
+) -> tuple[float, str] | None:
+    """One poll of a live run (the heartbeat of `owner`, who follows it): the progress line, or
+    None when the page should redraw because a round landed or the run ended (and is stored by
+    now)."""
     job = engine.job(run_id)
     if job is None or job.finished:
         wait_until_saved(job)
         return None
-    engine.queue.touch(job.job_id)
+    engine.queue.touch(job.job_id, owner, page_open)
     if len(job.history) != rounds_shown:
         return None
     return progress_text(job, engine.queue)

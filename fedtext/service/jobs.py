@@ -1,116 +1,43 @@
-"""A training queue for the shared page service: TFF's execution context is process-wide and the
-machine small, so jobs run one at a time in a background thread while pages poll them."""
+"""A training queue for the shared page service: jobs run in background threads while pages
+poll them, one at a time per TFF worker group (one group on a small machine;
+fedtext.distribution.runtime). Identical requests are one job that every visitor who asked
+follows (fedtext.service.followers)."""
 
 from __future__ import annotations
 
 import collections
-import dataclasses
 import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedtext.config import FederatedConfig, ServiceLimits
-from fedtext.learning.records import PersonalGain, RoundResult
-from fedtext.model.weights import base_model_dir, load_config
+from fedtext.distribution import runtime
 from fedtext.service.allocator import release_free_memory
+from fedtext.service.extras import GAIN_CLIENTS, GAIN_STEPS, Extras
+from fedtext.service.followers import Followers, run_key
+from fedtext.service.job import Job, JobState, QueueFull, Task, rounds_left
 from fedtext.service.store import RunStore, new_run_id
 
 if TYPE_CHECKING:
     from fedtext.learning.training import FederatedTrainer
 
-log = logging.getLogger(__name__)  # to the page's server log: its process's stderr
+log = logging.getLogger(__name__)  # to the page service's log: its process's stderr
 
 FORGET_AFTER_S = 600.0  # a finished job leaves memory after this; its saved copy stays on disk
 HEARTBEAT_TIMEOUT_S = 30.0  # a page polls every second or so; silence this long means it closed
 DEFAULT_ROUND_S = 10.0  # guess for the first estimate, before any round was timed
-PERSONALISE_ROUNDS = 8.0  # a model for one character takes about as long as this many rounds
-# TFF's personalization evaluation covers at most this many of a run's characters (the chosen
-# one first), with fewer local steps than the chosen character's own model.
-GAIN_CLIENTS = 8
-GAIN_STEPS = 20
+# Where they were before the job and its extras had modules of their own.
+__all__ = ["GAIN_CLIENTS", "GAIN_STEPS", "Job", "JobState", "QueueFull", "Task", "TrainingQueue"]
 
 
-class Task(StrEnum):
-    """What a job runs next: its rounds, or, once they are done, one of the extras."""
-
-    ROUNDS = "rounds"
-    BASELINE = "baseline"  # the centralised baseline, for the CPU time the rounds took
-    PERSONALISE = "personalise"  # a model for one character, and every character's gain
-
-
-class JobState(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"  # all rounds ran
-    STOPPED = "stopped"  # stopped by its visitor (or their page closed); the model so far is kept
-    FAILED = "failed"  # diverged or the worker died; the last good model is kept
-
-
-@dataclass
-class Job:
-    """One visitor's training run; fields change only under the queue's lock."""
-
-    job_id: str
-    owner: str
-    config: FederatedConfig
-    state: JobState = JobState.QUEUED
-    history: list[RoundResult] = field(default_factory=list)
-    task: Task = Task.ROUNDS
-    # The centralised baseline, trained on request after the rounds for the CPU time they took.
-    baseline: list[RoundResult] = field(default_factory=list)
-    clients: list = field(default_factory=list)  # runs.ClientFigures, where the run measures them
-    # Models per character, made on request after the rounds: their figures and weights, and
-    # every character's gain from TFF's personalization evaluation.
-    personal: dict[str, PersonalGain] = field(default_factory=dict)
-    personal_weights: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    gains: list[PersonalGain] = field(default_factory=list)
-    personal_client: str = ""  # the character a queued or running PERSONALISE job is for
-    weights: list[np.ndarray] | None = None  # after the last finished round
-    message: str = ""
-    notices: list[str] = field(default_factory=list)  # rounds run again after a worker was lost
-    submitted: float = field(default_factory=time.monotonic)
-    last_seen: float = field(default_factory=time.monotonic)
-    stop_requested: bool = False
-    ended: float | None = None  # when the queue was done with it, its run stored
-    resumable: bool = False  # failed because the TFF worker died: it can go on where it stopped
-    # Whether the page that submitted it is still connected, where the service can tell: a
-    # browser throttles a hidden tab's polling, and that must not look like a closed page.
-    page_open: Callable[[], bool] | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.state in (JobState.DONE, JobState.STOPPED, JobState.FAILED)
-
-    @property
-    def in_baseline(self) -> bool:
-        return self.task is Task.BASELINE
-
-
-def _rounds_left(job: Job) -> float:
-    """Rounds still to run; a baseline takes about as long as the rounds it is measured by."""
-    if job.task is Task.PERSONALISE:
-        return PERSONALISE_ROUNDS
-    if job.in_baseline:
-        done = sum(r.cpu_seconds for r in job.baseline[1:])
-        total = sum(r.cpu_seconds for r in job.history[1:]) or 1.0
-        return max(0.0, (1 - done / total) * (len(job.history) - 1))
-    return max(0, job.config.rounds + 1 - len(job.history))
-
-
-class QueueFull(RuntimeError):
-    """The visitor already has a job, or the training queue is full."""
-
-
-class TrainingQueue:
-    """Runs submitted jobs one after another; pages poll `status` and call `touch`."""
+class TrainingQueue(Extras):
+    """Runs submitted jobs in order, `parallel` at a time; pages poll them and call `touch`."""
 
     def __init__(
         self,
@@ -120,6 +47,7 @@ class TrainingQueue:
         store: RunStore | None = None,
         limits: ServiceLimits = ServiceLimits(),
         heartbeat_timeout: float = HEARTBEAT_TIMEOUT_S,
+        parallel: int | None = None,
     ):
         self.train_data, self.test_data, self.base_dir = train_data, test_data, base_dir
         self.store = store
@@ -130,53 +58,94 @@ class TrainingQueue:
         self._trainers: dict[str, FederatedTrainer] = {}  # kept while a failed job may resume
         self._round_seconds: collections.deque[float] = collections.deque(maxlen=20)
         self._lock = threading.Condition()
-        self._thread = threading.Thread(target=self._serve, name="fedtext-training", daemon=True)
-        self._thread.start()
+        # Runs with different settings train at once, one per TFF worker group, each group's
+        # context set in its own thread; one group (and thread) on a 2-core machine.
+        self.parallelism = runtime.parallelism(parallel)
+        self._threads = [
+            threading.Thread(
+                target=self._serve, args=(group,), name=f"fedtext-training-{group}", daemon=True
+            )
+            for group in range(self.parallelism.runs)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(
         self, config: FederatedConfig, owner: str, page_open: Callable[[], bool] | None = None
     ) -> Job:
-        """Queue a run; ConfigError past the server's limits, QueueFull if the visitor has one."""
+        """Queue a run, or join the queued or running job with the same settings (which takes
+        no queue slot); ConfigError past the server's limits, QueueFull if the visitor has one
+        or the queue is full."""
         self.limits.check(config)
         with self._lock:
-            mine = [j for j in self._jobs.values() if j.owner == owner and not j.finished]
+            shared = self._same_run(config)
+            mine = [
+                j
+                for j in self._jobs.values()
+                if owner in j.followers and not j.finished and j is not shared
+            ]
             if len(mine) >= self.limits.max_jobs_per_visitor:
                 raise QueueFull("you already have a training run queued or running")
+            if shared is not None:
+                shared.followers.add(owner, page_open)
+                return shared
             if len(self._waiting) >= self.limits.max_queue:
-                raise QueueFull(f"the training queue is full ({len(self._waiting)} waiting)")
+                raise QueueFull(f"the server's queue is full ({len(self._waiting)} waiting)")
             self._forget_old_jobs()
-            job = Job(new_run_id(), owner, config, page_open=page_open)
+            job = Job(new_run_id(), owner, config, followers=Followers(owner, page_open))
             self._jobs[job.job_id] = job
             self._waiting.append(job.job_id)
             self._lock.notify_all()
             return job
 
-    def get(self, job_id: str, owner: str | None = None) -> Job | None:
-        """The job, only for its owner when an owner is given."""
-        job = self._jobs.get(job_id)
-        return job if job is not None and (owner is None or job.owner == owner) else None
+    def _same_run(self, config: FederatedConfig) -> Job | None:
+        """The queued or running job that trains exactly `config`, if any. Under the lock."""
+        key = run_key(config)
+        for job in self._jobs.values():
+            live = not job.finished and job.task is Task.ROUNDS and not job.stop_requested
+            if live and job.key == key:
+                return job
+        return None
 
-    def touch(self, job_id: str) -> None:
-        """A page's heartbeat for its job."""
+    def get(self, job_id: str, owner: str | None = None) -> Job | None:
+        """The job, only for one who follows it when an owner is given."""
+        job = self._jobs.get(job_id)
+        return job if job is not None and (owner is None or owner in job.followers) else None
+
+    def touch(
+        self, job_id: str, owner: str = "", page_open: Callable[[], bool] | None = None
+    ) -> None:
+        """A page's heartbeat for the job it follows (any page showing a live run follows it);
+        with no owner, every follower's."""
         with self._lock:
             job = self._jobs.get(job_id)
-            if job is not None:
-                job.last_seen = time.monotonic()
+            if job is not None and owner:
+                job.followers.touch(owner, page_open)
+            elif job is not None:
+                job.followers.touch_all()
 
-    def stop(self, job_id: str) -> None:
-        """Queued: leaves the queue. Running: stops after the current round, keeping the model."""
+    def stop(self, job_id: str, owner: str | None = None) -> bool:
+        """`owner` stops following; the job stops once nobody follows it (with no owner: at
+        once). Queued: leaves the queue. Running: stops after the current round, keeping the
+        model. Returns whether the job stops (False: it goes on for its other followers)."""
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None or job.finished:
-                return
+                return False
+            if owner is not None:
+                job.followers.remove(owner)
+                if len(job.followers):
+                    return False
             job.stop_requested = True
             if job.state is JobState.QUEUED:
                 self._waiting.remove(job_id)
                 job.state, job.message = JobState.STOPPED, "cancelled before it started"
                 job.ended = time.monotonic()
+            return True
 
     def position(self, job_id: str) -> int:
-        """0 while running, n while n jobs run or wait ahead of it."""
+        """0 while running, n while n jobs run or wait ahead of it (`parallel` of them run at
+        once)."""
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None or job.state is not JobState.QUEUED:
@@ -198,7 +167,8 @@ class TrainingQueue:
                 ahead += [self._jobs[i] for i in self._waiting if i != job_id][
                     : self.position(job_id)
                 ]
-            rounds = sum(_rounds_left(j) for j in (*ahead, job))
+            # Those ahead share `parallel` worker groups; then its own rounds.
+            rounds = sum(rounds_left(j) for j in ahead) / self.parallelism.runs + rounds_left(job)
         return rounds * self.seconds_per_round()
 
     def resume(self, job_id: str) -> bool:
@@ -209,85 +179,28 @@ class TrainingQueue:
                 return False
             job.state, job.message, job.stop_requested = JobState.QUEUED, "", False
             job.resumable, job.ended = False, None
-            job.last_seen = time.monotonic()
+            job.followers.touch_all()
             self._waiting.append(job_id)
             self._lock.notify_all()
             return True
 
-    def run_baseline(self, job_id: str, owner: str, stored=None) -> str:
-        """Queue the centralised baseline of a finished run (in memory, or `stored` on disk);
-        '' when queued, else why not."""
-        with self._lock:
-            job, why = self._finished_run(job_id, owner, stored)
-            if job is not None and job.baseline:
-                why = "this run has its baseline already"
-            return why or self._queue_extra(job, owner, Task.BASELINE)
-
-    def personalise(self, job_id: str, owner: str, client_id: str, stored=None) -> str:
-        """Queue a model for one of a finished run's characters, and every character's gain;
-        '' when queued, else why not."""
-        with self._lock:
-            job, why = self._finished_run(job_id, owner, stored)
-            if job is not None and client_id not in job.config.client_ids:
-                why = f"{client_id} did not train this model"
-            elif job is not None and client_id in job.personal:
-                why = f"this run has a model for {client_id} already"
-            if why:
-                return why
-            job.personal_client = client_id
-            return self._queue_extra(job, owner, Task.PERSONALISE)
-
-    def _finished_run(self, job_id: str, owner: str, stored) -> tuple[Job | None, str]:
-        """A finished run, from memory or from its stored copy; else None and why. Under the
-        lock."""
-        job = self._jobs.get(job_id)
-        if job is None and stored is not None:
-            job = Job(
-                job_id,
-                owner,
-                stored.config,
-                JobState.DONE,
-                history=list(stored.history),
-                baseline=list(stored.baseline),
-                clients=list(stored.clients),
-                personal=dict(stored.personal),
-                gains=list(stored.gains),
-                weights=stored.weights,
-                message=stored.message,
-                ended=time.monotonic(),
-            )
-            self._jobs[job_id] = job
-        if job is None or not job.finished or len(job.history) < 2:
-            return None, "the run is still training, or finished no round"
-        return job, ""
-
-    def _queue_extra(self, job: Job, owner: str, task: Task) -> str:
-        """Queue a finished run again for `task`. Under the lock."""
-        if len(self._waiting) >= self.limits.max_queue:
-            return f"the training queue is full ({len(self._waiting)} waiting)"
-        job.state, job.task, job.stop_requested = JobState.QUEUED, task, False
-        job.ended, job.last_seen, job.owner = None, time.monotonic(), owner
-        self._waiting.append(job.job_id)
-        self._lock.notify_all()
-        return ""
-
-    def _serve(self) -> None:
+    def _serve(self, group: int) -> None:
+        # This thread's computations go to its own worker group.
+        runtime.use_group(group, self.parallelism.runs)
         while True:
             with self._lock:
                 while not self._waiting:
                     self._lock.wait()
                 job = self._jobs[self._waiting.popleft()]
-                if self._abandoned(job):  # its page closed while it waited
-                    job.state, job.message = JobState.STOPPED, "the page that queued it closed"
+                if self._abandoned(job):  # its pages closed while it waited
+                    job.state, job.message = JobState.STOPPED, "the pages that queued it closed"
                     job.ended = time.monotonic()
                     continue
                 job.state = JobState.RUNNING
-            if job.task is Task.BASELINE:
-                self._run_baseline(job)
-            elif job.task is Task.PERSONALISE:
-                self._run_personalise(job)
-            else:
+            if job.task is Task.ROUNDS:
                 self._run(job)
+            else:
+                self._run_extra(job)
             # A run's transient copies of the model (gRPC messages, NumPy and TensorFlow
             # buffers) are free now but stay resident in glibc's arenas until handed back.
             release_free_memory()
@@ -337,7 +250,8 @@ class TrainingQueue:
             job.ended = time.monotonic()
 
     def _store(self, job: Job, model_config) -> None:
-        from fedtext.model.keras_model import save_keras_file  # TensorFlow: this thread only
+        # TensorFlow: imported in this queue's thread only, as above.
+        from fedtext.model.keras_model import save_keras_file
 
         if self.store is None or len(job.history) < 2:
             return
@@ -360,81 +274,6 @@ class TrainingQueue:
             with self._lock:
                 job.message = f"{job.message}; not kept on disk: {error}".lstrip("; ")
 
-    def _run_baseline(self, job: Job) -> None:
-        # Deferred: a page imports this module before TensorFlow loads.
-        from fedtext.learning.centralised import CentralisedTrainer
-
-        budget = sum(r.cpu_seconds for r in job.history[1:])
-        message = ""
-        try:
-            trainer = CentralisedTrainer(job.config, self.train_data, self.test_data, self.base_dir)
-            for _ in trainer.checkpoints(budget):
-                with self._lock:
-                    job.baseline = list(trainer.history)
-                    if job.stop_requested or self._abandoned(job):
-                        message = "baseline stopped early"
-                        break
-        except Exception as error:  # the run itself is fine: only its baseline is missing
-            log.exception("run %s: the baseline failed", job.job_id)
-            message = f"baseline failed: {type(error).__name__}: {error}"
-        with self._lock:
-            job.state, job.task = JobState.DONE, Task.ROUNDS
-            job.message = message or job.message
-        self._store(job, load_config(self.base_dir or base_model_dir()))
-        with self._lock:
-            job.ended = time.monotonic()
-
-    def _run_personalise(self, job: Job) -> None:
-        # Deferred: a page imports this module before TensorFlow loads.
-        from fedtext.learning.personalisation import (
-            PersonaliseConfig,
-            evaluate_personalisation,
-            fine_tune,
-        )
-
-        model_config = load_config(self.base_dir or base_model_dir())
-        settings = PersonaliseConfig(seed=job.config.seed)
-        client_id, message = job.personal_client, ""
-        try:
-            mine = fine_tune(
-                job.weights, model_config, client_id, self.train_data, self.test_data, settings
-            )
-            figures = PersonalGain(
-                client_id,
-                mine.global_loss,
-                mine.global_accuracy,
-                mine.personal_loss,
-                mine.personal_accuracy,
-                mine.steps,
-            )
-            gains = job.gains
-            if not gains:
-                others = [cid for cid in job.config.client_ids if cid != client_id]
-                measured = [client_id, *others][:GAIN_CLIENTS]
-                steps = dataclasses.replace(settings, steps=GAIN_STEPS)
-                gains = evaluate_personalisation(
-                    job.weights, model_config, measured, self.train_data, self.test_data, steps
-                )
-            with self._lock:
-                job.personal = {**job.personal, client_id: figures}
-                job.personal_weights = {**job.personal_weights, client_id: mine.weights}
-                job.gains = gains
-        except Exception as error:  # the run itself is fine: only this model is missing
-            log.exception("run %s: the model for %s failed", job.job_id, client_id)
-            message = f"the model for {client_id} failed: {type(error).__name__}: {error}"
-        with self._lock:
-            job.state, job.task, job.personal_client = JobState.DONE, Task.ROUNDS, ""
-            job.message = message or job.message
-        if not message and self.store is not None:
-            try:
-                self.store.save_personal(job.job_id, client_id, mine.weights, model_config)
-            except (OSError, KeyError) as error:
-                with self._lock:
-                    job.message = f"the model for {client_id} is not kept on disk: {error}"
-        self._store(job, model_config)
-        with self._lock:
-            job.ended = time.monotonic()
-
     def _forget_old_jobs(self) -> None:
         """Drop finished jobs (and their weights) from memory once their page has had them."""
         now = time.monotonic()
@@ -444,11 +283,10 @@ class TrainingQueue:
                 self._trainers.pop(job_id, None)
 
     def _abandoned(self, job: Job) -> bool:
-        """Whether the job's page has gone; called under the lock, as it marks the job."""
-        if job.page_open is not None and job.page_open():
-            job.last_seen = time.monotonic()
+        """Whether every page following the job has gone; called under the lock, as it marks
+        the job."""
+        job.followers.prune(self.heartbeat_timeout)
+        if len(job.followers):
             return False
-        if time.monotonic() - job.last_seen > self.heartbeat_timeout:
-            job.stop_requested = True
-            return True
-        return False
+        job.stop_requested = True
+        return True

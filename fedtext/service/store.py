@@ -26,6 +26,7 @@ from fedtext.learning.records import (
     history_csv,
 )
 from fedtext.model.weights import WeightsError, load_config, load_weights_arrays, save_arrays
+from fedtext.service.followers import run_key
 from fedtext.text.plays import cache_dir
 
 _RUN_ID = re.compile(r"[A-Za-z0-9_-]{20,40}")
@@ -67,6 +68,9 @@ class RunStore:
 
     def __init__(self, root: Path | None = None):
         self.root = (root or data_dir()) / "runs"
+        # run id -> (run.json's mtime, run_key, created, all rounds ran): what `find` reads,
+        # kept so that a lookup parses only the runs stored or saved again since the last.
+        self._index: dict[str, tuple[int, str, float, bool]] = {}
 
     def path(self, run_id: str) -> Path:
         if not is_run_id(run_id):
@@ -148,6 +152,42 @@ class RunStore:
             personal,
             gains,
         )
+
+    def find(self, config: FederatedConfig) -> tuple[str, float] | None:
+        """The newest stored run that trained exactly `config` to its last round: (its id,
+        when it was stored), or None."""
+        key = run_key(config)
+        found = [
+            (created, run_id)
+            for run_id, (_, k, created, complete) in self._scan().items()
+            if k == key and complete
+        ]
+        return max(found)[::-1] if found else None
+
+    def _scan(self) -> dict[str, tuple[int, str, float, bool]]:
+        """The index, brought up to date: a stat per run, a parse per new or re-saved one."""
+        index = {}
+        for directory in self.root.iterdir() if self.root.exists() else ():
+            if not is_run_id(directory.name):  # a run being written: `.ID.tmp`
+                continue
+            try:
+                stamp = (directory / "run.json").stat().st_mtime_ns
+            except OSError:  # not a run, or pruned meanwhile
+                continue
+            entry = self._index.get(directory.name)
+            if entry is None or entry[0] != stamp:
+                try:
+                    record = json.loads((directory / "run.json").read_text())
+                    config = FederatedConfig(
+                        **{**record["config"], "client_ids": tuple(record["config"]["client_ids"])}
+                    )
+                except (OSError, ValueError, KeyError, TypeError):  # damaged, or older fields
+                    continue
+                complete = len(record["history"]) == config.rounds + 1
+                entry = (stamp, run_key(config), record.get("created", 0.0), complete)
+            index[directory.name] = entry
+        self._index = index
+        return index
 
     def personal_dir(self, run_id: str, client_id: str) -> Path:
         """Where a run's model for one character lives (`fedtext generate --model` reads it)."""
