@@ -13,6 +13,7 @@ from fedtext.model.weights import WeightsError
 from fedtext.service import backend, links, plots
 from fedtext.text import memorisation, style
 from fedtext.text.prompt import PromptError
+from ui import first_paint
 from ui.resources import generate, load_personal, load_saved, load_tuned
 
 
@@ -182,11 +183,10 @@ def personal_ui(
         box.code(text, language=None, wrap_lines=True)
         style_ui(box, text)
     if run.gains:
-        st.plotly_chart(
-            plots.gains_figure(run.gains, names),
-            width="stretch",
-            key="gains-chart",
-            config={"displayModeBar": False},
+        first_paint.plotly_chart(
+            lambda: plots.gains_figure(run.gains, names),
+            plots.gains_figure_height(len(run.gains)),
+            "gains-chart",
         )
 
 
@@ -256,7 +256,7 @@ def compare_panel(
         base_text = generate(f"base:{base_dir}", base, prompt, length, temperature, gen_seed)
         base_slot.code(base_text, language=None, wrap_lines=True)
         style_ui(base_box, base_text)
-        if trained_on:
+        if trained_on and not first_paint.deferred():  # the probe reads the plays: next run
             copies_ui(base_box, base_text, length, trained_on)
         if trained:
             rounds_done = len(run.history) - 1
