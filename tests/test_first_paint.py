@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from fedtext.text import memorisation
+from fedtext.text.prompt import TUTORIAL_PROMPT
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, USABLE_JS
 
 WIDTH = 1280  # a laptop's browser: the narrowest the page is laid out for
@@ -78,6 +80,11 @@ def test_the_charts_come_after_and_the_links_values_stay(page):
         "off"
     )
     assert page.locator('[data-testid="stDataFrame"]').count() >= 1  # the clients' table
+    # Widgets the first run left out take the visitor's values when they come.
+    assert page.get_by_label("Prompt").input_value() == TUTORIAL_PROMPT
+    assert page.get_by_label("Shortest copy").input_value() == str(memorisation.MIN_CHARS)
+    page.get_by_text("Averaging, privacy, per-client figures").click()
+    assert page.get_by_role("radio", name="weighted").is_checked()
 
 
 def test_quick_picks_read_on_one_line_at_1280_px(page):

@@ -20,11 +20,23 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
 PAINTED = "first_paint_done"  # session key: this visitor's page has had its light run
+COMPLETE = "first_paint_complete"  # session key: ... and a whole run after it
 
 
 def deferred() -> bool:
     """Whether this run is a visitor's first, which leaves the heavy elements for the next."""
     return not st.session_state.get(PAINTED, False)
+
+
+def keep_values(keys: tuple[str, ...]) -> None:
+    """Before drawing widgets the first run left out: their values, set in that run (from the
+    link or the defaults), set again in this one. Streamlit sends a widget's value to the
+    browser only in the run that set it, so otherwise the browser would show their defaults."""
+    if deferred() or st.session_state.get(COMPLETE):
+        return
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
 
 
 def placeholder(height: int, name: str) -> None:
@@ -47,6 +59,7 @@ def draw_rest_later() -> None:
     last on the page). A timer would not do: firing between two slices of drawing, its rerun
     replaced widgets not yet mounted, which then showed their defaults, not the link's values."""
     if not deferred():
+        st.session_state[COMPLETE] = True
         return
     st.session_state[PAINTED] = True
     if type(Runtime.instance()) is Runtime:  # not AppTest's stand-in, which has no browser

@@ -10,6 +10,7 @@ import streamlit as st
 from fedtext.config import ConfigError, FederatedConfig
 from fedtext.learning import privacy
 from fedtext.service import backend, links
+from ui import first_paint
 
 # Settings laid out in two columns, then full width: the rates read better on a long slider.
 PAIRED = (
@@ -22,6 +23,7 @@ PAIRED = (
 )
 WIDE = ("client_learning_rate", "server_optimizer", "server_learning_rate", "seed")
 PRIVATE = ("dp_clipping", "dp_clip")  # only matter with noise
+MORE = ("weighting", "noise_multiplier", "dp_clipping", "dp_clip", "client_figures")  # folded
 
 
 def apply_preset() -> None:
@@ -49,23 +51,33 @@ def settings_ui() -> dict:
     values.update({field: setting_ui(st, field) for field in WIDE})
     expanded = st.session_state.noise_multiplier > 0 or st.session_state.client_figures
     with st.expander("Averaging, privacy, per-client figures", expanded=expanded):
-        values["weighting"] = setting_ui(st, "weighting", on_change=_weighting_changed)
-        values["noise_multiplier"] = setting_ui(st, "noise_multiplier", on_change=_noise_changed)
-        private = values["noise_multiplier"] > 0
-        columns = st.columns(2)
-        values["dp_clipping"] = setting_ui(columns[0], "dp_clipping", disabled=not private)
-        values["dp_clip"] = setting_ui(
-            columns[1], "dp_clip", disabled=not private or values["dp_clipping"] != "fixed"
-        )
-        values["client_figures"] = st.toggle(
-            "Measure each client",
-            key="client_figures",
-            disabled=private,
-            help="Each round, every client's share of the average, the size of its update, "
-            "its agreement with the average and its own loss before and after, computed inside "
-            "TFF (rounds take about a third longer). Not with differential privacy, whose "
-            "guarantee covers the model, not what each client sends",
-        )
+        if first_paint.deferred() and not expanded:  # closed: its widgets come next run
+            values.update({field: st.session_state[field] for field in MORE})
+        else:
+            first_paint.keep_values(MORE)
+            values.update(more_settings_ui())
+    return values
+
+
+def more_settings_ui() -> dict:
+    """Averaging, the privacy dial and the per-client figures; returns their values."""
+    values = {"weighting": setting_ui(st, "weighting", on_change=_weighting_changed)}
+    values["noise_multiplier"] = setting_ui(st, "noise_multiplier", on_change=_noise_changed)
+    private = values["noise_multiplier"] > 0
+    columns = st.columns(2)
+    values["dp_clipping"] = setting_ui(columns[0], "dp_clipping", disabled=not private)
+    values["dp_clip"] = setting_ui(
+        columns[1], "dp_clip", disabled=not private or values["dp_clipping"] != "fixed"
+    )
+    values["client_figures"] = st.toggle(
+        "Measure each client",
+        key="client_figures",
+        disabled=private,
+        help="Each round, every client's share of the average, the size of its update, "
+        "its agreement with the average and its own loss before and after, computed inside "
+        "TFF (rounds take about a third longer). Not with differential privacy, whose "
+        "guarantee covers the model, not what each client sends",
+    )
     return values
 
 
