@@ -21,6 +21,7 @@ from fedtext.service import backend, links, store
 # the first page draws.
 from fedtext.text import memorisation, plays
 from fedtext.text.prompt import TUTORIAL_PROMPT
+from ui import first_paint
 from ui.clients import chosen_ui, clients_ui
 from ui.compare import compare_panel
 from ui.resources import load_clients, load_saved, start_engine
@@ -47,6 +48,7 @@ st.markdown(
 )
 
 MAX_EARLIER = 3  # earlier runs kept on the charts for comparison
+KEEP_HEIGHT = 60  # pixels: the row of downloads
 
 
 def init_session(clients: dict[str, plays.ClientInfo]) -> None:
@@ -91,6 +93,9 @@ def current_run(engine: backend.Engine, data_root: str) -> backend.RunView | Non
 
 def keep_ui(run: backend.RunView | None, data_root: str) -> None:
     """Downloads of a trained run, and the link that holds the setup."""
+    if first_paint.deferred():  # the page's last row: it can wait for the next run
+        first_paint.placeholder(KEEP_HEIGHT, "keep")
+        return
     keep = st.columns([1, 1, 2.5], vertical_alignment="center")
     if run is not None and run.trained:
         store_dir = store.RunStore(Path(data_root)).path(run.run_id)
@@ -151,8 +156,8 @@ live = run is not None and run.live
 
 explain_box = st.container()
 clients_col, settings_col, results_col = st.columns([1.15, 0.8, 1.35], gap="medium")
-# Filled before the clients' table and the charts: the browser draws in the order elements
-# arrive, and Plotly's first chart costs it seconds on 2 cores (the base text came 1.4 s later).
+# Filled before the clients' table and the charts (which come in a visitor's second run:
+# ui/first_paint.py): the base model's text is part of a usable page.
 compare_box = st.container()
 
 with settings_col:
@@ -270,6 +275,8 @@ if params != st.query_params.to_dict():
 if live or st.session_state.pending is not None:
     with follow_box:
         st.fragment(follow_run, run_every=FOLLOW_EVERY_S)(base_dir, data_root, len(history))
+
+first_paint.draw_rest_later()  # a visitor's first run left the charts and tables for the next
 
 if engine.base is not None:
     engine.page_drawn.set()

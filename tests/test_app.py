@@ -16,6 +16,7 @@ from fedtext.learning import training
 from fedtext.learning.records import RoundResult
 from fedtext.service import links, plots
 from fedtext.text.plays import ClientInfo
+from fedtext.text.prompt import TUTORIAL_PROMPT
 from tests.conftest import KillingProcess
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
@@ -38,9 +39,14 @@ def page_env(tiny_model_dir, tmp_path_factory):
 
 
 def open_page(query: dict[str, str] | None = None) -> AppTest:
-    """The page after its first run, which waits for the engine's base model."""
+    """The page as a browser shows it: its first run, which waits for the engine's base model
+    and leaves the charts and tables for the next, then that next run, which the browser asks
+    for once it has drawn the first (ui/first_paint.py; AppTest has no browser to ask)."""
     at = AppTest.from_file(str(APP), default_timeout=120)
     at.query_params.update(query or {})
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.get("plotly_chart") and not at.dataframe  # they come in the next run
     at.run()
     assert not at.exception, at.exception
     return at
@@ -80,6 +86,20 @@ def chart_traces(at: AppTest) -> dict[str, dict[str, list]]:
         title = spec["layout"].get("title", {}).get("text", "")
         figures[title] = {t.get("name", ""): list(t.get("x", [])) for t in spec["data"]}
     return figures
+
+
+def test_a_visitors_first_run_leaves_the_charts_and_tables_for_the_next(page_env):
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.button(key="train").disabled and len(at.code) == 1  # usable: Train, base text
+    assert not at.get("plotly_chart") and not at.dataframe
+    at.run()  # what the browser asks for once it has drawn the first run
+    assert not at.exception, at.exception
+    assert set(chart_traces(at)) >= {"Loss (lower is better)", "Accuracy", ""}
+    assert len(at.dataframe) == 1  # the clients' table
+    assert at.text_input(key="prompt").value == TUTORIAL_PROMPT
+    assert at.radio(key="weighting").value == "weighted"
 
 
 def test_a_one_round_training_shows_metrics_both_generations_and_keeps_the_run(page_env):

@@ -129,6 +129,8 @@ def test_page_figures_are_skipped_with_a_reason_without_app_py(tmp_path, monkeyp
         "page.usable_bare_ratio",
         "page.usable_ratio",
         "page.visitor_usable_s",
+        "page.visitor_bare_s",
+        "page.usable_over_bare",
         "page.visitor_ratio",
         "memory.page_idle_mb",
         "memory.training_peak_mb",

@@ -8,9 +8,11 @@ import streamlit as st
 from fedtext.config import TUTORIAL_CLIENTS
 from fedtext.service import links, plots
 from fedtext.text import plays
+from ui import first_paint
 from ui.resources import load_letters, load_preview
 
 LETTER_CLIENTS = 40  # the letters chart reads each client's lines: bounded for a big choice
+PICK_N_WIDTH = 110  # pixels: two digits and the input's - and + buttons
 
 
 def choose(ids: list[str]) -> None:
@@ -21,32 +23,39 @@ def clients_ui(clients: dict[str, plays.ClientInfo]) -> list[str]:
     """Quick picks and a searchable list; returns the chosen client ids."""
     n = st.session_state.get("pick_n", 10)
     everyone = list(clients.values())
-    picks = st.columns([1.2, 0.9, 0.9, 0.8], vertical_alignment="bottom")
     quick = (
         ("Tutorial's 2", list(TUTORIAL_CLIENTS), "The two characters TFF's tutorial trained on"),
         ("Random", links.pick_random(everyone, n), f"{n} characters drawn at random"),
         ("Top N", links.pick_biggest(everyone, n), f"The {n} characters with the most lines"),
     )
-    for column, (label, ids, why) in zip(picks, quick, strict=False):
-        column.button(label, on_click=choose, args=(ids,), help=why, width="stretch")
-    picks[3].number_input(
-        "N", 1, links.LIMITS.max_clients, 10, key="pick_n", help="How many Random and Top N pick"
-    )
+    # Rows that size each button to its label and move a whole button to the next line when the
+    # column is narrow: columns of fixed shares broke "Random" and "Whole play" mid-word.
+    with st.container(horizontal=True, vertical_alignment="bottom", gap="small"):
+        for label, ids, why in quick:
+            st.button(label, on_click=choose, args=(ids,), help=why)
+        st.number_input(
+            "N",
+            1,
+            links.LIMITS.max_clients,
+            10,
+            key="pick_n",
+            help="How many Random and Top N pick",
+            width=PICK_N_WIDTH,
+        )
     plays = sorted({c.play for c in everyone})
-    play_col, button_col = st.columns([3, 1.1], vertical_alignment="bottom")
-    play = play_col.selectbox(
-        "Play",
-        plays,
-        label_visibility="collapsed",
-        index=plays.index("Hamlet") if "Hamlet" in plays else 0,
-    )
-    button_col.button(
-        "Whole play",
-        on_click=choose,
-        args=(links.pick_play(everyone, play),),
-        help="Every character of this play",
-        width="stretch",
-    )
+    with st.container(horizontal=True, vertical_alignment="bottom", gap="small"):
+        play = st.selectbox(
+            "Play",
+            plays,
+            label_visibility="collapsed",
+            index=plays.index("Hamlet") if "Hamlet" in plays else 0,
+        )
+        st.button(
+            "Whole play",
+            on_click=choose,
+            args=(links.pick_play(everyone, play),),
+            help="Every character of this play",
+        )
     return st.multiselect(
         "Clients: type a character or a play",
         list(clients),
@@ -63,6 +72,9 @@ def chosen_ui(chosen: list[plays.ClientInfo], shares: dict[str, float]) -> None:
     """The chosen clients: their text and weight, how their letters differ, a few real lines."""
     if not chosen:
         st.warning("No client chosen: pick at least one character, or a quick pick above.")
+        return
+    if first_paint.deferred():  # the table, the chart and the lines come in the next run
+        first_paint.placeholder(chosen_height(len(chosen)), "chosen")
         return
     chosen_table_ui(chosen, shares)
     letters = {c.client_id: load_letters(c.client_id) for c in chosen[:LETTER_CLIENTS]}
@@ -94,7 +106,7 @@ def chosen_table_ui(chosen: list[plays.ClientInfo], shares: dict[str, float]) ->
     st.dataframe(
         table,
         hide_index=True,
-        height=min(38 + 35 * len(chosen), 220),
+        height=table_height(len(chosen)),
         width="stretch",
         column_config={
             "character": columns.TextColumn("character", width="small"),
@@ -119,6 +131,16 @@ def chosen_table_ui(chosen: list[plays.ClientInfo], shares: dict[str, float]) ->
             "play": columns.TextColumn("play"),
         },
     )
+
+
+def table_height(rows: int) -> int:
+    return min(38 + 35 * rows, 220)  # pixels: a header and a row per client, then it scrolls
+
+
+def chosen_height(n_clients: int) -> int:
+    """Pixels that chosen_ui takes: the table, the chart, its caption (about 50) and the lines
+    (about 230), with the gaps between them."""
+    return table_height(n_clients) + plots.data_figure_height(n_clients) + 340
 
 
 def preview_ui(chosen: list[plays.ClientInfo]) -> None:

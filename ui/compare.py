@@ -13,7 +13,11 @@ from fedtext.model.weights import WeightsError
 from fedtext.service import backend, links, plots
 from fedtext.text import memorisation, style
 from fedtext.text.prompt import PromptError
+from ui import first_paint
 from ui.resources import generate, load_personal, load_saved, load_tuned
+
+REQUEST = ("prompt", "length", "temperature", "gen_seed")  # the widgets' keys, in order
+CONTROLS_HEIGHT, TOGGLES_HEIGHT = 74, 62  # pixels: the two rows of controls above the texts
 
 
 def compare_ui() -> tuple[str, int, float, int]:
@@ -183,25 +187,15 @@ def personal_ui(
         box.code(text, language=None, wrap_lines=True)
         style_ui(box, text)
     if run.gains:
-        st.plotly_chart(
-            plots.gains_figure(run.gains, names),
-            width="stretch",
-            key="gains-chart",
-            config={"displayModeBar": False},
+        first_paint.plotly_chart(
+            lambda: plots.gains_figure(run.gains, names),
+            plots.gains_figure_height(len(run.gains)),
+            "gains-chart",
         )
 
 
-def compare_panel(
-    run: backend.RunView | None,
-    base_dir: str,
-    engine: backend.Engine,
-    chosen: tuple[str, ...],
-    data_root: str,
-    names: dict[str, str],
-) -> None:
-    """The two models side by side. A fragment: a new prompt or seed reruns only this."""
-    prompt, length, temperature, gen_seed = compare_ui()
-    prompt_notice = st.empty()
+def toggles_ui() -> None:
+    """How the texts are marked: by style, by copies, and the shortest copy counted."""
     toggles = st.columns([1, 1, 1.2], vertical_alignment="bottom")
     toggles[0].toggle(
         "Colour by style",
@@ -227,6 +221,28 @@ def compare_panel(
         key="copy_chars",
         help="Characters a span must have to count as copied (12: longer than most stock phrases)",
     )
+
+
+def compare_panel(
+    run: backend.RunView | None,
+    base_dir: str,
+    engine: backend.Engine,
+    chosen: tuple[str, ...],
+    data_root: str,
+    names: dict[str, str],
+) -> None:
+    """The two models side by side. A fragment: a new prompt or seed reruns only this."""
+    if first_paint.deferred():  # below the fold: the controls come in the next run, in place
+        first_paint.placeholder(CONTROLS_HEIGHT, "compare_controls")
+        prompt, length, temperature, gen_seed = (st.session_state[k] for k in REQUEST)
+    else:
+        first_paint.keep_values((*REQUEST, "copy_chars"))
+        prompt, length, temperature, gen_seed = compare_ui()
+    prompt_notice = st.empty()
+    if first_paint.deferred():
+        first_paint.placeholder(TOGGLES_HEIGHT, "compare_toggles")
+    else:
+        toggles_ui()
     trained_on = run.config.client_ids if run is not None else chosen
     base_col, tuned_col = st.columns(2)
     base_header = base_col.empty()
@@ -260,7 +276,7 @@ def compare_panel(
         base_text = generate(f"base:{base_dir}", base, prompt, length, temperature, gen_seed)
         base_slot.code(base_text, language=None, wrap_lines=True)
         style_ui(base_box, base_text)
-        if trained_on:
+        if trained_on and not first_paint.deferred():  # the probe reads the plays: next run
             copies_ui(base_box, base_text, length, trained_on)
         if trained:
             rounds_done = len(run.history) - 1

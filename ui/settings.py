@@ -10,6 +10,7 @@ import streamlit as st
 from fedtext.config import ConfigError, FederatedConfig
 from fedtext.learning import privacy
 from fedtext.service import backend, links
+from ui import first_paint
 
 # Settings laid out in two columns, then full width: the rates read better on a long slider.
 PAIRED = (
@@ -23,6 +24,12 @@ PAIRED = (
 WIDE = ("client_learning_rate", "server_optimizer", "server_learning_rate", "seed")
 PRIVATE = ("dp_clipping", "dp_clip")  # only matter with noise
 COSTS = ("compression_bits", "dropout_chance", "straggler_chance")  # what a round costs
+# Folded settings, whose widgets a visitor's first run leaves for the next (ui.first_paint).
+MORE = (
+    *("weighting", "noise_multiplier", "dp_clipping", "dp_clip"),
+    *("aggregator", "update_clip", "client_figures"),
+)
+ROUND_COSTS = ("algorithm", "proximal_strength", *COSTS)
 
 
 def apply_preset() -> None:
@@ -50,27 +57,37 @@ def settings_ui() -> dict:
     values.update({field: setting_ui(st, field) for field in WIDE})
     expanded = st.session_state.noise_multiplier > 0 or st.session_state.client_figures
     with st.expander("Averaging, privacy, what the server sees", expanded=expanded):
-        values["weighting"] = setting_ui(st, "weighting", on_change=_weighting_changed)
-        values["noise_multiplier"] = setting_ui(st, "noise_multiplier", on_change=_noise_changed)
-        private = values["noise_multiplier"] > 0
-        columns = st.columns(2)
-        values["dp_clipping"] = setting_ui(columns[0], "dp_clipping", disabled=not private)
-        values["dp_clip"] = setting_ui(
-            columns[1], "dp_clip", disabled=not private or values["dp_clipping"] != "fixed"
-        )
-        columns = st.columns(2)
-        values["aggregator"] = setting_ui(columns[0], "aggregator")
-        values["update_clip"] = setting_ui(columns[1], "update_clip")
-        values["client_figures"] = st.toggle(
-            "Measure each client",
-            key="client_figures",
-            disabled=private,
-            help="Each round, every client's share of the average, the size of its update, "
-            "its agreement with the average and its own loss before and after, computed inside "
-            "TFF (rounds take about a third longer). Not with differential privacy, whose "
-            "guarantee covers the model, not what each client sends",
-        )
+        if first_paint.deferred() and not expanded:  # closed: its widgets come next run
+            values.update({field: st.session_state[field] for field in MORE})
+        else:
+            first_paint.keep_values(MORE)
+            values.update(more_settings_ui())
     values.update(costs_ui())
+    return values
+
+
+def more_settings_ui() -> dict:
+    """Averaging, the privacy dial, the aggregator and the per-client figures; their values."""
+    values = {"weighting": setting_ui(st, "weighting", on_change=_weighting_changed)}
+    values["noise_multiplier"] = setting_ui(st, "noise_multiplier", on_change=_noise_changed)
+    private = values["noise_multiplier"] > 0
+    columns = st.columns(2)
+    values["dp_clipping"] = setting_ui(columns[0], "dp_clipping", disabled=not private)
+    values["dp_clip"] = setting_ui(
+        columns[1], "dp_clip", disabled=not private or values["dp_clipping"] != "fixed"
+    )
+    columns = st.columns(2)
+    values["aggregator"] = setting_ui(columns[0], "aggregator")
+    values["update_clip"] = setting_ui(columns[1], "update_clip")
+    values["client_figures"] = st.toggle(
+        "Measure each client",
+        key="client_figures",
+        disabled=private,
+        help="Each round, every client's share of the average, the size of its update, "
+        "its agreement with the average and its own loss before and after, computed inside "
+        "TFF (rounds take about a third longer). Not with differential privacy, whose "
+        "guarantee covers the model, not what each client sends",
+    )
     return values
 
 
@@ -79,6 +96,9 @@ def costs_ui() -> dict:
     state = st.session_state
     expanded = state.algorithm != "fedavg" or any(state[field] for field in COSTS)
     with st.expander("Algorithm, compression, drop-outs", expanded=expanded):
+        if first_paint.deferred() and not expanded:  # closed: its widgets come next run
+            return {field: state[field] for field in ROUND_COSTS}
+        first_paint.keep_values(ROUND_COSTS)
         values = {"algorithm": setting_ui(st, "algorithm")}
         values["proximal_strength"] = setting_ui(
             st, "proximal_strength", disabled=values["algorithm"] != "fedprox"

@@ -11,6 +11,7 @@ import streamlit as st
 from fedtext.config import FederatedConfig
 from fedtext.learning.records import RoundResult
 from fedtext.service import backend, plots
+from ui import first_paint
 from ui.resources import load_preview, start_engine
 
 FOLLOW_EVERY_S = 1.0  # how often a page polls its live run (also the run's heartbeat)
@@ -28,11 +29,10 @@ def draw_charts(history: list[RoundResult], rounds: int, earlier: list) -> None:
         "CPU time they took: FedSGD needs more rounds, compression fewer bytes",
     )
     for metric in ("loss", "accuracy"):
-        st.plotly_chart(
-            plots.figure(history, metric, rounds, earlier, x_axis or "round"),
-            width="stretch",
-            key=f"{metric}-chart",
-            config={"displayModeBar": False},
+        first_paint.plotly_chart(
+            lambda metric=metric: plots.figure(history, metric, rounds, earlier, x_axis or "round"),
+            plots.HEIGHT,
+            f"{metric}-chart",
         )
 
 
@@ -162,11 +162,8 @@ def _request_baseline(engine: backend.Engine, run_id: str) -> None:
 
 def baseline_ui(run: backend.RunView) -> None:
     """Federated against centralised at equal CPU time, and what the gap buys."""
-    st.plotly_chart(
-        plots.baseline_figure(run.history, run.baseline),
-        width="stretch",
-        key="baseline-chart",
-        config={"displayModeBar": False},
+    first_paint.plotly_chart(
+        lambda: plots.baseline_figure(run.history, run.baseline), plots.HEIGHT, "baseline-chart"
     )
     st.caption(backend.baseline_caption(run.history, run.baseline))
 
@@ -197,11 +194,10 @@ def clients_panel_ui(run: backend.RunView, names: dict[str, str]) -> None:
         key="client_metric",
     )
     names = {cid: names[cid] for cid in run.config.client_ids if cid in names}
-    st.plotly_chart(
-        plots.clients_figure(run.clients, metric, names),
-        width="stretch",
-        key="clients-chart",
-        config={"displayModeBar": False},
+    first_paint.plotly_chart(
+        lambda: plots.clients_figure(run.clients, metric, names),
+        plots.clients_figure_height(len(names)),
+        "clients-chart",
     )
     weighting = (
         "weighted by their text: the bigger talkers get the bigger say"

@@ -241,10 +241,14 @@ def data_figure(
     fig.update_xaxes(row=1, col=1, tickformat="~s", nticks=3)
     fig.update_xaxes(row=1, col=2, tickfont={"size": 9}, dtick=1, side="bottom")
     fig.update_annotations(font={"size": 11})
-    height = 90 + 22 * len(shown)
-    fig = _layout(fig, "", height=max(170, height))
+    fig = _layout(fig, "", height=data_figure_height(len(shown)))
     fig.update_layout(margin={"l": 10, "r": 10, "t": 30, "b": 10}, hovermode="closest")
     return fig
+
+
+def data_figure_height(n_clients: int, limit: int = 20) -> int:
+    """Pixels: a row per client shown (the `limit` biggest)."""
+    return max(170, 90 + 22 * min(n_clients, limit))
 
 
 def _log_ratio(share: float, pooled: float) -> float:
@@ -331,8 +335,12 @@ def clients_figure(
     fig.update_xaxes(title_text="round", dtick=1 if len(rounds) <= 20 else None)
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(hovermode="closest")
-    height = max(HEIGHT, 60 + 22 * len(client_ids))
+    height = clients_figure_height(len(client_ids))
     return _layout(fig, f"Who moved the model: {title}", height).update_layout(hovermode="closest")
+
+
+def clients_figure_height(n_clients: int) -> int:
+    return max(HEIGHT, 60 + 22 * n_clients)  # pixels: a row per client
 
 
 def gains_figure(
@@ -353,5 +361,9 @@ def gains_figure(
     )
     steps = max((g.steps for g in gains), default=0)
     fig.update_xaxes(title_text=f"held-out accuracy gained after {steps} local steps (points)")
-    height = max(HEIGHT - 60, 80 + 24 * len(ordered))
+    height = gains_figure_height(len(ordered))
     return _layout(fig, "A model per character: each one's gain over the global model", height)
+
+
+def gains_figure_height(n_clients: int) -> int:
+    return max(HEIGHT - 60, 80 + 24 * n_clients)  # pixels: a bar per client

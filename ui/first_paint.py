@@ -1,0 +1,80 @@
+"""A visitor's first paint: their first run leaves out what costs the browser most (the Plotly
+charts and the tables), each behind a placeholder of its height, and the browser asks for the
+rest once it has drawn that run.
+
+Chromium draws a Streamlit page in one piece as its elements arrive; on a small machine the
+Plotly charts alone took it seconds, during which Train and the base model's text were not
+there to use. The second run is an ordinary rerun of the page: a widget touched before it comes
+does the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import streamlit as st
+from streamlit.runtime import Runtime
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+PAINTED = "first_paint_done"  # session key: this visitor's page has had its light run
+COMPLETE = "first_paint_complete"  # session key: ... and a whole run after it
+
+
+def deferred() -> bool:
+    """Whether this run is a visitor's first, which leaves the heavy elements for the next."""
+    return not st.session_state.get(PAINTED, False)
+
+
+def keep_values(keys: tuple[str, ...]) -> None:
+    """Before drawing widgets the first run left out: their values, set in that run (from the
+    link or the defaults), set again in this one. Streamlit sends a widget's value to the
+    browser only in the run that set it, so otherwise the browser would show their defaults."""
+    if deferred() or st.session_state.get(COMPLETE):
+        return
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
+
+
+def placeholder(height: int, name: str) -> None:
+    """An empty box of an element's height where it will be, so nothing moves when it comes."""
+    st.container(height=height, border=False, key=f"later_{name}")
+
+
+def plotly_chart(make_figure: Callable[[], go.Figure], height: int, key: str) -> None:
+    """A Plotly chart the width of its column, or on a first run its placeholder (the figure is
+    not even made: building and sending it is a good part of the server's run too)."""
+    if deferred():
+        placeholder(height, key)
+        return
+    st.plotly_chart(make_figure(), width="stretch", key=key, config={"displayModeBar": False})
+
+
+def draw_rest_later() -> None:
+    """At the end of a visitor's first run: a script in the browser asks for the next run once
+    the elements above are mounted and painted (two animation frames after it mounts, itself
+    last on the page). A timer would not do: firing between two slices of drawing, its rerun
+    replaced widgets not yet mounted, which then showed their defaults, not the link's values."""
+    if not deferred():
+        st.session_state[COMPLETE] = True
+        return
+    st.session_state[PAINTED] = True
+    if type(Runtime.instance()) is Runtime:  # not AppTest's stand-in, which has no browser
+        _painted(key="first_paint", on_painted_change=_nothing, height=0)
+
+
+def _nothing() -> None:
+    """A trigger needs a callback to reach Python; the rerun it causes is all that is wanted."""
+
+
+_painted = st.components.v2.component(
+    "first_paint",
+    js="""
+export default function ({ setTriggerValue }) {
+  requestAnimationFrame(() => requestAnimationFrame(() => setTriggerValue("painted", true)));
+}
+""",
+)
