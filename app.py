@@ -21,7 +21,7 @@ from fedtext.service import backend, links, store
 # the first page draws.
 from fedtext.text import memorisation, plays
 from fedtext.text.prompt import TUTORIAL_PROMPT
-from ui import first_paint
+from ui import first_paint, words
 from ui.clients import chosen_ui, clients_ui
 from ui.compare import compare_panel
 from ui.resources import load_clients, load_saved, start_engine
@@ -209,7 +209,7 @@ if train:
         progress.error(f"Cannot start training: {error}")
     else:
         if run is not None and len(run.history) > 1:
-            label = backend.run_label(len(st.session_state.earlier) + 1, run.config)
+            label = words.run_label(len(st.session_state.earlier) + 1, run.config)
             st.session_state.earlier = [*st.session_state.earlier, (label, list(run.history))][
                 -MAX_EARLIER:
             ]
@@ -252,7 +252,7 @@ with results_col:
         st.session_state.earlier if show_earlier else [],
     )
     if run is not None and not live:
-        kind, text = backend.describe(run)
+        kind, text = words.describe(run)
         getattr(progress, kind)(text)
         with stored_box:
             stored_run_ui(run)

@@ -14,8 +14,9 @@ import time
 
 import tensorflow as tf
 
-from fedtext.config import CentralisedConfig, preset_config
+from fedtext.config import CentralisedConfig
 from fedtext.learning.centralised import CentralisedTrainer
+from fedtext.presets import preset_config
 from fedtext.text import plays
 
 

@@ -9,6 +9,7 @@ from fedtext.learning.process import build_process
 from fedtext.learning.training import FederatedTrainer
 from fedtext.text.vocab import decode
 from tests.conftest import TINY
+from ui import words
 
 CLIENTS = ("ROMEO_AND_JULIET_ROMEO", "ROMEO_AND_JULIET_JULIET", "ROMEO_AND_JULIET_NURSE")
 # A rate and boost at which the tiny model learns the backdoor within a few rounds.
@@ -99,7 +100,7 @@ def test_finetune_prints_the_backdoor_each_round(tiny_model_dir, tmp_path, capsy
 
 
 def test_the_aggregator_and_update_clip_travel_in_the_link_and_the_round_says_what_is_seen():
-    from fedtext.service import backend, links
+    from fedtext.service import links
 
     setup = {**links.DEFAULT_SETUP, "aggregator": "secure", "update_clip": 0.1}
     params = links.setup_to_params(setup)
@@ -108,7 +109,7 @@ def test_the_aggregator_and_update_clip_travel_in_the_link_and_the_round_says_wh
     _, problems = links.setup_from_params({"aggregator": "krum"}, set())
     assert problems and "krum" in problems[0]
     seen = {
-        kind: backend.round_steps({**setup, "aggregator": kind}, {"A": 1.0})[2][1]
+        kind: words.round_steps({**setup, "aggregator": kind}, {"A": 1.0})[2][1]
         for kind in ("plain", "robust", "secure")
     }
     assert "only the sum" in seen["secure"] and "simulated" in seen["secure"]

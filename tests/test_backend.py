@@ -1,5 +1,5 @@
-"""The page's shared server without Streamlit: a real engine (TensorFlow, TFF, the tiny model),
-its queue, the run a link points to, and the words the page shows about a run."""
+"""The page's shared service without Streamlit: a real engine (TensorFlow, TFF, the tiny model),
+its queue, the run a link points to, and the words the page shows about a run (ui/words.py)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ import time
 
 import pytest
 
-from fedtext.config import PRESETS, WHOLE_FEDERATION_PRESETS, FederatedConfig
+from fedtext.config import FederatedConfig
 from fedtext.learning.records import RoundResult
+from fedtext.presets import PRESETS, WHOLE_FEDERATION_PRESETS
 from fedtext.service import backend, links
 from fedtext.service.jobs import JobState
 from fedtext.service.store import RunStore
 from fedtext.text.plays import ClientInfo
 from tests.conftest import wait_for
+from ui import words
 
 PROGRESS = re.compile(
     r"Waiting for the training queue: \d+ run\(s\) ahead|Round 0: evaluating the base model"
@@ -61,7 +63,7 @@ def test_a_run_is_followed_round_by_round_and_found_again_from_its_link(engine):
     run, why = backend.find_run(run_id, engine.job(run_id), engine.store.load)
     assert not why and run.trained and not run.live
     assert [r.round_num for r in run.history] == [0, 1, 2]
-    kind, text = backend.describe(run)
+    kind, text = words.describe(run)
     assert kind == "success" and text.startswith("Trained 2 rounds in")
     # After a restart the queue has forgotten the job; the link still finds the stored run.
     again, _ = backend.find_run(run_id, None, engine.store.load)
@@ -107,7 +109,7 @@ def test_the_baseline_is_queued_once_and_lands_beside_the_run(engine):
     wait_for(job)
     run, _ = backend.find_run(run_id, None, engine.store.load)
     assert len(run.baseline) > 1
-    assert "centralised" in backend.baseline_caption(run.history, run.baseline)
+    assert "centralised" in words.baseline_caption(run.history, run.baseline)
     assert backend.request_baseline(engine, run_id, "carol") == (
         "Cannot run the baseline: this run has its baseline already"
     )
@@ -223,13 +225,13 @@ def test_how_a_run_ended_is_told_by_how_far_it_got():
     def view(rounds_run, **fields):
         return backend.RunView("r", config(rounds=3), history[: rounds_run + 1], [], **fields)
 
-    assert backend.describe(view(0)) == ("warning", "No round finished (stopped)")
-    kind, text = backend.describe(view(1, message="stopped after round 1"))
+    assert words.describe(view(0)) == ("warning", "No round finished (stopped)")
+    kind, text = words.describe(view(1, message="stopped after round 1"))
     assert kind == "warning" and text.startswith("Ended after round 1 of 3; the model so far")
-    kind, text = backend.describe(view(1, message="the TFF worker died", failed=True))
+    kind, text = words.describe(view(1, message="the TFF worker died", failed=True))
     assert kind == "error" and text == ("the TFF worker died; held-out accuracy 30.0% → 31.0%")
     finished = backend.RunView("r", config(rounds=1), history, [])
-    assert backend.describe(finished) == (
+    assert words.describe(finished) == (
         "success",
         "Trained 1 round in 4 s; held-out accuracy 30.0% → 31.0%",
     )
@@ -237,7 +239,7 @@ def test_how_a_run_ended_is_told_by_how_far_it_got():
 
 def test_a_round_is_explained_with_the_setup_s_own_numbers():
     setup = {**links.preset_setup("tutorial"), "clients_per_round": 0}
-    steps = backend.round_steps(setup, {"A": 0.25, "B": 0.75})
+    steps = words.round_steps(setup, {"A": 0.25, "B": 0.75})
     text = " ".join(t for _, t in steps)
     assert "go to 2 of the chosen" in text
     assert "5 steps on batches of 8" in text and "sgd at 0.5" in text
@@ -269,7 +271,7 @@ def test_step_4_and_the_shares_follow_the_averaging(averaging, title, says):
     assert shares == {"small": 0.5, "big": 0.5}
     weighted = links.averaging_shares([small, big], 5, 8, "weighted", 0.0)
     assert weighted["big"] == 40 / 42
-    step_title, text = backend.round_steps(setup, shares)[3]
+    step_title, text = words.round_steps(setup, shares)[3]
     assert title in step_title and says in text
     assert "weighted by data" not in step_title and "more say" not in text
 
@@ -277,5 +279,5 @@ def test_step_4_and_the_shares_follow_the_averaging(averaging, title, says):
 def test_every_preset_has_a_label_and_every_setting_a_text():
     # The whole federation's presets are the command line's: the page trains chosen clients.
     page_presets = set(PRESETS) - set(WHOLE_FEDERATION_PRESETS)
-    assert set(links.PRESET_LABELS) == {"defaults", *page_presets}
-    assert set(links.SETTING_TEXT) == set(links.PARAMS) - {"client_ids"}
+    assert set(words.PRESET_LABELS) == {"defaults", *page_presets}
+    assert set(words.SETTING_TEXT) == set(links.PARAMS) - {"client_ids"}

@@ -167,7 +167,7 @@ def test_the_whole_federation_samples_every_client_with_its_own_settings(
     """The federation section trains all clients, a cohort a round, with the federation
     preset (not the page's defaults), and reports held-out accuracy on everyone's speeches."""
     from fedtext.bench.learning import FEDERATION, run_federation
-    from fedtext.config import PRESETS
+    from fedtext.presets import PRESETS
 
     train, test = client_data
     results = bench.Results(

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from fedtext.config import PRESETS, CentralisedConfig, FederatedConfig, preset_config
+from fedtext.config import CentralisedConfig, FederatedConfig
 from fedtext.learning.training import FederatedTrainer
+from fedtext.presets import PRESETS, preset_config
 from tests.conftest import plain_fedavg
 
 CLIENTS = ("KING_LEAR_FOOL", "KING_LEAR_KENT")

@@ -9,8 +9,8 @@ import streamlit as st
 
 from fedtext.config import ConfigError, FederatedConfig
 from fedtext.learning import privacy
-from fedtext.service import backend, links
-from ui import first_paint
+from fedtext.service import links
+from ui import first_paint, words
 
 # Settings laid out in two columns, then full width: the rates read better on a long slider.
 PAIRED = (
@@ -44,8 +44,8 @@ def settings_ui() -> dict:
     """The training settings, each with its bounds and a one-line help; returns their values."""
     st.selectbox(
         "Start from",
-        list(links.PRESET_LABELS),
-        format_func=links.PRESET_LABELS.get,
+        list(words.PRESET_LABELS),
+        format_func=words.PRESET_LABELS.get,
         key="preset",
         on_change=apply_preset,
         help="Named settings: the measured defaults, TFF's tutorial as published (its "
@@ -109,7 +109,7 @@ def costs_ui() -> dict:
 
 def setting_ui(box, field: str, **options):
     """One setting's widget: a number within its bounds, or one of its choices."""
-    label, why = links.SETTING_TEXT[field]
+    label, why = words.SETTING_TEXT[field]
     if field in links.BOUNDS:
         bound = links.BOUNDS[field]
         return box.number_input(label, bound.low, bound.high, key=field, help=why, **options)
@@ -154,7 +154,7 @@ def _number(value: float) -> str:
 
 def explain_ui(setup: dict, shares: dict[str, float]) -> None:
     """What one round does, with this setup's numbers."""
-    steps = backend.round_steps(setup, shares)
+    steps = words.round_steps(setup, shares)
     for column, (title, text) in zip(st.columns(len(steps)), steps, strict=True):
         with column.container(border=True):
             st.markdown(f"**{title}**  \n<small>{text}</small>", unsafe_allow_html=True)

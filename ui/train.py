@@ -11,7 +11,7 @@ import streamlit as st
 from fedtext.config import FederatedConfig
 from fedtext.learning.records import RoundResult
 from fedtext.service import backend, plots
-from ui import first_paint
+from ui import first_paint, words
 from ui.resources import load_preview, start_engine
 
 FOLLOW_EVERY_S = 1.0  # how often a page polls its live run (also the run's heartbeat)
@@ -165,7 +165,7 @@ def baseline_ui(run: backend.RunView) -> None:
     first_paint.plotly_chart(
         lambda: plots.baseline_figure(run.history, run.baseline), plots.HEIGHT, "baseline-chart"
     )
-    st.caption(backend.baseline_caption(run.history, run.baseline))
+    st.caption(words.baseline_caption(run.history, run.baseline))
 
 
 def resume_button_ui(engine: backend.Engine, run_id: str) -> None:

@@ -74,8 +74,8 @@ def train_for(trainer, cpu_budget_s: float | None = None) -> str:
 
 
 def run_tutorial(ctx: dict, settings: Settings, results: Results) -> None:
-    from fedtext.config import preset_config
     from fedtext.learning.training import FederatedTrainer
+    from fedtext.presets import preset_config
 
     config = preset_config("tutorial", rounds=2 if settings.quick else 5)
     trainer = FederatedTrainer(config, ctx["train"], ctx["test"], settings.base_dir)
@@ -176,8 +176,8 @@ def run_default_page(ctx: dict, settings: Settings, results: Results) -> None:
 
 def run_federation(ctx: dict, settings: Settings, results: Results) -> None:
     """Every client, a sample each round, evaluated on the whole federation's held-out split."""
-    from fedtext.config import preset_config
     from fedtext.learning.training import FederatedTrainer
+    from fedtext.presets import preset_config
 
     # The command line's `--preset federation`, which docs/learning.md's sweep chose.
     config = preset_config(

@@ -13,7 +13,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from fedtext.config import PRESETS, TUTORIAL_CLIENTS, FederatedConfig
+from fedtext.config import TUTORIAL_CLIENTS, FederatedConfig
+from fedtext.presets import PRESETS
 
 # Every candidate starts from these and overrides some: written out, so that a name means the
 # same settings it was measured with, whatever FederatedConfig's defaults are now.

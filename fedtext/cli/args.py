@@ -15,13 +15,11 @@ from fedtext.config import (
     CLIENT_OPTIMIZERS,
     DEFAULT_CLIENTS,
     DP_CLIPPINGS,
-    PRESETS,
     SAMPLINGS,
     SERVER_OPTIMIZERS,
     SERVER_SCHEDULES,
     TUTORIAL_EVAL_CLIENT,
     WEIGHTINGS,
-    WHOLE_FEDERATION_PRESETS,
     ConfigError,
     FederatedConfig,
     ModelConfig,
@@ -29,6 +27,7 @@ from fedtext.config import (
 )
 from fedtext.distribution.addresses import parse_workers
 from fedtext.model.weights import base_model_dir
+from fedtext.presets import PRESETS, WHOLE_FEDERATION_PRESETS
 
 DESCRIPTION = "Federated learning on text: a Dickens model fine-tuned on Shakespeare with TFF."
 ALL_CLIENTS = "all"  # --clients all: the whole federation

@@ -1,6 +1,6 @@
-"""The page's shared service, without Streamlit: the engine that loads TensorFlow in the background,
-the run a link points to, submitting and following a visitor's run, and what the page says
-about it. Everything here returns plain values; app.py draws them."""
+"""The page's shared service, without Streamlit: the engine that loads TensorFlow in the
+background, the run a link points to, submitting and following a visitor's run, and its
+progress line. Everything here returns plain values; the page's words are in ui/words.py."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from fedtext.config import SEQ_LENGTH, ConfigError, FederatedConfig
+from fedtext.config import ConfigError, FederatedConfig
 from fedtext.distribution import runtime
 from fedtext.learning import privacy, records
 from fedtext.learning.records import RoundResult
@@ -312,113 +312,4 @@ def progress_text(job: Job, queue: TrainingQueue) -> tuple[float, str]:
     lost = f" · {job.notices[-1]}" if job.notices else ""
     return done / total, (
         f"Round {done + 1} of {total} running · {left}{spent if job.config.private else ''}{lost}"
-    )
-
-
-def describe(run: RunView) -> tuple[str, str]:
-    """How a finished run ended: ('success' | 'warning' | 'error', text)."""
-    history = run.history
-    total = run.config.rounds
-    gain = (
-        f"; held-out accuracy {history[0].eval_accuracy:.1%} → {history[-1].eval_accuracy:.1%}"
-        if len(history) > 1
-        else ""
-    )
-    if run.failed:
-        return "error", f"{run.message}{gain}"
-    if len(history) <= 1:
-        return "warning", f"No round finished ({run.message or 'stopped'})"
-    if len(history) <= total:
-        why = "" if run.message.startswith("stopped") else f" ({run.message})"
-        return "warning", (
-            f"Ended after round {len(history) - 1} of {total}{why}; the model so far is kept{gain}"
-        )
-    seconds = sum(r.seconds for r in history)
-    kept = f" ({run.message})" if run.message else ""  # e.g. the disk was full
-    spent = f"; {privacy.epsilon_after(run.config)}" if run.config.private else ""
-    return "success", (
-        f"Trained {total} round{'s' * (total != 1)} in {seconds:.0f} s{gain}{spent}{kept}"
-    )
-
-
-def run_label(number: int, config: FederatedConfig) -> str:
-    """An earlier run's name on the charts, with what sets it apart."""
-    if config.private:
-        return f"run {number} (DP, noise {config.noise_multiplier:g})"
-    return f"run {number}" + (" (uniform)" if config.weighting == "uniform" else "")
-
-
-def baseline_caption(history: list[RoundResult], baseline: list[RoundResult]) -> str:
-    """Federated against centralised at equal CPU time, and what the gap buys."""
-    comparison = records.compare(history, baseline)
-    gap = comparison.centralised_gain - comparison.federated_gain
-    if gap > 0:
-        why = (
-            f"Pooling every character's lines in one place learned {gap:.1f} points more for "
-            "the same compute: each step sees all of them mixed, and no update is averaged "
-            "against another. Federated Averaging pays that price so that no line ever "
-            "leaves its owner: only weight updates travel."
-        )
-    else:
-        why = (
-            "Federated Averaging kept up with pooled training here, and no line left its "
-            "owner: only weight updates travelled."
-        )
-    return f"{comparison.summary()}. {why}"
-
-
-# What the server sees of the updates, for each aggregator (docs/attacks.md has the figures).
-SERVER_VIEW = {
-    "plain": "The server sees each character's update: not its text, but which letters it typed "
-    "and about how often can be read off it.",
-    "robust": "The server sees each character's update, clipped (zeroed if far too large): "
-    "which letters it typed can still be read off it.",
-    "secure": "Secure aggregation (simulated here, not encrypted): the server sees only the sum "
-    "of the updates, which shows every letter someone typed, not who typed it.",
-}
-
-
-def round_steps(setup: Mapping, shares: Mapping[str, float]) -> list[tuple[str, str]]:
-    """What one round does, with this setup's numbers: (title, text) for each of its 4 steps."""
-    k = setup["clients_per_round"] or len(setup["client_ids"])
-    aggregator = setup.get("aggregator", "plain")
-    return [
-        (
-            ":material/cloud_download: 1. The server sends the model",
-            f"Its current weights go to {k} of the chosen characters.",
-        ),
-        (
-            ":material/edit_note: 2. Each character trains on its own lines",
-            f"{setup['batches_per_client']} steps on batches of {setup['batch_size']} lines of "
-            f"{SEQ_LENGTH} characters, {setup['client_optimizer']} at "
-            f"{setup['client_learning_rate']:g}; the lines never leave the character.",
-        ),
-        (":material/cloud_upload: 3. Only weight updates come back", SERVER_VIEW[aggregator]),
-        _averaging_step(setup, k, max(shares.values(), default=0.0)),
-    ]
-
-
-def _averaging_step(setup: Mapping, k: int, top: float) -> tuple[str, str]:
-    """Step 4 as the setup averages: by text, one vote each, or one vote each, clipped and
-    noised (differential privacy)."""
-    applies = (
-        f"{setup['server_optimizer']} at {setup['server_learning_rate']:g} applies the average. "
-        "Then the next round."
-    )
-    if setup["noise_multiplier"] > 0:
-        return (
-            ":material/balance: 4. The server averages them, clipped and noised",
-            f"Each update is clipped and every character has the same say ({1 / k:.0%} each); "
-            f"Gaussian noise of {setup['noise_multiplier']:g} times the clip hides any one of "
-            f"them. {applies}",
-        )
-    if setup["weighting"] == "uniform":
-        return (
-            ":material/balance: 4. The server averages them, one vote each",
-            f"Every character has the same say ({1 / k:.0%} each), however much text it holds; "
-            f"{applies}",
-        )
-    return (
-        ":material/balance: 4. The server averages them, weighted by data",
-        f"More text, more say (up to {top:.0%} here); {applies}",
     )

@@ -17,14 +17,13 @@ from fedtext.config import (
     CLIENT_OPTIMIZERS,
     DEFAULT_CLIENTS,
     DP_CLIPPINGS,
-    PRESETS,
-    SEQ_LENGTH,
     SERVER_OPTIMIZERS,
     WEIGHTINGS,
     FederatedConfig,
     ServiceLimits,
 )
 from fedtext.model.weights import KERAS_FILE
+from fedtext.presets import PRESETS
 from fedtext.text.plays import ClientInfo
 
 LIMITS = ServiceLimits()
@@ -106,108 +105,6 @@ PARAMS = {
 }
 RUN_PARAM = "run"
 
-# The page's label and one-line help for each setting, in the order the page shows them.
-SETTING_TEXT: dict[str, tuple[str, str]] = {
-    "rounds": (
-        "Rounds",
-        "Each round: send the model out, train on each client, average the updates",
-    ),
-    "clients_per_round": (
-        "Clients per round",
-        "Sample this many of the chosen characters each round (0: all of them), as phone "
-        "keyboards do with millions of users",
-    ),
-    "batches_per_client": (
-        "Local steps",
-        "Batches each client trains on per round (the tutorial took 5)",
-    ),
-    "batch_size": (
-        "Batch size",
-        f"Sequences of {SEQ_LENGTH} characters per local step (the tutorial's: 8)",
-    ),
-    "client_optimizer": (
-        "Client optimizer",
-        "Each client's local training; it starts afresh every round",
-    ),
-    "clip_norm": (
-        "Gradient clipping",
-        "Each local gradient is scaled down to at most this norm, so one bad batch cannot "
-        "wreck the model",
-    ),
-    "client_learning_rate": (
-        "Client learning rate",
-        "Step size of each character's local training; too high and it diverges",
-    ),
-    "server_optimizer": (
-        "Server optimizer",
-        "How the server applies the averaged update: sgd at rate 1 is plain Federated "
-        "Averaging; momentum (FedAvgM) and adam (FedAdam) remember earlier rounds",
-    ),
-    "server_learning_rate": (
-        "Server learning rate",
-        "Scales the averaged update: 1 with sgd replaces the model by the average; adam wants "
-        "about 0.01",
-    ),
-    "seed": ("Seed", "Fixes the sampling of clients and the shuffling of their lines"),
-    "weighting": (
-        "Averaging",
-        "weighted: each character's update counts by its text, so big talkers dominate (TFF's "
-        "and the tutorial's); uniform: one vote per character",
-    ),
-    "noise_multiplier": (
-        "Noise multiplier",
-        "Differential privacy (DP-FedAvg): each character's update is clipped and Gaussian "
-        "noise this many times the clip is added to their sum; 0 is off",
-    ),
-    "dp_clipping": (
-        "Update clipping",
-        "adaptive: the clip follows the median update norm (TFF's default); fixed: the norm below",
-    ),
-    "dp_clip": ("Fixed clip", "The largest norm of a character's update when clipping is fixed"),
-    "algorithm": (
-        "Algorithm",
-        "fedavg: each character takes its local steps and sends the change; fedsgd: each sends "
-        "one gradient and takes no step, so it needs many more rounds (why FedAvg exists); "
-        "fedprox: local steps pulled back toward the server's model, for uneven local work",
-    ),
-    "proximal_strength": (
-        "Proximal strength",
-        "FedProx's mu: how hard each local step is pulled back toward the model it was sent",
-    ),
-    "compression_bits": (
-        "Compressed updates",
-        "Each character's update quantized to this many bits a number (TFF's "
-        "EncodedSumFactory): 8 bits sends about 3.5x fewer bytes",
-    ),
-    "dropout_chance": (
-        "Drop-outs",
-        "The chance that a sampled character's update never arrives; the round averages "
-        "what does, and a round nobody finishes is skipped",
-    ),
-    "straggler_chance": (
-        "Stragglers",
-        "The chance that a character runs only part of its local steps this round",
-    ),
-    "aggregator": (
-        "What the server sees",
-        "plain: each character's update, which gives away the letters it typed; secure: only "
-        "the sum of all (TFF's secure aggregation, simulated); robust: each update, clipped "
-        "and zeroed when far too large (TFF's robust aggregator)",
-    ),
-    "update_clip": (
-        "Update clip",
-        "Each character's whole update is scaled down to at most this norm: one character "
-        "cannot drag the model far; off by default",
-    ),
-}
-PRESET_LABELS = {
-    "defaults": "fedtext's defaults",
-    "tutorial": "TFF's tutorial",
-    "fedavg": "FedAvg (Reddi et al.)",
-    "fedavgm": "FedAvgM (Reddi et al.)",
-    "fedadam": "FedAdam (Reddi et al.)",
-}
-
 
 def client_label(client: ClientInfo) -> str:
     """A client as the page lists it: name, play, speeches and text."""
@@ -216,6 +113,10 @@ def client_label(client: ClientInfo) -> str:
         f"{client.character.title()} · {client.play} · {speeches} speeches · "
         f"{client.train_chars / 1000:.1f}k chars"
     )
+
+
+# The presets the page offers, "defaults" first (their names: ui.words.PRESET_LABELS).
+PAGE_PRESETS = ("defaults", "tutorial", "fedavg", "fedavgm", "fedadam")
 
 
 def preset_setup(name: str) -> dict[str, object]:
@@ -250,7 +151,7 @@ DEFAULT_SETUP: dict[str, object] = preset_setup("defaults")
 PREBUILT_PROCESSES = tuple(
     dict.fromkeys(
         (setup["client_optimizer"], setup["server_optimizer"])
-        for setup in map(preset_setup, PRESET_LABELS)
+        for setup in map(preset_setup, PAGE_PRESETS)
     )
 )
 

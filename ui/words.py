@@ -1,0 +1,225 @@
+"""The page's words: labels and one-line help for each setting, the presets' names, what a
+round does with the chosen numbers, and what the page says about a run. Plain Python, no
+Streamlit, so tests read them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fedtext.config import SEQ_LENGTH, FederatedConfig
+from fedtext.learning import privacy, records
+from fedtext.learning.records import RoundResult
+from fedtext.service.backend import RunView
+
+# The page's name for each preset it offers (fedtext.service.links.PAGE_PRESETS).
+PRESET_LABELS = {
+    "defaults": "fedtext's defaults",
+    "tutorial": "TFF's tutorial",
+    "fedavg": "FedAvg (Reddi et al.)",
+    "fedavgm": "FedAvgM (Reddi et al.)",
+    "fedadam": "FedAdam (Reddi et al.)",
+}
+
+# The page's label and one-line help for each setting, in the order the page shows them.
+SETTING_TEXT: dict[str, tuple[str, str]] = {
+    "rounds": (
+        "Rounds",
+        "Each round: send the model out, train on each client, average the updates",
+    ),
+    "clients_per_round": (
+        "Clients per round",
+        "Sample this many of the chosen characters each round (0: all of them), as phone "
+        "keyboards do with millions of users",
+    ),
+    "batches_per_client": (
+        "Local steps",
+        "Batches each client trains on per round (the tutorial took 5)",
+    ),
+    "batch_size": (
+        "Batch size",
+        f"Sequences of {SEQ_LENGTH} characters per local step (the tutorial's: 8)",
+    ),
+    "client_optimizer": (
+        "Client optimizer",
+        "Each client's local training; it starts afresh every round",
+    ),
+    "clip_norm": (
+        "Gradient clipping",
+        "Each local gradient is scaled down to at most this norm, so one bad batch cannot "
+        "wreck the model",
+    ),
+    "client_learning_rate": (
+        "Client learning rate",
+        "Step size of each character's local training; too high and it diverges",
+    ),
+    "server_optimizer": (
+        "Server optimizer",
+        "How the server applies the averaged update: sgd at rate 1 is plain Federated "
+        "Averaging; momentum (FedAvgM) and adam (FedAdam) remember earlier rounds",
+    ),
+    "server_learning_rate": (
+        "Server learning rate",
+        "Scales the averaged update: 1 with sgd replaces the model by the average; adam wants "
+        "about 0.01",
+    ),
+    "seed": ("Seed", "Fixes the sampling of clients and the shuffling of their lines"),
+    "weighting": (
+        "Averaging",
+        "weighted: each character's update counts by its text, so big talkers dominate (TFF's "
+        "and the tutorial's); uniform: one vote per character",
+    ),
+    "noise_multiplier": (
+        "Noise multiplier",
+        "Differential privacy (DP-FedAvg): each character's update is clipped and Gaussian "
+        "noise this many times the clip is added to their sum; 0 is off",
+    ),
+    "dp_clipping": (
+        "Update clipping",
+        "adaptive: the clip follows the median update norm (TFF's default); fixed: the norm below",
+    ),
+    "dp_clip": ("Fixed clip", "The largest norm of a character's update when clipping is fixed"),
+    "algorithm": (
+        "Algorithm",
+        "fedavg: each character takes its local steps and sends the change; fedsgd: each sends "
+        "one gradient and takes no step, so it needs many more rounds (why FedAvg exists); "
+        "fedprox: local steps pulled back toward the server's model, for uneven local work",
+    ),
+    "proximal_strength": (
+        "Proximal strength",
+        "FedProx's mu: how hard each local step is pulled back toward the model it was sent",
+    ),
+    "compression_bits": (
+        "Compressed updates",
+        "Each character's update quantized to this many bits a number (TFF's "
+        "EncodedSumFactory): 8 bits sends about 3.5x fewer bytes",
+    ),
+    "dropout_chance": (
+        "Drop-outs",
+        "The chance that a sampled character's update never arrives; the round averages "
+        "what does, and a round nobody finishes is skipped",
+    ),
+    "straggler_chance": (
+        "Stragglers",
+        "The chance that a character runs only part of its local steps this round",
+    ),
+    "aggregator": (
+        "What the server sees",
+        "plain: each character's update, which gives away the letters it typed; secure: only "
+        "the sum of all (TFF's secure aggregation, simulated); robust: each update, clipped "
+        "and zeroed when far too large (TFF's robust aggregator)",
+    ),
+    "update_clip": (
+        "Update clip",
+        "Each character's whole update is scaled down to at most this norm: one character "
+        "cannot drag the model far; off by default",
+    ),
+}
+
+
+def describe(run: RunView) -> tuple[str, str]:
+    """How a finished run ended: ('success' | 'warning' | 'error', text)."""
+    history = run.history
+    total = run.config.rounds
+    gain = (
+        f"; held-out accuracy {history[0].eval_accuracy:.1%} → {history[-1].eval_accuracy:.1%}"
+        if len(history) > 1
+        else ""
+    )
+    if run.failed:
+        return "error", f"{run.message}{gain}"
+    if len(history) <= 1:
+        return "warning", f"No round finished ({run.message or 'stopped'})"
+    if len(history) <= total:
+        why = "" if run.message.startswith("stopped") else f" ({run.message})"
+        return "warning", (
+            f"Ended after round {len(history) - 1} of {total}{why}; the model so far is kept{gain}"
+        )
+    seconds = sum(r.seconds for r in history)
+    kept = f" ({run.message})" if run.message else ""  # e.g. the disk was full
+    spent = f"; {privacy.epsilon_after(run.config)}" if run.config.private else ""
+    return "success", (
+        f"Trained {total} round{'s' * (total != 1)} in {seconds:.0f} s{gain}{spent}{kept}"
+    )
+
+
+def run_label(number: int, config: FederatedConfig) -> str:
+    """An earlier run's name on the charts, with what sets it apart."""
+    if config.private:
+        return f"run {number} (DP, noise {config.noise_multiplier:g})"
+    return f"run {number}" + (" (uniform)" if config.weighting == "uniform" else "")
+
+
+def baseline_caption(history: list[RoundResult], baseline: list[RoundResult]) -> str:
+    """Federated against centralised at equal CPU time, and what the gap buys."""
+    comparison = records.compare(history, baseline)
+    gap = comparison.centralised_gain - comparison.federated_gain
+    if gap > 0:
+        why = (
+            f"Pooling every character's lines in one place learned {gap:.1f} points more for "
+            "the same compute: each step sees all of them mixed, and no update is averaged "
+            "against another. Federated Averaging pays that price so that no line ever "
+            "leaves its owner: only weight updates travel."
+        )
+    else:
+        why = (
+            "Federated Averaging kept up with pooled training here, and no line left its "
+            "owner: only weight updates travelled."
+        )
+    return f"{comparison.summary()}. {why}"
+
+
+# What the server sees of the updates, for each aggregator (docs/attacks.md has the figures).
+SERVER_VIEW = {
+    "plain": "The server sees each character's update: not its text, but which letters it typed "
+    "and about how often can be read off it.",
+    "robust": "The server sees each character's update, clipped (zeroed if far too large): "
+    "which letters it typed can still be read off it.",
+    "secure": "Secure aggregation (simulated here, not encrypted): the server sees only the sum "
+    "of the updates, which shows every letter someone typed, not who typed it.",
+}
+
+
+def round_steps(setup: Mapping, shares: Mapping[str, float]) -> list[tuple[str, str]]:
+    """What one round does, with this setup's numbers: (title, text) for each of its 4 steps."""
+    k = setup["clients_per_round"] or len(setup["client_ids"])
+    aggregator = setup.get("aggregator", "plain")
+    return [
+        (
+            ":material/cloud_download: 1. The server sends the model",
+            f"Its current weights go to {k} of the chosen characters.",
+        ),
+        (
+            ":material/edit_note: 2. Each character trains on its own lines",
+            f"{setup['batches_per_client']} steps on batches of {setup['batch_size']} lines of "
+            f"{SEQ_LENGTH} characters, {setup['client_optimizer']} at "
+            f"{setup['client_learning_rate']:g}; the lines never leave the character.",
+        ),
+        (":material/cloud_upload: 3. Only weight updates come back", SERVER_VIEW[aggregator]),
+        _averaging_step(setup, k, max(shares.values(), default=0.0)),
+    ]
+
+
+def _averaging_step(setup: Mapping, k: int, top: float) -> tuple[str, str]:
+    """Step 4 as the setup averages: by text, one vote each, or one vote each, clipped and
+    noised (differential privacy)."""
+    applies = (
+        f"{setup['server_optimizer']} at {setup['server_learning_rate']:g} applies the average. "
+        "Then the next round."
+    )
+    if setup["noise_multiplier"] > 0:
+        return (
+            ":material/balance: 4. The server averages them, clipped and noised",
+            f"Each update is clipped and every character has the same say ({1 / k:.0%} each); "
+            f"Gaussian noise of {setup['noise_multiplier']:g} times the clip hides any one of "
+            f"them. {applies}",
+        )
+    if setup["weighting"] == "uniform":
+        return (
+            ":material/balance: 4. The server averages them, one vote each",
+            f"Every character has the same say ({1 / k:.0%} each), however much text it holds; "
+            f"{applies}",
+        )
+    return (
+        ":material/balance: 4. The server averages them, weighted by data",
+        f"More text, more say (up to {top:.0%} here); {applies}",
+    )
