@@ -82,7 +82,7 @@ def race(ctx: dict, settings: Settings) -> dict:
     finishes, base, target = [], None, None
     for label, steps, c in contenders(config):
         if target is None:
-            from fedtext.learning.training import ModelOnClients
+            from fedtext.learning.model_on_clients import ModelOnClients
 
             base = ModelOnClients(c, ctx["train"], ctx["test"], settings.base_dir).evaluate()[1]
             target = base + TARGET_GAIN / 100

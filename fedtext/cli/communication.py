@@ -9,9 +9,9 @@ import math
 
 from fedtext.cli.args import chosen_base_dir, federated_config
 from fedtext.learning.communication import human_bytes
+from fedtext.learning.model_on_clients import ModelOnClients
 from fedtext.learning.records import history_csv
 from fedtext.learning.rounds_to_target import contenders, run_to_target, table
-from fedtext.learning.training import ModelOnClients
 from fedtext.text import plays
 
 

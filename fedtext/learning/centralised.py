@@ -14,8 +14,9 @@ import numpy as np
 import tensorflow as tf
 
 from fedtext.config import CentralisedConfig, FederatedConfig
+from fedtext.learning.model_on_clients import ModelOnClients
 from fedtext.learning.records import RoundResult
-from fedtext.learning.training import ModelOnClients, TrainingDiverged, _healthy
+from fedtext.learning.training import TrainingDiverged, _healthy
 from fedtext.model.keras_model import BUILD_LOCK, MaskedLoss
 
 
