@@ -19,11 +19,12 @@ FOLLOW_EVERY_S = 1.0  # how often a page polls its live run (also the run's hear
 
 def draw_charts(history: list[RoundResult], rounds: int, earlier: list) -> None:
     """The loss and accuracy charts, this run's rounds over earlier runs'."""
-    x_axis = st.segmented_control(
+    # A radio, not a segmented control: Streamlit's AppTest cannot read the latter's state.
+    x_axis = st.radio(
         "Along x",
         list(plots.X_AXES),
-        default="round",
         format_func=plots.X_AXES.get,
+        horizontal=True,
         key="x_axis",
         help="Rounds, what they sent (the model down to each client, the updates up), or the "
         "CPU time they took: FedSGD needs more rounds, compression fewer bytes",

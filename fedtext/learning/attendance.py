@@ -1,6 +1,7 @@
 """Clients that drop out and clients that lag: which of a round's sampled clients never send
-their update, and which run only part of their local steps. Seeded per round, so a run is
-repeatable and the record says who. NumPy only."""
+their update, and which run only part of their local steps. Seeded by the run, the round and
+the client, so a run is repeatable and its record says who; what each round then sent comes
+from the communication meter."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from fedtext.config import FederatedConfig
 from fedtext.learning.communication import process_traffic
 from fedtext.learning.records import RoundResult
 
-_STREAM = 26  # a stream of the per-round seed of its own, apart from the cohort's sampling
+_STREAM = 26  # a stream of the seed of its own, apart from the cohort's sampling
 SKIPPED = "every sampled client dropped out; the round was skipped and the model is unchanged"
 
 
