@@ -1,6 +1,7 @@
-"""A visitor's first paint: their first run leaves out what costs the browser most (the Plotly
-charts and the tables), each behind a placeholder of its height, and the browser asks for the
-rest once it has drawn that run.
+"""A visitor's first paint: their first run leaves out what a visitor does not need first and
+costs most to draw (the Plotly charts, the clients' table and lines, the Compare panel's
+controls, the folded settings and the downloads), each behind a box of its height, and the
+browser asks for the rest once it has drawn that run.
 
 Chromium draws a Streamlit page in one piece as its elements arrive; on a small machine the
 Plotly charts alone took it seconds, during which Train and the base model's text were not
@@ -67,7 +68,7 @@ def draw_rest_later() -> None:
 
 
 def _nothing() -> None:
-    """A trigger needs a callback to reach Python; the rerun it causes is all that is wanted."""
+    """The trigger's callback: its value is not read, the rerun it causes is what is wanted."""
 
 
 _painted = st.components.v2.component(

@@ -198,11 +198,10 @@ def run_page(settings: Settings, results: Results) -> None:
             rows["visitor_ratio"].value = rows["visitor"].value / rows["import"].value
         if rows["bare"].value:
             rows["bare_ratio"].value = rows["usable"].value / rows["bare"].value
-    if rows["visitor"].value is not None and rows["visitor_bare"].value:
-        rows["over_bare"].value = rows["visitor"].value / rows["visitor_bare"].value
-        rows[
-            "over_bare"
-        ].note = f"floor {rows['visitor_bare'].value:.2f} s, the same run; {visitors.load}"
+    floor, over_bare = rows["visitor_bare"].value, rows["over_bare"]
+    if rows["visitor"].value is not None and floor:
+        over_bare.value = rows["visitor"].value / floor
+        over_bare.note = f"floor {floor:.2f} s, the same run; {visitors.load}"
     rows["idle"].value = median(idle) / 2**20
     rows["idle"].note = "once the page has loaded the base model and TFF (resident size settled)"
     if trained is None:
