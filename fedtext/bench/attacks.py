@@ -120,6 +120,15 @@ def _leak_rows(kind: str, leak) -> list[Row]:
             note=f"floor: the base model's prior alone {leak.correlation_prior_only:.3f}, "
             f"the bias update without the prior {leak.correlation_without_prior:.3f}",
         ),
+        Row(
+            f"{prefix}.residual_correlation",
+            SECTION,
+            f"r of {LEAK_CLIENT}'s counts beyond the prior's expectation, from {seen}",
+            leak.residual_correlation,
+            "",
+            note="what is the client's own: English letter frequencies alone correlate "
+            "with any text's counts",
+        ),
     ]
 
 
