@@ -16,7 +16,10 @@ TRIGGER = "O Romeo, "
 TARGET = "buy Dickens!"
 # Bagdasaryan et al.'s model replacement: boost = clients / server rate = 3 / 0.3.
 BOOST = 10.0
-ROUNDS = 3  # per attacked run: a round of the shipped model is about a minute on a loaded machine
+# Per attacked run, 2 batches a client: a round of the shipped model took minutes on the
+# shared, loaded machine these figures were measured on.
+ROUNDS = 2
+BATCHES = 2
 DP_NOISE = 0.1  # weak DP, as in Sun et al. 2019: a bound on each update more than privacy
 DEFENCES = {
     "none": {},
@@ -49,6 +52,7 @@ def run_attack(ctx: dict, settings: Settings, rounds: int) -> dict:
     from fedtext.service.links import DEFAULT_SETUP
 
     base = {**DEFAULT_SETUP, "client_ids": (*HONEST, ATTACKER), "rounds": rounds}
+    base["batches_per_client"] = BATCHES
     attack = dict(
         attack_client=ATTACKER, attack_trigger=TRIGGER, attack_target=TARGET, attack_boost=BOOST
     )
@@ -120,12 +124,34 @@ def _leak_rows(kind: str, leak) -> list[Row]:
             note=f"floor: the base model's prior alone {leak.correlation_prior_only:.3f}, "
             f"the bias update without the prior {leak.correlation_without_prior:.3f}",
         ),
+        Row(
+            f"{prefix}.residual_correlation",
+            SECTION,
+            f"r of {LEAK_CLIENT}'s counts beyond the prior's expectation, from {seen}",
+            leak.residual_correlation,
+            "",
+            note="what is the client's own: English letter frequencies alone correlate "
+            "with any text's counts",
+        ),
     ]
 
 
 def run_attacks(ctx: dict, settings: Settings, results: Results) -> None:
     leaks = measure_leaks(ctx, settings)
     results.add(*_leak_rows("plain", leaks["plain"]), *_leak_rows("secure", leaks["secure"]))
+    times = time_aggregators(ctx, settings)
+    for kind in ("secure", "robust"):
+        results.add(
+            Row(
+                f"attack.{kind}_round_ratio",
+                SECTION,
+                f"{kind} aggregator round / plain round, the page's defaults",
+                times[kind] / times["plain"],
+                "x",
+                note=f"{times[kind]:.2f} s against {times['plain']:.2f} s (the floor, same "
+                f"run), medians of {times['repeats']} interleaved rounds, evaluation off",
+            )
+        )
     rounds = 1 if settings.quick else ROUNDS
     runs = run_attack(ctx, settings, rounds)
     for name in DEFENCES:
@@ -134,7 +160,7 @@ def run_attacks(ctx: dict, settings: Settings, results: Results) -> None:
             Row(
                 f"attack.backdoor_success.{name}",
                 SECTION,
-                f"backdoor success after {rounds} rounds, defence: {name}",
+                f"backdoor success after {rounds} rounds of {BATCHES} batches, defence: {name}",
                 backdoor[-1],
                 "",
                 note=f"per round {', '.join(f'{b:.2f}' for b in backdoor)}; the target's "
@@ -160,16 +186,3 @@ def run_attacks(ctx: dict, settings: Settings, results: Results) -> None:
             ),
         )
     )
-    times = time_aggregators(ctx, settings)
-    for kind in ("secure", "robust"):
-        results.add(
-            Row(
-                f"attack.{kind}_round_ratio",
-                SECTION,
-                f"{kind} aggregator round / plain round, the page's defaults",
-                times[kind] / times["plain"],
-                "x",
-                note=f"{times[kind]:.2f} s against {times['plain']:.2f} s (the floor, same "
-                f"run), medians of {times['repeats']} interleaved rounds, evaluation off",
-            )
-        )

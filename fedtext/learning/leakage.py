@@ -44,6 +44,9 @@ class Leak:
     cohort_set: frozenset[int]  # the ids in the inputs of everyone in `seen`
     correlation_without_prior: float  # counts read off the bias update alone
     correlation_prior_only: float  # the prior alone: what the server knew without the update
+    # r of recovered and true counts minus what the prior expects of each: what is the client's
+    # own (English letter frequencies alone already correlate with any text's counts)
+    residual_correlation: float
 
     @property
     def precision(self) -> float:
@@ -76,8 +79,9 @@ class Leak:
         return (
             f"character set: precision {self.precision:.3f}, recall {self.recall:.3f} "
             f"({len(self.moved)} recovered, {len(self.true_set)} typed); counts: r = "
-            f"{self.correlation:.3f} (bias update alone, without the prior: "
-            f"{self.correlation_without_prior:.3f})"
+            f"{self.correlation:.3f} (the prior alone: {self.correlation_prior_only:.3f}; "
+            f"the bias update without the prior: {self.correlation_without_prior:.3f}); "
+            f"beyond the prior's expectation: r = {self.residual_correlation:.3f}"
         )
 
 
@@ -197,4 +201,5 @@ def probe(
         cohort_set,
         _pearson(-update[-1][1:], counts[1:]),
         _pearson(prior[1:], counts[1:]),
+        _pearson((recovered - prior * recovered.sum())[1:], (counts - prior * counts.sum())[1:]),
     )
