@@ -5,6 +5,7 @@ do; the README's lines generate from it."""
 import contextlib
 import io
 import re
+import time
 import zipfile
 
 import numpy as np
@@ -38,6 +39,15 @@ def test_the_pages_zip_holds_a_keras_model_that_predicts_as_fedtext_s(
     job = queue.submit(config, owner="gina", page_open=lambda: True)
     wait_for(job)
     assert job.state is JobState.DONE, job.message
+    # Written just after the run ends for its page, in the queue's thread.
+    keras_file = store.path(job.job_id) / "model.keras"
+    deadline = time.monotonic() + 120
+    while not keras_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    # Storing the run again (here with its baseline) keeps it.
+    assert queue.run_baseline(job.job_id, "gina") == ""
+    wait_for(job)
+    assert job.baseline and keras_file.exists()
     with zipfile.ZipFile(io.BytesIO(model_archive(store.path(job.job_id)))) as archive:
         assert "fedtext-model/model.keras" in archive.namelist()
         archive.extractall(tmp_path / "unzipped")

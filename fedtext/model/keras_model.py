@@ -105,10 +105,12 @@ def save_keras_file(weights: list[np.ndarray], config: ModelConfig, directory: s
     `tf.keras.models.load_model(path, compile=False)` opens without fedtext. Its weights are
     rounded to float16 and back, as fedtext's own file stores them: both predict the same."""
     path = Path(directory) / KERAS_FILE
+    tmp = path.with_name(".tmp." + KERAS_FILE)  # a reader (the page's zip) sees all or nothing
     with BUILD_LOCK:  # TFF's tracing in another thread swaps Keras' classes meanwhile
         model = build_model(config)
         model.set_weights([np.asarray(w).astype(np.float16).astype(np.float32) for w in weights])
-        model.save(path)
+        model.save(tmp)
+    tmp.replace(path)
     return path
 
 

@@ -6,7 +6,6 @@ follows (fedtext.service.followers)."""
 from __future__ import annotations
 
 import collections
-import functools
 import logging
 import threading
 import time
@@ -248,11 +247,23 @@ class TrainingQueue(Extras):
             self._store(job, trainer.model_config)
         with self._lock:
             job.ended = time.monotonic()
+        if trainer is not None:  # after the page has its run: it may wait for BUILD_LOCK
+            self._write_keras(job, trainer.model_config)
+
+    def _write_keras(self, job: Job, model_config) -> None:
+        """The stored run's model in Keras' format, in this thread, which has TensorFlow (the
+        page's has none); the store keeps it when the run is stored again."""
+        from fedtext.model.keras_model import save_keras_file  # TensorFlow: this thread only
+
+        directory = self.store.path(job.job_id) if self.store is not None else None
+        if directory is None or not directory.exists() or job.weights is None:
+            return
+        try:
+            save_keras_file(job.weights, model_config, directory)
+        except Exception:  # the run is kept in fedtext's own files all the same
+            log.exception("run %s: model.keras not written", job.job_id)
 
     def _store(self, job: Job, model_config) -> None:
-        # TensorFlow: imported in this queue's thread only, as above.
-        from fedtext.model.keras_model import save_keras_file
-
         if self.store is None or len(job.history) < 2:
             return
         try:
@@ -267,8 +278,6 @@ class TrainingQueue(Extras):
                 job.clients,
                 job.personal,
                 job.gains,
-                # Called in this queue's thread, which has TensorFlow; the page's has none.
-                functools.partial(save_keras_file, job.weights, model_config),
             )
         except OSError as error:  # a full or read-only disk must not stop the queue
             with self._lock:

@@ -10,7 +10,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -25,7 +25,13 @@ from fedtext.learning.records import (
     clients_csv,
     history_csv,
 )
-from fedtext.model.weights import WeightsError, load_config, load_weights_arrays, save_arrays
+from fedtext.model.weights import (
+    KERAS_FILE,
+    WeightsError,
+    load_config,
+    load_weights_arrays,
+    save_arrays,
+)
 from fedtext.service.followers import run_key
 from fedtext.text.plays import cache_dir
 
@@ -89,16 +95,11 @@ class RunStore:
         clients: Sequence[ClientFigures] = (),
         personal: Mapping[str, PersonalGain] = MappingProxyType({}),
         gains: Sequence[PersonalGain] = (),
-        write_keras: Callable[[Path], object] | None = None,
     ) -> Path:
-        """Store a run whole (readers see all of it or none). `write_keras(folder)` adds the
-        model in Keras' format: the caller has TensorFlow, this module does not."""
         final = self.path(run_id)
         tmp = self.root / f".{run_id}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         save_arrays(weights, model_config, tmp)
-        if write_keras is not None:
-            write_keras(tmp)
         (tmp / "metrics.csv").write_text(history_csv(history))
         if clients:
             (tmp / "clients.csv").write_text(clients_csv(clients))
@@ -115,6 +116,8 @@ class RunStore:
         (tmp / "run.json").write_text(json.dumps(record))
         if (final / PERSONAL_DIR).exists():  # the characters' models, saved as they were made
             (final / PERSONAL_DIR).rename(tmp / PERSONAL_DIR)
+        if (final / KERAS_FILE).exists():  # written by the queue after the run (TensorFlow)
+            (final / KERAS_FILE).rename(tmp / KERAS_FILE)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)  # readers see a whole run or none
         self.prune()
