@@ -88,6 +88,9 @@ def current_run(engine: backend.Engine, data_root: str) -> backend.RunView | Non
     if run is None:
         st.warning(why)
         st.session_state.run_id = ""
+        # Kept with the link's other problems, which every run shows until Train: the run after
+        # a visitor's first (ui/first_paint.py) would otherwise take the warning away.
+        st.session_state.problems = [*st.session_state.problems, why]
     return run
 
 
