@@ -247,8 +247,10 @@ class TrainingQueue(Extras):
             self._store(job, trainer.model_config)
         with self._lock:
             job.ended = time.monotonic()
-        if trainer is not None:  # after the page has its run: it may wait for BUILD_LOCK
-            self._write_keras(job, trainer.model_config)
+        if trainer is not None:  # aside, so the next run need not wait for it (BUILD_LOCK)
+            threading.Thread(
+                target=self._write_keras, args=(job, trainer.model_config), daemon=True
+            ).start()
 
     def _write_keras(self, job: Job, model_config) -> None:
         """The stored run's model in Keras' format, in this thread, which has TensorFlow (the
