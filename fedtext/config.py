@@ -358,3 +358,31 @@ class ServerLimits:
         ):
             if value > limit:
                 raise ConfigError(f"{name} is limited to {limit} on this server, got {value}")
+
+
+@dataclass(frozen=True)
+class ClassLimits:
+    """Bounds on a class run (fedtext.service.classroom), so that one class cannot take a
+    shared server and a student's pasted lines stay a few lines."""
+
+    # Students joined at once. Every present student trains every round (unless the teacher
+    # samples): 40 clients of 5 local steps make a round about 20x the default two clients'.
+    max_students: int = 40
+    # Class runs open at once on a server: each holds a model and its students' text in memory.
+    max_classes: int = 4
+    # Pasted lines: at least one sequence of the tutorial's 100 characters (and its target);
+    # at most what a round of the largest local setting reads (20 batches of 8 x 101 = 16,160),
+    # a few pages, not a book.
+    min_text_chars: int = 101
+    max_text_chars: int = 16_000
+    max_name_chars: int = 30  # a name or nickname, as the teacher's roster shows it
+    max_seconds_between_rounds: float = 120.0  # a pause to read the new text, not a lesson's end
+
+    def check_pause(self, seconds: float) -> None:
+        if not isinstance(seconds, (int, float)) or not (
+            0 <= seconds <= self.max_seconds_between_rounds
+        ):
+            raise ConfigError(
+                f"seconds between rounds must lie between 0 and "
+                f"{self.max_seconds_between_rounds:g}, got {seconds!r}"
+            )

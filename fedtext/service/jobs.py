@@ -4,6 +4,7 @@ machine small, so jobs run one at a time in a background thread while pages poll
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -124,6 +125,8 @@ class TrainingQueue:
         self._waiting: collections.deque[str] = collections.deque()
         self._trainers: dict[str, FederatedTrainer] = {}  # kept while a failed job may resume
         self._round_seconds: collections.deque[float] = collections.deque(maxlen=20)
+        # Work for the training thread between rounds: a class run's rounds (call_soon).
+        self._calls: collections.deque[Callable[[], None]] = collections.deque()
         self._lock = threading.Condition()
         self._thread = threading.Thread(target=self._serve, name="fedtext-training", daemon=True)
         self._thread.start()
@@ -145,6 +148,25 @@ class TrainingQueue:
             self._waiting.append(job.job_id)
             self._lock.notify_all()
             return job
+
+    def call_soon(self, work: Callable[[], None]) -> None:
+        """Run `work` in the training thread before the next job or round: a class run's
+        rounds (fedtext.service.classroom) go between visitors' rounds, one at a time."""
+        with self._lock:
+            self._calls.append(work)
+            self._lock.notify_all()
+
+    def _run_calls(self) -> None:
+        """The calls waiting, in the training thread; one that fails must not stop the queue."""
+        while True:
+            with self._lock:
+                if not self._calls:
+                    return
+                work = self._calls.popleft()
+            try:
+                work()
+            except Exception:
+                logging.getLogger(__name__).exception("a call in the training thread failed")
 
     def get(self, job_id: str, owner: str | None = None) -> Job | None:
         """The job, only for its owner when an owner is given."""
@@ -268,9 +290,12 @@ class TrainingQueue:
 
     def _serve(self) -> None:
         while True:
+            self._run_calls()
             with self._lock:
-                while not self._waiting:
+                while not self._waiting and not self._calls:
                     self._lock.wait()
+                if not self._waiting:
+                    continue
                 job = self._jobs[self._waiting.popleft()]
                 if self._abandoned(job):  # its page closed while it waited
                     job.state, job.message = JobState.STOPPED, "the page that queued it closed"
@@ -301,6 +326,7 @@ class TrainingQueue:
                 )
                 self._trainers[job.job_id] = trainer
             for result in trainer.rounds():
+                self._run_calls()
                 with self._lock:
                     job.history = list(trainer.history)
                     job.clients = list(trainer.client_history)
