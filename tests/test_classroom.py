@@ -181,7 +181,7 @@ def test_stop_keeps_the_rounds_trained(classroom, monkeypatch):
     wait_until(lambda: ended(run))
     assert run.state is ClassState.STOPPED
     assert [r.round_num for r in run.history] == [0, 1, 2]  # round 2, in flight, is kept
-    assert run.message == "stopped by the teacher after round 1"  # as the click saw it
+    assert run.message == "stopped by the teacher after round 2"
     assert run.trainer is None  # its trainer (and TFF state) left memory
 
 

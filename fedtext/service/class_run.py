@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedtext.config import FederatedConfig, ModelConfig
+from fedtext.config import ClassLimits, FederatedConfig, ModelConfig
 from fedtext.learning.records import ClientFigures, RoundResult
+from fedtext.text.vocab import describe_chars, normalise
 
 if TYPE_CHECKING:
     from fedtext.learning.roster import RosterTrainer
@@ -107,3 +108,22 @@ def sample_cohort(
     rng = np.random.default_rng([seed, round_num])
     chosen = rng.choice(len(client_ids), per_round, replace=False)
     return tuple(client_ids[i] for i in sorted(chosen))
+
+
+def check_lines(text: str, limits: ClassLimits = ClassLimits()) -> str:
+    """Pasted lines, normalised, or ClassError saying what is wrong with them."""
+    normalised = normalise(text or "")
+    if normalised.dropped:
+        unknown = describe_chars(sorted(normalised.dropped))
+        raise ClassError(f"your lines have characters the model does not know: {unknown}")
+    lines = normalised.text.strip()
+    if len(lines) < limits.min_text_chars:
+        raise ClassError(
+            f"paste at least {limits.min_text_chars} characters (a few lines); "
+            f"these are {len(lines)}"
+        )
+    if len(lines) > limits.max_text_chars:
+        raise ClassError(
+            f"paste at most {limits.max_text_chars:,} characters; these are {len(lines):,}"
+        )
+    return lines

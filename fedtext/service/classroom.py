@@ -24,12 +24,13 @@ from fedtext.service.class_run import (
     ClassRun,
     ClassState,
     Student,
+    check_lines,
     sample_cohort,
 )
 from fedtext.service.jobs import HEARTBEAT_TIMEOUT_S
 from fedtext.service.store import new_run_id
 from fedtext.text.plays import DataError, load_text_ids
-from fedtext.text.vocab import describe_chars, encode, normalise
+from fedtext.text.vocab import encode
 
 if TYPE_CHECKING:
     from fedtext.model.generation import TextGenerator
@@ -65,7 +66,6 @@ class Classroom:
         round also measures every student's figures. ClassError past the limits."""
         try:
             self.queue.limits.check(config)
-            self.limits.check_pause(seconds_between_rounds)
         except ConfigError as error:
             raise ClassError(str(error)) from None
         if config.private:
@@ -73,11 +73,7 @@ class Classroom:
                 "a class run shows each student's own figures, which differential privacy "
                 "does not allow: set the noise multiplier to 0"
             )
-        if not isinstance(per_round, int) or not 0 <= per_round <= self.limits.max_students:
-            raise ClassError(
-                f"students per round must lie between 0 (all) and "
-                f"{self.limits.max_students}, got {per_round!r}"
-            )
+        self._check_pace(per_round, seconds_between_rounds)
         config = dataclasses.replace(
             config, client_figures=True, rounds_per_call=1, clients_per_round=0
         )
@@ -127,10 +123,35 @@ class Classroom:
             run, why = self._as_teacher(class_id, token)
             if not why and not run.state.over:
                 run.state = ClassState.STOPPED
-                run.message = f"stopped by the teacher after round {run.rounds_done}"
-                if not run.busy:
+                if not run.busy:  # else when the round running now has ended
                     self._close(run)
             return why
+
+    def configure(
+        self, class_id: str, token: str, per_round: int, seconds_between_rounds: float
+    ) -> str:
+        """Students per round (0: all present) and the pause between rounds, from the next
+        round on: '' when set, else why not."""
+        try:
+            self._check_pace(per_round, seconds_between_rounds)
+        except ClassError as error:
+            return str(error)
+        with self._lock:
+            run, why = self._as_teacher(class_id, token)
+            if not why:
+                run.per_round, run.seconds_between_rounds = per_round, seconds_between_rounds
+            return why
+
+    def _check_pace(self, per_round: int, seconds_between_rounds: float) -> None:
+        try:
+            self.limits.check_pause(seconds_between_rounds)
+        except ConfigError as error:
+            raise ClassError(str(error)) from None
+        if not isinstance(per_round, int) or not 0 <= per_round <= self.limits.max_students:
+            raise ClassError(
+                f"students per round must lie between 0 (all) and {self.limits.max_students}, "
+                f"got {per_round!r}"
+            )
 
     def get(self, class_id: str) -> ClassRun | None:
         return self._runs.get(class_id or "")
@@ -161,7 +182,7 @@ class Classroom:
             ids = self._character_ids(character)
             text = ""
         else:
-            text = self.check_lines(own_lines)
+            text = check_lines(own_lines, self.limits)
             ids = encode(text + "\n")  # a newline ends each speech in the plays' text too
         with self._lock:
             run = self.get(class_id)
@@ -224,25 +245,6 @@ class Classroom:
         """The students who would train if a round started now."""
         with self._lock:
             return [s for s in run.students.values() if self._is_present(s)]
-
-    @staticmethod
-    def check_lines(text: str, limits: ClassLimits = ClassLimits()) -> str:
-        """Pasted lines, normalised, or ClassError saying what is wrong with them."""
-        normalised = normalise(text or "")
-        if normalised.dropped:
-            unknown = describe_chars(sorted(normalised.dropped))
-            raise ClassError(f"your lines have characters the model does not know: {unknown}")
-        lines = normalised.text.strip()
-        if len(lines) < limits.min_text_chars:
-            raise ClassError(
-                f"paste at least {limits.min_text_chars} characters (a few lines); "
-                f"these are {len(lines)}"
-            )
-        if len(lines) > limits.max_text_chars:
-            raise ClassError(
-                f"paste at most {limits.max_text_chars:,} characters; these are {len(lines):,}"
-            )
-        return lines
 
     # ---------------------------------------------------------------- the global model's text
 
@@ -341,6 +343,8 @@ class Classroom:
 
     def _close(self, run: ClassRun) -> None:
         """An ended run keeps its model and figures; its trainer and round iterator go. Locked."""
+        if run.state is ClassState.STOPPED and not run.message:
+            run.message = f"stopped by the teacher after round {run.rounds_done}"
         if run.rounds_left is not None:
             run.rounds_left.close()
         run.rounds_left, run.trainer = None, None
