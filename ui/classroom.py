@@ -20,6 +20,7 @@ from ui.resources import start_engine
 from ui.train import page_open
 
 FOLLOW_EVERY_S = 1.0  # a class page's poll: the student's heartbeat, and the live figures
+ENGINE_WAIT_S = 120.0  # the most "Open a class run" waits for TensorFlow to load (seconds)
 OWN_LINES, CHARACTER = "Lines of my own", "A Shakespeare character"
 
 
@@ -31,25 +32,29 @@ def load_classroom(base_dir: str, data_root: str) -> Classroom:
 
 def open_class_ui(engine: Engine, setup: dict, base_dir: str, data_root: str) -> None:
     """On the main page: open a class run with this page's settings, and become its teacher."""
-    ready = engine.ready.is_set() and not engine.error
-    if st.button(
+    if not st.button(
         "Open a class run",
         icon=":material/groups:",
         key="open_class",
-        disabled=not ready,
+        disabled=bool(engine.error),
         help="A run where every student who opens its link is one client, with these settings"
         " (the chosen characters' held-out speeches measure the global model)",
     ):
-        try:
-            config = FederatedConfig(**{**setup, "client_ids": tuple(setup["client_ids"])})
-            run = load_classroom(base_dir, data_root).open(config)
-        except (ConfigError, ClassError) as error:
-            st.error(f"Cannot open a class run: {error}")
-            return
-        st.query_params.from_dict(
-            {service.CLASS_PARAM: run.class_id, service.TEACHER_PARAM: run.teacher_token}
-        )
-        st.rerun()
+        return
+    with st.spinner(f"Preparing the server (first start only): {engine.step}…"):
+        engine.ready.wait(ENGINE_WAIT_S)
+    try:
+        if engine.error or not engine.ready.is_set():
+            raise ClassError(engine.error or "the server is still starting: try again soon")
+        config = FederatedConfig(**{**setup, "client_ids": tuple(setup["client_ids"])})
+        run = load_classroom(base_dir, data_root).open(config)
+    except (ConfigError, ClassError) as error:
+        st.error(f"Cannot open a class run: {error}")
+        return
+    st.query_params.from_dict(
+        {service.CLASS_PARAM: run.class_id, service.TEACHER_PARAM: run.teacher_token}
+    )
+    st.rerun()
 
 
 def class_page(engine: Engine, clients: dict[str, plays.ClientInfo], base_dir: str, data_root: str):
@@ -340,7 +345,12 @@ def status_ui(classroom: Classroom, run: ClassRun, student: Student | None = Non
             line += ": yours is training" if mine else f": you join at round {student.first_round}"
     else:
         line = f"Round {done} of {total} done; round {done + 1} is next"
-    (st.success if run.state is ClassState.DONE else st.info)(line, icon=":material/school:")
+    show = {
+        ClassState.DONE: st.success,
+        ClassState.STOPPED: st.warning,
+        ClassState.FAILED: st.error,
+    }
+    show.get(run.state, st.info)(line, icon=":material/school:")
     if total:
         st.progress(min(1.0, done / total))
 
