@@ -256,3 +256,20 @@ def test_limits_say_what_is_wrong_in_one_line(classroom):
     classroom.stop(run.class_id, run.teacher_token)
     refused(lambda: join(run.class_id, "Eve", character=CHARACTER), "has ended")
     assert all("\n" not in m and len(m) < 120 for m in messages), messages
+
+
+def test_class_rounds_take_turns_with_a_visitors_run(classroom):
+    job = classroom.queue.submit(
+        FederatedConfig(client_ids=(CHARACTER,), rounds=10, batches_per_client=1), owner="vi"
+    )
+    alive = lambda: classroom.queue.touch(job.job_id)  # noqa: E731  (the visitor's heartbeat)
+    wait_until(lambda: alive() or len(job.history) >= 2, what="the visitor's first round")
+    run = classroom.open(class_config(rounds=2))
+    classroom.join(run.class_id, "Ada", character=CHARACTER)
+    classroom.start(run.class_id, run.teacher_token)
+    wait_until(lambda: alive() or ended(run) or job.finished)
+    # One class round (round 0 included) between two of the visitor's, not after all 10.
+    assert run.state is ClassState.DONE and not job.finished, (run.state, len(job.history))
+    assert len(job.history) <= 9  # rounds 0-8 at most: the class's 3 calls came between
+    classroom.queue.stop(job.job_id)
+    wait_until(lambda: job.finished)

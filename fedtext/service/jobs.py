@@ -157,11 +157,12 @@ class TrainingQueue:
             self._lock.notify_all()
 
     def _run_calls(self) -> None:
-        """The calls waiting, in the training thread; one that fails must not stop the queue."""
-        while True:
+        """The calls waiting now (not those they queue: a class run's next round waits for the
+        next turn), in the training thread; one that fails must not stop the queue."""
+        with self._lock:
+            waiting = len(self._calls)
+        for _ in range(waiting):
             with self._lock:
-                if not self._calls:
-                    return
                 work = self._calls.popleft()
             try:
                 work()
@@ -326,7 +327,6 @@ class TrainingQueue:
                 )
                 self._trainers[job.job_id] = trainer
             for result in trainer.rounds():
-                self._run_calls()
                 with self._lock:
                     job.history = list(trainer.history)
                     job.clients = list(trainer.client_history)
@@ -337,6 +337,7 @@ class TrainingQueue:
                     if job.stop_requested or self._abandoned(job):
                         state, message = JobState.STOPPED, f"stopped after round {result.round_num}"
                         break
+                self._run_calls()  # a class run's round between two of this job's
         except WorkerError as error:
             state, message, resumable = JobState.FAILED, str(error), True
         except TrainingDiverged as error:  # the same round would diverge again: no resume
