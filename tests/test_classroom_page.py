@@ -65,11 +65,10 @@ def texts(at: AppTest) -> str:
 
 def test_teacher_opens_a_class_run_students_join_and_follow_it(page_env):
     teacher = page()
-    rerun_until(teacher, lambda at: not at.button(key="open_class").disabled, what="engine")
     teacher.multiselect(key="client_ids").set_value(EVALUATE_ON)
     teacher.number_input(key="rounds").set_value(2)
     teacher.number_input(key="batches_per_client").set_value(1)
-    teacher.button(key="open_class").click().run()
+    teacher.button(key="open_class").click().run(timeout=240)  # waits for the engine
     assert not teacher.exception, teacher.exception
     class_id = teacher.query_params["class"][0]
     assert teacher.query_params["teacher"][0]
