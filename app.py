@@ -22,6 +22,7 @@ from fedtext.service import backend, links, store
 from fedtext.text import memorisation, plays
 from fedtext.text.prompt import TUTORIAL_PROMPT
 from ui import first_paint, words
+from ui.classroom import class_page, open_class_ui
 from ui.clients import chosen_ui, clients_ui
 from ui.compare import compare_panel
 from ui.resources import load_clients, load_saved, start_engine
@@ -149,6 +150,9 @@ except plays.DataError as error:
     st.stop()
 loading.empty()
 engine = start_engine(base_dir, data_root)  # TensorFlow loads while the page draws
+if "class" in st.query_params:  # a class run's link: the teacher's or a student's page
+    class_page(engine, clients, base_dir, data_root)
+    st.stop()
 init_session(clients)
 names = {cid: f"{c.character.title()} ({c.play})" for cid, c in clients.items()}
 with st.container():  # messages about the link; one element whatever they are
@@ -268,6 +272,7 @@ with results_col:
 
 st.markdown("**5 · Keep**: results and the setup")
 keep_ui(run, data_root)
+open_class_ui(engine, setup, base_dir, data_root)
 
 params = links.setup_to_params(setup)
 if st.session_state.run_id:

@@ -368,24 +368,3 @@ class CentralisedConfig:
         positive_finite("learning rate", self.learning_rate)
         at_least("batch size", self.batch_size, 1)
         at_least("steps per point", self.steps_per_point, 1)
-
-
-@dataclass(frozen=True)
-class ServiceLimits:
-    """Per-visitor bounds on the shared page service, so one visitor cannot take it."""
-
-    max_rounds: int = 50  # about 10 minutes of the default setting on 2 cores
-    max_clients: int = 100  # the page's held-out evaluation grows with the chosen clients
-    max_batches_per_client: int = 20
-    max_generate_chars: int = 1000
-    max_jobs_per_visitor: int = 1  # queued or running at once
-    max_queue: int = 20  # jobs waiting in all
-
-    def check(self, config: FederatedConfig) -> None:
-        for name, value, limit in (
-            ("rounds", config.rounds, self.max_rounds),
-            ("clients", len(config.client_ids), self.max_clients),
-            ("batches per client", config.batches_per_client, self.max_batches_per_client),
-        ):
-            if value > limit:
-                raise ConfigError(f"{name} is limited to {limit} on this site, got {value}")

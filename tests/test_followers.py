@@ -11,10 +11,11 @@ import time
 import numpy as np
 import pytest
 
-from fedtext.config import FederatedConfig, ServiceLimits
+from fedtext.config import FederatedConfig
 from fedtext.learning.training import FederatedTrainer
 from fedtext.service.followers import run_key
 from fedtext.service.jobs import JobState, TrainingQueue
+from fedtext.service.limits import ServiceLimits
 from fedtext.service.store import RunStore
 from tests.conftest import wait_for
 

@@ -5,8 +5,9 @@ import time
 
 import pytest
 
-from fedtext.config import ConfigError, FederatedConfig, ServiceLimits
+from fedtext.config import ConfigError, FederatedConfig
 from fedtext.service.jobs import JobState, QueueFull, TrainingQueue
+from fedtext.service.limits import ServiceLimits
 from fedtext.service.store import RunStore, is_run_id
 from tests.conftest import wait_for
 

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedtext.config import FederatedConfig, ServiceLimits
+from fedtext.config import FederatedConfig
 from fedtext.distribution import runtime
 from fedtext.service.allocator import release_free_memory
 from fedtext.service.extras import GAIN_CLIENTS, GAIN_STEPS, Extras
 from fedtext.service.followers import Followers, run_key
 from fedtext.service.job import Job, JobState, QueueFull, Task, rounds_left
+from fedtext.service.limits import ServiceLimits
 from fedtext.service.store import RunStore, new_run_id
 
 if TYPE_CHECKING:
@@ -56,6 +57,8 @@ class TrainingQueue(Extras):
         self._waiting: collections.deque[str] = collections.deque()
         self._trainers: dict[str, FederatedTrainer] = {}  # kept while a failed job may resume
         self._round_seconds: collections.deque[float] = collections.deque(maxlen=20)
+        # Work for the training thread between rounds: a class run's rounds (call_soon).
+        self._calls: collections.deque[Callable[[], None]] = collections.deque()
         self._lock = threading.Condition()
         # Runs with different settings train at once, one per TFF worker group, each group's
         # context set in its own thread; one group (and thread) on a 2-core machine.
@@ -105,6 +108,26 @@ class TrainingQueue(Extras):
             if live and job.key == key:
                 return job
         return None
+
+    def call_soon(self, work: Callable[[], None]) -> None:
+        """Run `work` in the training thread before the next job or round: a class run's
+        rounds (fedtext.service.classroom) go between visitors' rounds, one at a time."""
+        with self._lock:
+            self._calls.append(work)
+            self._lock.notify_all()
+
+    def _run_calls(self) -> None:
+        """The calls waiting now (not those they queue: a class run's next round waits for the
+        next turn), in the training thread; one that fails must not stop the queue."""
+        with self._lock:
+            waiting = len(self._calls)
+        for _ in range(waiting):
+            with self._lock:
+                work = self._calls.popleft()
+            try:
+                work()
+            except Exception:
+                log.exception("a call in the training thread failed")
 
     def get(self, job_id: str, owner: str | None = None) -> Job | None:
         """The job, only for one who follows it when an owner is given."""
@@ -187,9 +210,12 @@ class TrainingQueue(Extras):
         # This thread's computations go to its own worker group.
         runtime.use_group(group, self.parallelism.runs)
         while True:
+            self._run_calls()
             with self._lock:
-                while not self._waiting:
+                while not self._waiting and not self._calls:
                     self._lock.wait()
+                if not self._waiting:
+                    continue
                 job = self._jobs[self._waiting.popleft()]
                 if self._abandoned(job):  # its pages closed while it waited
                     job.state, job.message = JobState.STOPPED, "the pages that queued it closed"
@@ -229,6 +255,7 @@ class TrainingQueue(Extras):
                     if job.stop_requested or self._abandoned(job):
                         state, message = JobState.STOPPED, f"stopped after round {result.round_num}"
                         break
+                self._run_calls()  # a class run's round between two of this job's
         except WorkerError as error:
             state, message, resumable = JobState.FAILED, str(error), True
         except TrainingDiverged as error:  # the same round would diverge again: no resume

@@ -20,10 +20,10 @@ from fedtext.config import (
     SERVER_OPTIMIZERS,
     WEIGHTINGS,
     FederatedConfig,
-    ServiceLimits,
 )
 from fedtext.model.weights import KERAS_FILE
 from fedtext.presets import PRESETS
+from fedtext.service.limits import ServiceLimits
 from fedtext.text.plays import ClientInfo
 
 LIMITS = ServiceLimits()
