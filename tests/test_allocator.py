@@ -1,7 +1,13 @@
-"""glibc's allocator settings for the page's server process (fedtext.service.allocator): the
-mmap threshold it sets is the one glibc then uses, read back through glibc's own mallinfo2."""
+"""glibc's allocator settings for the page's service process (fedtext.service.allocator): the
+mmap threshold it sets is the one glibc then uses, read back through glibc's own mallinfo2.
+
+Checked in a fresh interpreter, as the service sets it before TensorFlow loads: in a process
+where TensorFlow has loaded (the rest of the suite), large blocks are no longer mapped apart."""
 
 import ctypes
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,6 +48,19 @@ def test_the_threshold_it_sets_is_the_one_glibc_uses():
     libc = allocator._glibc()
     if libc is None or not hasattr(libc, "mallinfo2"):
         pytest.skip("not glibc 2.33 or later")
+    here = Path(__file__).resolve().parent
+    code = f"import sys; sys.path[:0] = [{str(here)!r}]; import test_allocator as t; t.check()"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=here.parent, timeout=60
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "checked"
+
+
+def check() -> None:
+    """The threshold's check, in this process (a fresh one: see the module's docstring)."""
+    assert "tensorflow" not in sys.modules
+    libc = allocator._glibc()
     libc.mallinfo2.restype = MallInfo2
     libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
     libc.free.argtypes = [ctypes.c_void_p]
@@ -54,3 +73,4 @@ def test_the_threshold_it_sets_is_the_one_glibc_uses():
     allocator.release_free_memory()
     big = np.ones(4 << 20, np.uint8)
     assert int(big.sum()) == 4 << 20  # allocations still work after the trim
+    print("checked")
