@@ -45,6 +45,25 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return directory
 
 
+@pytest.fixture(scope="module")
+def page_env(tiny_model_dir, tmp_path_factory):
+    """The tiny base model and a fresh runs directory, for the page run in this process."""
+    # Streamlit's test harness, imported only by the page's tests.
+    from streamlit.runtime.scriptrunner.script_cache import ScriptCache
+    from streamlit.testing.v1 import app_test, local_script_runner
+
+    data_root = tmp_path_factory.mktemp("page-data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FEDTEXT_BASE_MODEL", str(tiny_model_dir))
+        patch.setenv("FEDTEXT_DATA", str(data_root))
+        # A server parses app.py once (one ScriptCache); AppTest parses it on every run, and on
+        # CPython 3.11.7 a parse while TFF traces in another thread can fail (gh-106905).
+        shared_cache = ScriptCache()
+        for module in (app_test, local_script_runner):
+            patch.setattr(module, "ScriptCache", lambda: shared_cache)
+        yield data_root
+
+
 @pytest.fixture(scope="session")
 def database():
     from fedtext.text import plays

@@ -8,8 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from streamlit.runtime.scriptrunner.script_cache import ScriptCache
-from streamlit.testing.v1 import AppTest, app_test, local_script_runner
+from streamlit.testing.v1 import AppTest
 
 from fedtext.config import FederatedConfig
 from fedtext.learning import training
@@ -21,21 +20,6 @@ from tests.conftest import KillingProcess
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 CLIENTS = ["KING_LEAR_FOOL", "KING_LEAR_KING_LEAR"]  # small, so a round takes seconds
-
-
-@pytest.fixture(scope="module")
-def page_env(tiny_model_dir, tmp_path_factory):
-    """The tiny base model and a fresh runs directory, for the page run in this process."""
-    data_root = tmp_path_factory.mktemp("page-data")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FEDTEXT_BASE_MODEL", str(tiny_model_dir))
-        patch.setenv("FEDTEXT_DATA", str(data_root))
-        # A server parses app.py once (one ScriptCache); AppTest parses it on every run, and on
-        # CPython 3.11.7 a parse while TFF traces in another thread can fail (gh-106905).
-        shared_cache = ScriptCache()
-        for module in (app_test, local_script_runner):
-            patch.setattr(module, "ScriptCache", lambda: shared_cache)
-        yield data_root
 
 
 def open_page(query: dict[str, str] | None = None) -> AppTest:

@@ -1,10 +1,10 @@
 """The page with TFF's secure aggregator: a link sets it, the round says what the server sees,
 and a real round on the tiny model trains through it."""
 
-from tests.test_app import CLIENTS, open_page, page_env, wait_for_run  # noqa: F401 (a fixture)
+from tests.test_app import CLIENTS, open_page, wait_for_run
 
 
-def test_a_secure_link_trains_and_says_the_server_sees_only_the_sum(page_env):  # noqa: F811
+def test_a_secure_link_trains_and_says_the_server_sees_only_the_sum(page_env):
     at = open_page({"aggregator": "secure", "rounds": "1", "batches": "1"})
     assert at.radio(key="aggregator").value == "secure"
     assert "only the sum" in " ".join(m.value for m in at.markdown)

@@ -8,8 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from streamlit.runtime.scriptrunner.script_cache import ScriptCache
-from streamlit.testing.v1 import AppTest, app_test, local_script_runner
+from streamlit.testing.v1 import AppTest
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 EVALUATE_ON = ["KING_LEAR_FOOL"]
@@ -17,19 +16,6 @@ OWN_LINES = (
     "Beneath the orchard wall we kept a lantern and a drum,\n"
     "and counted every swallow that came home before the sun.\n"
 )
-
-
-@pytest.fixture(scope="module")
-def page_env(tiny_model_dir, tmp_path_factory):
-    data_root = tmp_path_factory.mktemp("class-page-data")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FEDTEXT_BASE_MODEL", str(tiny_model_dir))
-        patch.setenv("FEDTEXT_DATA", str(data_root))
-        # As tests/test_app.py: one parse of app.py, as a server does (gh-106905).
-        shared_cache = ScriptCache()
-        for module in (app_test, local_script_runner):
-            patch.setattr(module, "ScriptCache", lambda: shared_cache)
-        yield data_root
 
 
 def page(query: dict[str, str] | None = None) -> AppTest:

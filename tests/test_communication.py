@@ -15,7 +15,6 @@ from fedtext.learning.tff_model import tff_from_keras
 from fedtext.learning.training import FederatedTrainer
 from fedtext.model.keras_model import MaskedLoss, build_model, load_model
 from tests.conftest import plain_fedavg
-from tests.test_app import page_env  # noqa: F401  (the page test's fixture)
 
 CLIENTS = ("KING_LEAR_KING_LEAR", "KING_LEAR_FOOL")
 
@@ -285,7 +284,7 @@ def test_bad_communication_settings_get_one_line(args, message, capsys, tmp_path
     assert_refused_in_one_line(["finetune", *args, "--output", str(tmp_path)], message, capsys)
 
 
-def test_the_page_runs_a_link_s_algorithm_and_compression_and_keeps_them(page_env):  # noqa: F811
+def test_the_page_runs_a_link_s_algorithm_and_compression_and_keeps_them(page_env):
     """A link's FedProx with 8-bit updates and drop-outs opens those settings, trains with
     them, and the stored run's metrics say what each round sent."""
     from tests.test_app import open_page, train
