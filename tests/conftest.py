@@ -94,7 +94,7 @@ class KillingProcess:
     """The real learning process, with a thread killing every TFF worker while `next` runs."""
 
     def __init__(self, process):
-        self._process = process
+        self._process = self.__wrapped__ = process
         self.kills = 0
 
     def __getattr__(self, name):

@@ -63,6 +63,7 @@ class HookedProcess:
 
     def __init__(self, process, hooks):
         self._process, self.hooks, self.calls = process, hooks, 0
+        self.__wrapped__ = process  # what the communication meter reads
 
     def __getattr__(self, name):
         return getattr(self._process, name)

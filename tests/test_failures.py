@@ -24,7 +24,7 @@ class FaultyProcess:
     """The real learning process, whose rounds raise as a fault in fedtext's code would."""
 
     def __init__(self, process):
-        self._process = process
+        self._process = self.__wrapped__ = process
 
     def __getattr__(self, name):
         return getattr(self._process, name)

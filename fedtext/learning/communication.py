@@ -21,6 +21,7 @@ TFF's types: no TensorFlow is run.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -94,8 +95,9 @@ def computation_traffic(computation) -> Traffic:
 
 @functools.lru_cache(maxsize=16)
 def process_traffic(process) -> Traffic:
-    """Bytes per client of one round of a learning process (cached per compiled process)."""
-    return computation_traffic(process.next)
+    """Bytes per client of one round of a learning process (cached per compiled process); a
+    wrapper around one (a test's) names it in `__wrapped__`, as functools.wraps does."""
+    return computation_traffic(inspect.unwrap(process).next)
 
 
 def running_totals(history: Sequence[RoundResult]) -> list[tuple[int, int]]:
