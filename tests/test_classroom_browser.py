@@ -110,10 +110,12 @@ def test_a_class_run_in_real_browsers(server, capsys, tmp_path):
             students[LATE] = late
             expect(late.get_by_text("Your first round is round 3")).to_be_visible()
 
-            # A tab closes while round 4 runs (its client trains in it): the run goes on.
-            expect(teacher.get_by_text(re.compile(r"Round 4 of 5 running"))).to_be_visible(
-                timeout=WAIT
-            )
+            # A tab closes once round 4 has started with its client in it: while it runs (a
+            # round of seconds on a loaded machine) or in the pause after it, if the teacher's
+            # poll missed a round of under a second; either way round 5 goes on without it.
+            # (tests/test_classroom.py closes one inside a round in flight, deterministically.)
+            round_4 = re.compile(r"Round 4 of 5 running|Round 4 of 5 done")
+            expect(teacher.get_by_text(round_4)).to_be_visible(timeout=WAIT)
             students.pop(LEAVER).context.close()
             expect(teacher.get_by_text("Trained 5 rounds with the class")).to_be_visible(
                 timeout=WAIT * 2
