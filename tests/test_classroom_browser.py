@@ -100,20 +100,25 @@ def test_a_class_run_in_real_browsers(server, capsys, tmp_path):
             for name in ("Ada", "Ben", "Cy", "Dee", "Eve"):
                 students[name] = open_student(browser, link, name)
                 join(students[name])
+            teacher.bring_to_front()  # a background tab's polling is slowed
             expect(teacher.get_by_text("5 students present")).to_be_visible(timeout=WAIT)
             teacher.locator(".st-key-class_start").get_by_role("button").click()
 
             # The late student fills the form while round 1 and 2 run, and joins after round 2.
             late = open_student(browser, link, LATE)
+            teacher.bring_to_front()  # a background tab's polling is slowed
             expect(teacher.get_by_text("Round 2 of 5 done")).to_be_visible(timeout=WAIT)
             join(late)
             students[LATE] = late
             expect(late.get_by_text("Your first round is round 3")).to_be_visible()
 
-            # A tab closes while round 4 runs (its client trains in it): the run goes on.
-            expect(teacher.get_by_text(re.compile(r"Round 4 of 5 running"))).to_be_visible(
-                timeout=WAIT
-            )
+            # A tab closes once round 4 has started with its client in it: while it runs (a
+            # round of seconds on a loaded machine) or in the pause after it, if the teacher's
+            # poll missed a round of under a second; either way round 5 goes on without it.
+            # (tests/test_classroom.py closes one inside a round in flight, deterministically.)
+            round_4 = re.compile(r"Round 4 of 5 running|Round 4 of 5 done")
+            teacher.bring_to_front()  # a background tab's polling is slowed
+            expect(teacher.get_by_text(round_4)).to_be_visible(timeout=WAIT)
             students.pop(LEAVER).context.close()
             expect(teacher.get_by_text("Trained 5 rounds with the class")).to_be_visible(
                 timeout=WAIT * 2
