@@ -10,7 +10,7 @@ test:
 	.venv/bin/ruff format --check fedtext ui tests app.py scripts
 	.venv/bin/ruff check fedtext ui tests app.py scripts
 	.venv/bin/python -m pytest
-	.venv/bin/python -m pytest -m classroom tests/test_load.py tests/test_same_settings.py tests/test_classroom.py
+	.venv/bin/python -m pytest -m classroom tests/test_load.py tests/test_same_settings.py tests/test_classroom_browser.py
 
 lint:
 	scripts/setup.sh --test
