@@ -122,6 +122,9 @@ class _BoostedRound:
 
     def __init__(self, process: BoostedProcess, trainer: AttackTrainer):
         self._process, self._trainer = process, trainer
+        # What the communication meter reads: the boosted round's own TFF computation (the
+        # boost is one more float per client on top of the update).
+        self.__wrapped__ = process
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._process.learning_process, name)
