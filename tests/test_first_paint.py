@@ -83,7 +83,7 @@ def test_the_charts_come_after_and_the_links_values_stay(page):
     # Widgets the first run left out take the visitor's values when they come.
     assert page.get_by_label("Prompt").input_value() == TUTORIAL_PROMPT
     assert page.get_by_label("Shortest copy").input_value() == str(memorisation.MIN_CHARS)
-    page.get_by_text("Averaging, privacy, per-client figures").click()
+    page.get_by_text("Averaging, privacy, what the server sees").click()
     assert page.get_by_role("radio", name="weighted").is_checked()
 
 
