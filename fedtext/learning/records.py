@@ -95,7 +95,7 @@ def _cell(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float):
-        return repr(value)  # the shortest text that reads back as the same float
+        return f"{value:.12g}"  # float32 figures in full, without float64's last-digit noise
     if isinstance(value, tuple | list):
         return " ".join(map(str, value))
     return str(value)
