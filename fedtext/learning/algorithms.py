@@ -31,8 +31,7 @@ from fedtext.learning.optimizers import (
     build_client_optimizer,
     build_server_optimizer,
 )
-from fedtext.learning.tff_model import model_fn
-from fedtext.model.keras_model import build_model, compile_for_evaluation
+from fedtext.learning.tff_model import model_fn, restore_eager_keras
 
 # Tensors of at most this many numbers are summed as float32: their min and max (8 bytes) and
 # the decode would cost more than they save. TFF's default, 20,000, would leave 0.15% of the
@@ -187,8 +186,7 @@ def build_algorithm_process(
             model_aggregator=model_aggregator(aggregation, weighted=not uniform),
             loop_implementation=loop,
         )
-    # As fedtext.learning.process: an eager build puts Keras' classes back after TFF's tracing.
-    compile_for_evaluation(build_model(model_config))
+    restore_eager_keras(model_config)
     return process
 
 

@@ -23,10 +23,10 @@ from fedtext.learning.aggregators import (
 )
 from fedtext.learning.optimizers import build_client_optimizer, build_server_optimizer
 from fedtext.learning.records import RoundResult
-from fedtext.learning.tff_model import model_fn
+from fedtext.learning.tff_model import model_fn, restore_eager_keras
 from fedtext.learning.training import FederatedTrainer
 from fedtext.model.generation import TextGenerator
-from fedtext.model.keras_model import BUILD_LOCK, build_model, compile_for_evaluation
+from fedtext.model.keras_model import BUILD_LOCK
 from fedtext.text.vocab import encode
 
 SEEDS = 20  # completions of the trigger sampled each round, seeds 0 to 19
@@ -226,7 +226,5 @@ def _build(model_config, client_optimizer, server_optimizer, aggregation) -> Boo
     if aggregation.aggregator == "secure":
         learning_process = simulate_secure_sums(learning_process)
         next_fn = without_secure_sums(next_fn)
-    # Keras classes built while TFF traces are rebased onto v1 bases; an eager build puts them
-    # back (as fedtext.learning.process does).
-    compile_for_evaluation(build_model(model_config))
+    restore_eager_keras(model_config)
     return BoostedProcess(learning_process, next_fn)
