@@ -65,6 +65,7 @@ def init_session(clients: dict[str, plays.ClientInfo]) -> None:
         earlier=[],  # (label, history) of this visitor's earlier runs, for the charts
         earlier_runs=[],  # (label, run id) of the same runs, for the Compare panel
         pending=None,
+        pressed="",  # Train or Stop, until acted on
         notice="",
         run_id=st.query_params.get(links.RUN_PARAM, ""),
         prompt=TUTORIAL_PROMPT,
@@ -75,6 +76,13 @@ def init_session(clients: dict[str, plays.ClientInfo]) -> None:
         client_figures=False,
         preset="defaults",
     )
+
+
+def press(button: str) -> None:
+    """Train's or Stop's click, kept until a run of the page has acted on it. A button's own
+    value lasts one run, and a rerun that interrupts that run (the first paint's, or another
+    click's) would lose it; a callback runs before any run starts."""
+    st.session_state.pressed = button
 
 
 def current_run(engine: backend.Engine, data_root: str) -> backend.RunView | None:
@@ -172,21 +180,25 @@ with settings_col:
     settings = settings_ui()
     privacy_box = st.container()  # the run's privacy cost, once the clients are known
     train_col, stop_col = st.columns(2)
-    train = train_col.button(
+    train_col.button(
         "Train",
         icon=":material/play_arrow:",
         type="primary",
         disabled=live,
         width="stretch",
         key="train",
+        on_click=press,
+        args=("train",),
         help="Fine-tune the base model with these settings",
     )
-    stop = stop_col.button(
+    stop_col.button(
         "Stop",
         icon=":material/stop:",
         disabled=not live,
         width="stretch",
         key="stop",
+        on_click=press,
+        args=("stop",),
         help="End after the current round, keeping the model so far (a run that others "
         "with the same settings follow goes on for them)",
     )
@@ -208,7 +220,7 @@ with clients_col:
         settings["noise_multiplier"],
     )
 
-if train:
+if st.session_state.pressed == "train":
     try:
         config = FederatedConfig(**{**setup, "client_ids": tuple(client_ids)})
         links.LIMITS.check(config)
@@ -226,8 +238,9 @@ if train:
         start_run(engine, config)  # the stored run with these settings, or a pending one
         run = current_run(engine, data_root)
         live = run is not None and run.live
-if stop and live and not stop_run(engine, run, progress):  # others still follow it
-    run, live = None, False
+if st.session_state.pressed == "stop" and live and not stop_run(engine, run, progress):
+    run, live = None, False  # the run goes on for others who follow it
+st.session_state.pressed = ""
 if st.session_state.notice:
     progress.error(st.session_state.notice)
     st.session_state.notice = ""

@@ -98,3 +98,68 @@ def test_visitors_see_no_deploy_button(page):
     assert page.locator('[data-testid="stMainMenu"]').count() == 1  # the toolbar is drawn
     assert page.locator('[data-testid="stAppDeployButton"]').count() == 0
     assert page.get_by_role("button", name="Deploy").count() == 0
+
+
+def test_a_click_is_kept_when_the_second_run_lands_in_its_run(server, tmp_path):
+    """Train pressed just after the first run: the browser's request for the second run is held
+    back by the test until the click's run has begun, so it lands in the middle of that run (as
+    it does on a loaded machine, where a click once started nothing). The run still starts,
+    and the texts keep the visitor's prompt."""
+    from playwright.sync_api import sync_playwright
+    from streamlit.proto.BackMsg_pb2 import BackMsg
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    url, started, _ = server
+    race = {"held": None, "clicked": False, "released": False}
+
+    def route(page_socket):
+        server_socket = page_socket.connect_to_server()
+
+        def from_page(message):
+            back = BackMsg()
+            back.ParseFromString(message)
+            widgets = back.rerun_script.widget_states.widgets
+            if any("first_paint" in w.id and w.WhichOneof("value") for w in widgets):
+                if race["held"] is None and not race["released"]:
+                    race["held"] = message  # the second run's request: sent once Train's has begun
+                    return
+            if any(w.id.endswith("-train") and w.trigger_value for w in widgets):
+                race["clicked"] = True
+            server_socket.send(message)
+
+        def from_server(message):
+            forward = ForwardMsg()
+            forward.ParseFromString(message)
+            if race["clicked"] and race["held"]:
+                server_socket.send(race["held"])  # Train's run is drawing: now the second
+                race["held"], race["released"] = None, True
+            page_socket.send(message)
+
+        page_socket.on_message(from_page)
+        server_socket.on_message(from_server)
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            tab = browser.new_page(viewport={"width": WIDTH, "height": 800})
+            tab.route_web_socket("**/_stcore/stream", route)
+            while True:  # the server takes a moment to listen
+                try:
+                    tab.goto(f"{url}/?rounds=1", timeout=2000)
+                    break
+                except Exception:
+                    assert time.perf_counter() - started < 120, "streamlit did not start"
+                    time.sleep(0.2)
+            tab.wait_for_function(USABLE_JS, timeout=120_000, polling=100)
+            for _ in range(300):  # it asks two animation frames after the first run is drawn
+                if race["held"] is not None:
+                    break
+                tab.wait_for_timeout(100)
+            assert race["held"] is not None, "the browser never asked for the second run"
+            tab.locator(".st-key-train").get_by_role("button", name="Train").click()
+            tab.wait_for_selector(".st-key-tuned_text pre", timeout=300_000)
+            assert race["released"]
+            assert tab.get_by_label("Prompt").input_value() == TUTORIAL_PROMPT
+            assert tab.get_by_text("Cannot generate").count() == 0
+        finally:
+            browser.close()

@@ -96,10 +96,6 @@ async def classroom(url: str):
 
 @pytest.mark.classroom
 @pytest.mark.timeout(900)
-# A known regression, found at the end of the session that merged the first paint
-# (ui/first_paint.py): on a quiet machine a generating visitor's "Again" got no new text within
-# 180 s (3 December 2026, 19:45 UTC). Left failing visibly as xfail until it is fixed.
-@pytest.mark.xfail(reason="'Again' gets no new text since the first-paint change", strict=False)
 def test_eight_visitors_at_once(server, tiny_model_dir, client_data, capsys):
     from fedtext.learning.training import FederatedTrainer
     from fedtext.model.generation import TextGenerator

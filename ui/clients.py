@@ -9,6 +9,7 @@ from fedtext.config import TUTORIAL_CLIENTS
 from fedtext.service import links, plots
 from fedtext.text import plays
 from ui import first_paint
+from ui.kept import kept
 from ui.resources import load_letters, load_preview
 
 LETTER_CLIENTS = 40  # the letters chart reads each client's lines: bounded for a big choice
@@ -38,7 +39,7 @@ def clients_ui(clients: dict[str, plays.ClientInfo]) -> list[str]:
             1,
             links.LIMITS.max_clients,
             10,
-            key="pick_n",
+            key=kept("pick_n"),
             help="How many Random and Top N pick",
             width=PICK_N_WIDTH,
         )
@@ -59,7 +60,7 @@ def clients_ui(clients: dict[str, plays.ClientInfo]) -> list[str]:
     return st.multiselect(
         "Clients: type a character or a play",
         list(clients),
-        key="client_ids",
+        key=kept("client_ids"),
         format_func=lambda cid: links.client_label(clients[cid]),
         max_selections=links.LIMITS.max_clients,
         placeholder="Search: hamlet, lear, juliet…",

@@ -14,10 +14,8 @@ from fedtext.service import backend, links, plots
 from fedtext.text import memorisation, style
 from fedtext.text.prompt import PromptError
 from ui import first_paint
+from ui.kept import kept
 from ui.resources import generate, load_personal, load_saved, load_tuned
-
-REQUEST = ("prompt", "length", "temperature", "gen_seed")  # the widgets' keys, in order
-CONTROLS_HEIGHT, TOGGLES_HEIGHT = 74, 62  # pixels: the two rows of controls above the texts
 
 
 def compare_ui() -> tuple[str, int, float, int]:
@@ -25,13 +23,13 @@ def compare_ui() -> tuple[str, int, float, int]:
     prompt_col, length_col, temperature_col, seed_col, again_col = st.columns(
         [3.2, 0.9, 1.4, 0.8, 0.9], vertical_alignment="bottom"
     )
-    prompt = prompt_col.text_input("Prompt", key="prompt", max_chars=1000)
+    prompt = prompt_col.text_input("Prompt", key=kept("prompt"), max_chars=1000)
     length = length_col.number_input(
         "Length",
         10,
         links.LIMITS.max_generate_chars,
         step=50,
-        key="length",
+        key=kept("length"),
         help="Characters to generate",
     )
     temperature = temperature_col.slider(
@@ -39,11 +37,11 @@ def compare_ui() -> tuple[str, int, float, int]:
         0.1,
         2.0,
         step=0.1,
-        key="temperature",
+        key=kept("temperature"),
         help="Low: safe, repetitive; high: adventurous, misspelt",
     )
     seed = seed_col.number_input(
-        "Seed", 0, 9999, key="gen_seed", help="Same seed, same random draws for both models"
+        "Seed", 0, 9999, key=kept("gen_seed"), help="Same seed, same random draws for both models"
     )
     again_col.button(
         "Again",
@@ -199,7 +197,7 @@ def toggles_ui() -> None:
     toggles = st.columns([1, 1, 1.2], vertical_alignment="bottom")
     toggles[0].toggle(
         "Colour by style",
-        key="colour_style",
+        key=kept("colour_style"),
         help="The style meter is a character n-gram judge trained on Dickens' novels against "
         "Shakespeare's training lines, independent of both models. It places a text by its "
         "evidence per character: 0% reads like real held-out Dickens, 100% like real held-out "
@@ -209,7 +207,7 @@ def toggles_ui() -> None:
     )
     toggles[1].toggle(
         "Mark copies",
-        key="show_copies",
+        key=kept("show_copies"),
         help="Spans of the generated text found word for word in the training characters' "
         "lines; hover one for the character and the line. The base model never read them: "
         "its count is what chance and common phrases give",
@@ -218,7 +216,7 @@ def toggles_ui() -> None:
         "Shortest copy",
         6,
         100,
-        key="copy_chars",
+        key=kept("copy_chars"),
         help="Characters a span must have to count as copied (12: longer than most stock phrases)",
     )
 
@@ -232,17 +230,9 @@ def compare_panel(
     names: dict[str, str],
 ) -> None:
     """The two models side by side. A fragment: a new prompt or seed reruns only this."""
-    if first_paint.deferred():  # below the fold: the controls come in the next run, in place
-        first_paint.placeholder(CONTROLS_HEIGHT, "compare_controls")
-        prompt, length, temperature, gen_seed = (st.session_state[k] for k in REQUEST)
-    else:
-        first_paint.keep_values((*REQUEST, "copy_chars"))
-        prompt, length, temperature, gen_seed = compare_ui()
+    prompt, length, temperature, gen_seed = compare_ui()
     prompt_notice = st.empty()
-    if first_paint.deferred():
-        first_paint.placeholder(TOGGLES_HEIGHT, "compare_toggles")
-    else:
-        toggles_ui()
+    toggles_ui()
     trained_on = run.config.client_ids if run is not None else chosen
     base_col, tuned_col = st.columns(2)
     base_header = base_col.empty()

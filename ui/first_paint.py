@@ -1,12 +1,17 @@
 """A visitor's first paint: their first run leaves out what a visitor does not need first and
-costs most to draw (the Plotly charts, the clients' table and lines, the Compare panel's
-controls, the folded settings and the downloads), each behind a box of its height, and the
-browser asks for the rest once it has drawn that run.
+costs most to draw (the Plotly charts, the clients' table and lines, the copy probe and the
+downloads), each behind a box of its height, and the browser asks for the rest once it has
+drawn that run.
 
 Chromium draws a Streamlit page in one piece as its elements arrive; on a small machine the
 Plotly charts alone took it seconds, during which Train and the base model's text were not
 there to use. The second run is an ordinary rerun of the page: a widget touched before it comes
 does the same.
+
+Every widget is drawn in the first run all the same. A widget first drawn in a later run took
+its value from the browser, and a rerun racing a visitor's click (under load the browser's
+request for the second run can land in the middle of the run a click started) once sent an
+empty prompt: values that set a run or a text stay with Streamlit's ordinary widget state.
 """
 
 from __future__ import annotations
@@ -21,23 +26,11 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
 PAINTED = "first_paint_done"  # session key: this visitor's page has had its light run
-COMPLETE = "first_paint_complete"  # session key: ... and a whole run after it
 
 
 def deferred() -> bool:
     """Whether this run is a visitor's first, which leaves the heavy elements for the next."""
     return not st.session_state.get(PAINTED, False)
-
-
-def keep_values(keys: tuple[str, ...]) -> None:
-    """Before drawing widgets the first run left out: their values, set in that run (from the
-    link or the defaults), set again in this one. Streamlit sends a widget's value to the
-    browser only in the run that set it, so otherwise the browser would show their defaults."""
-    if deferred() or st.session_state.get(COMPLETE):
-        return
-    for key in keys:
-        if key in st.session_state:
-            st.session_state[key] = st.session_state[key]
 
 
 def placeholder(height: int, name: str) -> None:
@@ -60,7 +53,6 @@ def draw_rest_later() -> None:
     last on the page). A timer would not do: firing between two slices of drawing, its rerun
     replaced widgets not yet mounted, which then showed their defaults, not the link's values."""
     if not deferred():
-        st.session_state[COMPLETE] = True
         return
     st.session_state[PAINTED] = True
     if type(Runtime.instance()) is Runtime:  # not AppTest's stand-in, which has no browser

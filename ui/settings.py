@@ -10,7 +10,8 @@ import streamlit as st
 from fedtext.config import ConfigError, FederatedConfig
 from fedtext.learning import privacy
 from fedtext.service import links
-from ui import first_paint, words
+from ui import words
+from ui.kept import kept
 
 # Settings laid out in two columns, then full width: the rates read better on a long slider.
 PAIRED = (
@@ -24,12 +25,6 @@ PAIRED = (
 WIDE = ("client_learning_rate", "server_optimizer", "server_learning_rate", "seed")
 PRIVATE = ("dp_clipping", "dp_clip")  # only matter with noise
 COSTS = ("compression_bits", "dropout_chance", "straggler_chance")  # what a round costs
-# Folded settings, whose widgets a visitor's first run leaves for the next (ui.first_paint).
-MORE = (
-    *("weighting", "noise_multiplier", "dp_clipping", "dp_clip"),
-    *("aggregator", "update_clip", "client_figures"),
-)
-ROUND_COSTS = ("algorithm", "proximal_strength", *COSTS)
 
 
 def apply_preset() -> None:
@@ -57,11 +52,7 @@ def settings_ui() -> dict:
     values.update({field: setting_ui(st, field) for field in WIDE})
     expanded = st.session_state.noise_multiplier > 0 or st.session_state.client_figures
     with st.expander("Averaging, privacy, what the server sees", expanded=expanded):
-        if first_paint.deferred() and not expanded:  # closed: its widgets come next run
-            values.update({field: st.session_state[field] for field in MORE})
-        else:
-            first_paint.keep_values(MORE)
-            values.update(more_settings_ui())
+        values.update(more_settings_ui())
     values.update(costs_ui())
     return values
 
@@ -81,7 +72,7 @@ def more_settings_ui() -> dict:
     values["update_clip"] = setting_ui(columns[1], "update_clip")
     values["client_figures"] = st.toggle(
         "Measure each client",
-        key="client_figures",
+        key=kept("client_figures"),
         disabled=private,
         help="Each round, every client's share of the average, the size of its update, "
         "its agreement with the average and its own loss before and after, computed inside "
@@ -96,9 +87,6 @@ def costs_ui() -> dict:
     state = st.session_state
     expanded = state.algorithm != "fedavg" or any(state[field] for field in COSTS)
     with st.expander("Algorithm, compression, drop-outs", expanded=expanded):
-        if first_paint.deferred() and not expanded:  # closed: its widgets come next run
-            return {field: state[field] for field in ROUND_COSTS}
-        first_paint.keep_values(ROUND_COSTS)
         values = {"algorithm": setting_ui(st, "algorithm")}
         values["proximal_strength"] = setting_ui(
             st, "proximal_strength", disabled=values["algorithm"] != "fedprox"
@@ -112,11 +100,13 @@ def setting_ui(box, field: str, **options):
     label, why = words.SETTING_TEXT[field]
     if field in links.BOUNDS:
         bound = links.BOUNDS[field]
-        return box.number_input(label, bound.low, bound.high, key=field, help=why, **options)
+        return box.number_input(label, bound.low, bound.high, key=kept(field), help=why, **options)
     choices = links.CHOICES[field]
     if isinstance(choices[0], str):
-        return box.radio(label, choices, key=field, horizontal=True, help=why, **options)
-    return box.select_slider(label, choices, key=field, help=why, format_func=_number, **options)
+        return box.radio(label, choices, key=kept(field), horizontal=True, help=why, **options)
+    return box.select_slider(
+        label, choices, key=kept(field), help=why, format_func=_number, **options
+    )
 
 
 def _noise_changed() -> None:

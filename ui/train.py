@@ -12,6 +12,7 @@ from fedtext.config import FederatedConfig
 from fedtext.learning.records import RoundResult
 from fedtext.service import backend, plots
 from ui import first_paint, words
+from ui.kept import kept
 from ui.resources import load_preview, start_engine
 
 FOLLOW_EVERY_S = 1.0  # how often a page polls its live run (also the run's heartbeat)
@@ -25,7 +26,7 @@ def draw_charts(history: list[RoundResult], rounds: int, earlier: list) -> None:
         list(plots.X_AXES),
         format_func=plots.X_AXES.get,
         horizontal=True,
-        key="x_axis",
+        key=kept("x_axis"),
         help="Rounds, what they sent (the model down to each client, the updates up), or the "
         "CPU time they took: FedSGD needs more rounds, compression fewer bytes",
     )
