@@ -1,8 +1,8 @@
-"""Widget values that outlive an interrupted run of the page.
+"""Widget values that outlive a run cut short.
 
-A run that a newer request interrupts (a click during the first paint's second run, or during
-another's, which happens often on a loaded machine) counts for Streamlit as a finished run: the
-state of the widgets it had not reached yet is dropped as stale (`exec_code`: a RerunException is
+Runs of one page overlap: a click, or the first paint's second run (ui/first_paint.py), stops the
+run in progress and starts another, and a run ended by a rerun counts for Streamlit as finished,
+so the state of widgets it had not reached is dropped as stale (`exec_code`: a RerunException is
 not a premature stop). Each widget that sets a run or a text takes its key from `kept`, which
 remembers its value under a plain session key and puts it back if it was dropped.
 """
