@@ -36,6 +36,18 @@ DRAWN_JS = """() => {
 }"""
 
 
+def open_usable(tab, address: str, started: float) -> None:
+    """Opens the address once the server listens, and waits for a usable page."""
+    while True:
+        try:
+            tab.goto(address, timeout=2000)
+            break
+        except Exception:
+            assert time.perf_counter() - started < 120, "streamlit did not start"
+            time.sleep(0.2)
+    tab.wait_for_function(USABLE_JS, timeout=120_000, polling=100)
+
+
 @pytest.fixture
 def page(server, tmp_path):
     """A Chromium page 1280 px wide on the served page, opened with a link's setup."""
@@ -52,17 +64,11 @@ def page(server, tmp_path):
         )
         try:
             tab = browser.pages[0] if browser.pages else browser.new_page()
-            while True:  # the server takes a moment to listen
-                try:
-                    tab.goto(
-                        f"{url}/?clients=KING_LEAR_FOOL,KING_LEAR_KING_LEAR&client_lr=0.3&clip=0",
-                        timeout=2000,
-                    )
-                    break
-                except Exception:
-                    assert time.perf_counter() - started < 120, "streamlit did not start"
-                    time.sleep(0.2)
-            tab.wait_for_function(USABLE_JS, timeout=120_000, polling=100)
+            open_usable(
+                tab,
+                f"{url}/?clients=KING_LEAR_FOOL,KING_LEAR_KING_LEAR&client_lr=0.3&clip=0",
+                started,
+            )
             yield tab
         finally:
             browser.close()
@@ -143,14 +149,7 @@ def test_a_click_is_kept_when_the_second_run_lands_in_its_run(server, tmp_path):
         try:
             tab = browser.new_page(viewport={"width": WIDTH, "height": 800})
             tab.route_web_socket("**/_stcore/stream", route)
-            while True:  # the server takes a moment to listen
-                try:
-                    tab.goto(f"{url}/?rounds=1", timeout=2000)
-                    break
-                except Exception:
-                    assert time.perf_counter() - started < 120, "streamlit did not start"
-                    time.sleep(0.2)
-            tab.wait_for_function(USABLE_JS, timeout=120_000, polling=100)
+            open_usable(tab, f"{url}/?rounds=1", started)
             for _ in range(300):  # it asks two animation frames after the first run is drawn
                 if race["held"] is not None:
                     break
