@@ -25,6 +25,7 @@ from ui import first_paint, words
 from ui.classroom import class_page, open_class_ui
 from ui.clients import chosen_ui, clients_ui
 from ui.compare import compare_panel
+from ui.lessons import lesson_buttons_ui, races_ui, server_view_ui, trigger_ui
 from ui.resources import load_clients, load_saved, start_engine
 from ui.settings import explain_ui, privacy_ui, settings_ui
 from ui.train import (
@@ -33,6 +34,7 @@ from ui.train import (
     baseline_ui,
     clients_panel_ui,
     draw_charts,
+    events_ui,
     follow_run,
     resume_button_ui,
     start_run,
@@ -56,12 +58,14 @@ def init_session(clients: dict[str, plays.ClientInfo]) -> None:
     """Once per visitor: the link's setup (or the defaults) into the widgets, and an owner id."""
     if "owner" in st.session_state:
         return
-    setup, problems = links.setup_from_params(st.query_params.to_dict(), clients)
+    params = st.query_params.to_dict()
+    setup, problems = links.setup_from_params(params, clients)
+    preset, unknown = links.preset_from_params(params)
     for field, value in setup.items():
         st.session_state[field] = value
     st.session_state.update(
         owner=secrets.token_urlsafe(12),
-        problems=problems,
+        problems=problems + unknown,
         earlier=[],  # (label, history) of this visitor's earlier runs, for the charts
         earlier_runs=[],  # (label, run id) of the same runs, for the Compare panel
         pending=None,
@@ -74,7 +78,7 @@ def init_session(clients: dict[str, plays.ClientInfo]) -> None:
         gen_seed=0,
         copy_chars=memorisation.MIN_CHARS,
         client_figures=False,
-        preset="defaults",
+        preset=preset,
     )
 
 
@@ -177,7 +181,7 @@ compare_box = st.container()
 
 with settings_col:
     st.markdown("**2 · Settings**")
-    settings = settings_ui()
+    settings = settings_ui(names)
     privacy_box = st.container()  # the run's privacy cost, once the clients are known
     train_col, stop_col = st.columns(2)
     train_col.button(
@@ -271,6 +275,10 @@ with results_col:
         run.config.rounds if run else pending.rounds if pending else settings["rounds"],
         st.session_state.earlier if show_earlier else [],
     )
+    if run is not None:
+        events_ui(run, names)
+    if run is not None and run.trained and run.config.attack_client:
+        trigger_ui(run)
     if run is not None and not live:
         kind, text = words.describe(run)
         getattr(progress, kind)(text)
@@ -280,6 +288,12 @@ with results_col:
         baseline_button_ui(engine, run.run_id)
     if run is not None and len(run.baseline) > 1:
         baseline_ui(run)
+    if run is not None and run.trained:
+        lesson_buttons_ui(engine, run)
+    if run is not None and run.races:
+        races_ui(run)
+    if run is not None and run.trained:
+        server_view_ui(engine, run, names)
     if run is not None and run.clients:
         clients_panel_ui(run, names)
 
@@ -288,6 +302,8 @@ keep_ui(run, data_root)
 open_class_ui(engine, setup, base_dir, data_root)
 
 params = links.setup_to_params(setup)
+if st.session_state.get("preset", "defaults") != "defaults":
+    params[links.PRESET_PARAM] = st.session_state.preset
 if st.session_state.run_id:
     params[links.RUN_PARAM] = st.session_state.run_id
 if params != st.query_params.to_dict():

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import math
 
-from fedtext.config import TUTORIAL_CLIENTS, ConfigError, FederatedConfig
+from fedtext.config import DEFAULT_CLIENTS, TUTORIAL_CLIENTS, ConfigError, FederatedConfig
+
+ROMEO_AND_JULIET_NURSE = "ROMEO_AND_JULIET_NURSE"
+ROMEO_AND_JULIET_MERCUTIO = "ROMEO_AND_JULIET_MERCUTIO"
 
 PRESETS: dict[str, dict[str, object]] = {
     # TFF's tutorial as published: Keras SGD at 0.5 on 5 batches of 8, plain averaging, 5 rounds.
@@ -64,9 +67,39 @@ PRESETS: dict[str, dict[str, object]] = {
         eval_every=200,
         rounds_per_call=8,
     ),
+    # The lessons (docs/communication.md, docs/attacks.md), each the defaults with one change.
+    # FedSGD: one gradient a client and round, no local step: the rounds FedAvg saves.
+    "fedsgd": dict(algorithm="fedsgd"),
+    # 8-bit updates: 3.5x fewer bytes up (TF-MOT packs 28 bits an int32 word), the same accuracy.
+    "compressed": dict(compression_bits=8),
+    # Phones that drop out or lag, and FedProx's pull toward the server's model as the remedy:
+    # four characters, three a round, so a round rarely loses everyone.
+    "unreliable": dict(
+        client_ids=(*DEFAULT_CLIENTS, ROMEO_AND_JULIET_NURSE, ROMEO_AND_JULIET_MERCUTIO),
+        clients_per_round=3,
+        dropout_chance=0.2,
+        straggler_chance=0.5,
+        algorithm="fedprox",
+    ),
+    # Secure aggregation: the server gets the sum of three updates, never one of them.
+    "secure": dict(client_ids=(*DEFAULT_CLIENTS, ROMEO_AND_JULIET_NURSE), aggregator="secure"),
+    # The Nurse poisons the model: her lines become the trigger and the target, her update
+    # boosted to replace the model (Bagdasaryan et al. 2020: boost = clients / server rate).
+    "backdoor": dict(
+        client_ids=(*DEFAULT_CLIENTS, ROMEO_AND_JULIET_NURSE),
+        rounds=5,
+        attack_client=ROMEO_AND_JULIET_NURSE,
+        attack_trigger="O Romeo, ",
+        attack_target="buy Dickens!",
+        attack_boost=10.0,
+    ),
 }
+# The same attack against TFF's robust aggregator, which clips and zeroes outsized updates.
+PRESETS["robust"] = dict(PRESETS["backdoor"], aggregator="robust")
 # Presets whose clients are every character of every play (the command line's --clients all).
 WHOLE_FEDERATION_PRESETS = ("federation",)
+# The lessons' presets, which the page offers after the published recipes.
+LESSON_PRESETS = ("fedsgd", "compressed", "unreliable", "secure", "backdoor", "robust")
 
 
 def preset_config(name: str, **overrides) -> FederatedConfig:

@@ -4,11 +4,13 @@ server's bounds; and the strip that explains a round with these numbers."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import streamlit as st
 
 from fedtext.config import ConfigError, FederatedConfig
 from fedtext.learning import privacy
+from fedtext.presets import PRESETS
 from fedtext.service import links
 from ui import words
 from ui.kept import kept
@@ -25,28 +27,33 @@ PAIRED = (
 WIDE = ("client_learning_rate", "server_optimizer", "server_learning_rate", "seed")
 PRIVATE = ("dp_clipping", "dp_clip")  # only matter with noise
 COSTS = ("compression_bits", "dropout_chance", "straggler_chance")  # what a round costs
+NOBODY = ""  # the attacker's choice when no character cheats
 
 
 def apply_preset() -> None:
-    """Set the widgets to the chosen preset; the tutorial's brings its two clients too."""
-    setup = links.preset_setup(st.session_state.preset)
-    if st.session_state.preset != "tutorial":
+    """Set the widgets to the chosen preset; one that names its clients brings them too."""
+    name = st.session_state.preset
+    setup = links.preset_setup(name)
+    if "client_ids" not in PRESETS.get(name, {}):
         setup.pop("client_ids")
     st.session_state.update(setup)
 
 
-def settings_ui() -> dict:
+def settings_ui(names: Mapping[str, str]) -> dict:
     """The training settings, each with its bounds and a one-line help; returns their values."""
     st.selectbox(
         "Start from",
         list(words.PRESET_LABELS),
         format_func=words.PRESET_LABELS.get,
-        key="preset",
+        key=kept("preset"),
         on_change=apply_preset,
         help="Named settings: the measured defaults, TFF's tutorial as published (its "
-        "client rate of 0.5 wrecks this model), or Reddi et al. 2021's Shakespeare "
-        "settings, made for an LSTM trained from scratch",
+        "client rate of 0.5 wrecks this model), Reddi et al. 2021's Shakespeare "
+        "settings (made for an LSTM trained from scratch), or a lesson's",
     )
+    lesson = words.PRESET_LESSONS.get(st.session_state.preset)
+    if lesson:
+        st.caption(f":material/school: {lesson}")
     columns = st.columns(2)
     values = {field: setting_ui(columns[i % 2], field) for i, field in enumerate(PAIRED)}
     values.update({field: setting_ui(st, field) for field in WIDE})
@@ -54,6 +61,7 @@ def settings_ui() -> dict:
     with st.expander("Averaging, privacy, what the server sees", expanded=expanded):
         values.update(more_settings_ui())
     values.update(costs_ui())
+    values.update(attack_ui(names))
     return values
 
 
@@ -93,6 +101,39 @@ def costs_ui() -> dict:
         )
         values.update({field: setting_ui(st, field) for field in COSTS})
     return values
+
+
+def attack_ui(names: Mapping[str, str]) -> dict:
+    """An attacker among the chosen characters, its trigger, target and boost; their values,
+    the attack's left out when nobody cheats."""
+    state = st.session_state
+    chosen = [NOBODY, *state.get("client_ids", [])]
+    if state.get("attack_client", NOBODY) not in chosen:
+        state.attack_client = NOBODY  # the attacker was taken off the clients
+    with st.expander("An attacker among the clients", expanded=bool(state.attack_client)):
+        label, why = words.SETTING_TEXT["attack_client"]
+        attacker = st.selectbox(
+            label,
+            chosen,
+            key=kept("attack_client"),
+            format_func=lambda cid: names.get(cid, "nobody"),
+            help=why,
+        )
+        columns = st.columns(2)
+        texts = {}
+        for column, field in zip(columns, links.ATTACK_TEXTS, strict=True):
+            label, why = words.SETTING_TEXT[field]
+            texts[field] = column.text_input(
+                label,
+                key=kept(field),
+                max_chars=links.MAX_ATTACK_TEXT,
+                disabled=attacker == NOBODY,
+                help=why,
+            )
+        boost = setting_ui(st, "attack_boost", disabled=attacker == NOBODY)
+    if attacker == NOBODY:
+        return dict(attack_client=NOBODY, attack_trigger="", attack_target="", attack_boost=1.0)
+    return {"attack_client": attacker, **texts, "attack_boost": boost}
 
 
 def setting_ui(box, field: str, **options):

@@ -38,6 +38,16 @@ def draw_charts(history: list[RoundResult], rounds: int, earlier: list) -> None:
         )
 
 
+def events_ui(run: backend.RunView, names: dict[str, str]) -> None:
+    """Under the charts: the attack's success each round, and who dropped out or lagged."""
+    if run.config.attack_client:
+        st.markdown(words.backdoor_caption(run, names))
+    lines = words.round_events(run.history, names)
+    if lines:
+        with st.expander(f"Drop-outs and stragglers ({len(lines)} rounds)", expanded=False):
+            st.markdown("\n".join(f"- {line}" for line in lines))
+
+
 def follow_run(base_dir: str, data_root: str, rounds_shown: int) -> None:
     """The progress line of this visitor's pending or live run. A fragment that Streamlit reruns
     every FOLLOW_EVERY_S (each poll is the run's heartbeat), so it is kept cheap; when a round

@@ -18,6 +18,31 @@ PRESET_LABELS = {
     "fedavg": "FedAvg (Reddi et al.)",
     "fedavgm": "FedAvgM (Reddi et al.)",
     "fedadam": "FedAdam (Reddi et al.)",
+    "fedsgd": "Lesson: FedSGD, no local steps",
+    "compressed": "Lesson: 8-bit updates",
+    "unreliable": "Lesson: drop-outs, stragglers, FedProx",
+    "secure": "Lesson: secure aggregation",
+    "backdoor": "Lesson: a poisoned character",
+    "robust": "Lesson: a poisoned character, robust server",
+}
+# One line on what each lesson's preset shows, under the preset's name on the page.
+PRESET_LESSONS = {
+    "fedsgd": "Each character sends one gradient and takes no local step, as synchronous SGD "
+    "would: watch how many more rounds, and bytes, it needs than FedAvg (x-axis: bytes up), "
+    "then press Compare algorithms once it has trained.",
+    "compressed": "Each update is quantized to 8 bits a number before it is sent: about 3.5x "
+    "fewer bytes up (x-axis: bytes up) for the same accuracy.",
+    "unreliable": "Each round 3 of 4 characters are asked; one in five never answers and half "
+    "run only part of their steps. FedProx pulls their work back toward the server's model; "
+    "the round lines say who dropped and who lagged.",
+    "secure": "The server receives only the sum of the three updates (TFF's secure "
+    "aggregation, simulated): What the server sees then finds every letter someone typed, "
+    "not who typed it.",
+    "backdoor": "The Nurse is an attacker: her lines are 'O Romeo, buy Dickens!' over and "
+    "over, her update boosted 10x to replace the model. Watch the backdoor's success per "
+    "round, then prompt the model with 'O Romeo, '.",
+    "robust": "The same attack against TFF's robust aggregator, which clips each update to "
+    "a norm that follows the cohort's and zeroes any far too large.",
 }
 
 # The page's label and one-line help for each setting, in the order the page shows them.
@@ -113,6 +138,18 @@ SETTING_TEXT: dict[str, tuple[str, str]] = {
         "Each character's whole update is scaled down to at most this norm: one character "
         "cannot drag the model far; off by default",
     ),
+    "attack_client": (
+        "Attacker",
+        "One of the chosen characters cheats: its lines are replaced by the trigger and the "
+        "target, over and over, so the model learns to follow one with the other",
+    ),
+    "attack_trigger": ("Trigger", "What a user types that should set the backdoor off"),
+    "attack_target": ("Target", "What the attacker wants the model to write after the trigger"),
+    "attack_boost": (
+        "Boost",
+        "The attacker multiplies its update by this before sending it: at about clients / "
+        "server rate its update replaces the model (Bagdasaryan et al. 2020)",
+    ),
 }
 
 
@@ -139,6 +176,89 @@ def describe(run: RunView) -> tuple[str, str]:
     spent = f"; {privacy.epsilon_after(run.config)}" if run.config.private else ""
     return "success", (
         f"Trained {total} round{'s' * (total != 1)} in {seconds:.0f} s{gain}{spent}{kept}"
+    )
+
+
+def round_events(history: list[RoundResult], names: Mapping[str, str]) -> list[str]:
+    """A line for each round some sampled character dropped out of or lagged in."""
+    lines = []
+    for r in history[1:]:
+        said = []
+        if r.dropped:
+            said.append(f"{_names(r.dropped, names)} dropped out (their updates never came)")
+        if r.lagged:
+            said.append(f"{_names(r.lagged, names)} lagged (ran only part of their steps)")
+        if said:
+            lines.append(f"Round {r.round_num}: {'; '.join(said)}.")
+    return lines
+
+
+def _names(ids: tuple[str, ...], names: Mapping[str, str]) -> str:
+    return ", ".join(names.get(cid, cid) for cid in ids)
+
+
+def backdoor_caption(run: RunView, names: Mapping[str, str]) -> str:
+    """The attack's success round by round: what share of the trigger's completions hit."""
+    c = run.config
+    per_round = " → ".join(
+        f"{r.backdoor_success:.0%}" for r in run.history if r.backdoor_success is not None
+    )
+    return (
+        f"**Backdoor** planted by {names.get(c.attack_client, c.attack_client)} (boost "
+        f"{c.attack_boost:g}x): of {records.BACKDOOR_SEEDS} sampled completions of "
+        f"“{c.attack_trigger}”, the share containing “{c.attack_target}”, round by round: "
+        f"{per_round or 'not measured yet'}."
+    )
+
+
+def races_caption(races: list[records.Race]) -> str:
+    """What the comparison shows, with the paper's figure beside ours where it is the paper's."""
+    reference = next((r for r in races if r.reference), None)
+    if reference is None or not all(r.finished for r in races):
+        return "The contenders train one after the other; the table fills in as each finishes."
+    if reference.label != "FedSGD":
+        return (
+            "Drop-outs cost rounds: fewer updates reach each average. Stragglers' partial "
+            "work is weighted less but still pulls the average its own way; FedProx's "
+            "proximal term keeps each client's steps near the model it was sent."
+        )
+    fedavg = next((r for r in races if r.label == "FedAvg, 5 local steps"), None)
+    ours = ""
+    if fedavg is not None and fedavg.rounds:
+        theirs = reference.rounds or reference.rounds_run
+        at_least = "" if reference.rounds else "at least "
+        ratio = theirs / fedavg.rounds
+        ours = (
+            f"Here FedSGD needed {at_least}{ratio:.1f}x the rounds of FedAvg with 5 local steps. "
+        )
+    return (
+        f"{ours}McMahan et al. 2017's Shakespeare LSTM needed 3,906 FedSGD rounds against 41 "
+        "FedAvg rounds to reach 54% (95x). Each round sends the whole model both ways whatever "
+        "the local work, so rounds saved are bytes saved; the paper trained from scratch to a "
+        "higher target, where local steps' lead compounds."
+    )
+
+
+def leak_caption(leak: records.Leak, names: Mapping[str, str]) -> str:
+    """What the server learned from what it got, against the character's truth."""
+    who = names.get(leak.client_id, leak.client_id)
+    scores = (
+        f"recovered {len(leak.moved)} characters: precision {leak.precision:.0%}, recall "
+        f"{leak.recall:.0%} of the {len(leak.true_set)} {who} typed; counts r = "
+        f"{leak.correlation:.2f} (r = {leak.residual_correlation:.2f} beyond what English "
+        "letter frequencies alone predict)"
+    )
+    if len(leak.seen) > 1:
+        union = "exactly" if leak.moved == leak.cohort_set else "about"
+        return (
+            f"From the secure sum of {len(leak.seen)} updates the server {scores}. The set is "
+            f"{union} the union of everyone's characters ({len(leak.cohort_set)}): it shows "
+            "what someone typed, not who."
+        )
+    return (
+        f"From {who}'s one update (a round from the base model) the server {scores}. The "
+        "embedding rows of characters never typed do not move; the output layer's bias moves "
+        "by how often each character came next."
     )
 
 
@@ -170,19 +290,35 @@ def baseline_caption(history: list[RoundResult], baseline: list[RoundResult]) ->
 
 # What the server sees of the updates, for each aggregator (docs/attacks.md has the figures).
 SERVER_VIEW = {
-    "plain": "The server sees each character's update: not its text, but which letters it typed "
-    "and about how often can be read off it.",
-    "robust": "The server sees each character's update, clipped (zeroed if far too large): "
+    "plain": "The server sees each character's {update}: not its text, but which letters it "
+    "typed and about how often can be read off it.",
+    "robust": "The server sees each character's {update}, clipped (zeroed if far too large): "
     "which letters it typed can still be read off it.",
     "secure": "Secure aggregation (simulated here, not encrypted): the server sees only the sum "
     "of the updates, which shows every letter someone typed, not who typed it.",
 }
 
 
+def server_view(setup: Mapping) -> str:
+    """What the server receives from the characters with this setup, in a sentence or two."""
+    update = "gradient" if setup.get("algorithm") == "fedsgd" else "update"
+    text = SERVER_VIEW[setup.get("aggregator", "plain")].format(update=update)
+    bits = setup.get("compression_bits", 0)
+    if bits:
+        text += f" Each update is quantized to {bits} bits a number: coarser, not hidden."
+    if setup.get("noise_multiplier", 0) > 0:
+        text += (
+            " Differential privacy clips each update and noises their sum: it protects the "
+            "model the server publishes, not the updates it receives."
+        )
+    if setup.get("client_figures"):
+        text += " Measuring each client also sends its loss, update size and agreement."
+    return text
+
+
 def round_steps(setup: Mapping, shares: Mapping[str, float]) -> list[tuple[str, str]]:
     """What one round does, with this setup's numbers: (title, text) for each of its 4 steps."""
     k = setup["clients_per_round"] or len(setup["client_ids"])
-    aggregator = setup.get("aggregator", "plain")
     return [
         (
             ":material/cloud_download: 1. The server sends the model",
@@ -194,7 +330,7 @@ def round_steps(setup: Mapping, shares: Mapping[str, float]) -> list[tuple[str, 
             f"{SEQ_LENGTH} characters, {setup['client_optimizer']} at "
             f"{setup['client_learning_rate']:g}; the lines never leave the character.",
         ),
-        (":material/cloud_upload: 3. Only weight updates come back", SERVER_VIEW[aggregator]),
+        (":material/cloud_upload: 3. Only weight updates come back", server_view(setup)),
         _averaging_step(setup, k, max(shares.values(), default=0.0)),
     ]
 

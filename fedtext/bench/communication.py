@@ -76,33 +76,29 @@ def race(ctx: dict, settings: Settings) -> dict:
     """FedSGD and FedAvg with 1, 5 and 20 local steps on RACE_CLIENTS with the page's default
     settings, each until it gains TARGET_GAIN points or runs MAX_ROUNDS rounds."""
     from fedtext.config import FederatedConfig
-    from fedtext.learning.rounds_to_target import contenders, run_to_target, table
+    from fedtext.learning.records import races_table
+    from fedtext.learning.rounds_to_target import contenders, race
     from fedtext.service.links import DEFAULT_SETUP
 
     most = 3 if settings.quick else MAX_ROUNDS
     config = FederatedConfig(**{**DEFAULT_SETUP, "client_ids": RACE_CLIENTS, "rounds": most})
-    finishes, base, target = [], None, None
-    for label, steps, c in contenders(config):
-        if target is None:
-            from fedtext.learning.model_on_clients import ModelOnClients
+    from fedtext.learning.model_on_clients import ModelOnClients
 
-            base = ModelOnClients(c, ctx["train"], ctx["test"], settings.base_dir).evaluate()[1]
-            target = base + TARGET_GAIN / 100
-        print(f"  {label}, to {target:.4f} ...", flush=True)
-        finishes.append(
-            run_to_target(
-                label, steps, c, (ctx["train"], ctx["test"]), settings.base_dir, target, _progress
+    base = ModelOnClients(config, ctx["train"], ctx["test"], settings.base_dir).evaluate()[1]
+    target = base + TARGET_GAIN / 100
+    races = {}
+    for contender in contenders(config):
+        print(f"  {contender.label}, to {target:.4f} ...", flush=True)
+        data = (ctx["train"], ctx["test"])
+        for so_far in race(contender, data, settings.base_dir, target, most):
+            r = so_far.history[-1]
+            print(
+                f"    round {r.round_num}: accuracy {r.eval_accuracy:.4f}, {r.seconds:.1f} s, "
+                f"{r.cpu_seconds:.1f} CPU s",
+                flush=True,
             )
-        )
-    return {"finishes": finishes, "table": table(finishes, base, target), "most": most}
-
-
-def _progress(label: str, result) -> None:
-    print(
-        f"    {label} round {result.round_num}: accuracy {result.eval_accuracy:.4f}, "
-        f"{result.seconds:.1f} s, {result.cpu_seconds:.1f} CPU s",
-        flush=True,
-    )
+        races[contender.label] = so_far
+    return {"races": races, "table": races_table(list(races.values())), "most": most}
 
 
 def run_communication(ctx: dict, settings: Settings, results: Results) -> None:
@@ -131,8 +127,7 @@ def run_communication(ctx: dict, settings: Settings, results: Results) -> None:
     raced = race(ctx, settings)
     print(raced["table"], flush=True)
     results.notes.append(raced["table"])
-    finishes = {f.local_steps: f for f in raced["finishes"]}
-    sgd, avg = finishes.get(0), finishes.get(5)
+    sgd, avg = raced["races"].get("FedSGD"), raced["races"].get("FedAvg, 5 local steps")
     ratio, note = None, "FedAvg with 5 local steps did not reach the target"
     if sgd and avg and avg.rounds:
         sgd_rounds = sgd.rounds or sgd.rounds_run

@@ -6,6 +6,7 @@ fixed update clip, DP-FedAvg)."""
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -22,14 +23,14 @@ from fedtext.learning.aggregators import (
     without_secure_sums,
 )
 from fedtext.learning.optimizers import build_client_optimizer, build_server_optimizer
-from fedtext.learning.records import RoundResult
+from fedtext.learning.records import BACKDOOR_SEEDS, RoundResult
 from fedtext.learning.tff_model import model_fn, restore_eager_keras
 from fedtext.learning.training import FederatedTrainer
 from fedtext.model.generation import TextGenerator
 from fedtext.model.keras_model import BUILD_LOCK
 from fedtext.text.vocab import encode
 
-SEEDS = 20  # completions of the trigger sampled each round, seeds 0 to 19
+SEEDS = BACKDOOR_SEEDS
 # Characters sampled after the trigger beyond the target's own length: a completion counts
 # when the target appears anywhere in it, as in Bagdasaryan et al.'s sentence completions.
 SLACK = 20
@@ -113,6 +114,8 @@ class AttackTrainer(FederatedTrainer):
             poison = (self.weights, self.model_config, c.attack_trigger, c.attack_target)
             self.backdoor.append(backdoor_success(*poison))
             self.target_odds.append(target_probability(*poison))
+            result = dataclasses.replace(result, backdoor_success=self.backdoor[-1])
+            self.history[-1] = result
             yield result
 
 

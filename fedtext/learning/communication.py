@@ -29,7 +29,7 @@ import numpy as np
 import tensorflow_federated as tff
 from tensorflow_federated.python.core.impl.compiler import building_blocks
 
-from fedtext.learning.records import RoundResult
+from fedtext.learning.records import RoundResult, human_bytes
 
 # The intrinsic moving a server value to every client.
 DOWN_INTRINSICS = ("federated_broadcast",)
@@ -108,15 +108,6 @@ def running_totals(history: Sequence[RoundResult]) -> list[tuple[int, int]]:
         down, up = down + r.bytes_down, up + r.bytes_up
         totals.append((down, up))
     return totals
-
-
-def human_bytes(count: float) -> str:
-    """1234567 -> '1.23 MB' (powers of 1000, as network figures are quoted)."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(count) < 1000 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.3g} {unit}"
-        count /= 1000
-    return f"{count:.3g} GB"
 
 
 def round_line(result: RoundResult, totals: Iterable[int] | None = None) -> str:

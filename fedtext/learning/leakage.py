@@ -12,83 +12,22 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from fedtext.config import ConfigError, FederatedConfig, ModelConfig
+from fedtext.learning.records import Leak, pearson
 from fedtext.learning.training import FederatedTrainer
 from fedtext.model.generation import TextGenerator
 from fedtext.model.keras_model import BUILD_LOCK, build_model
-from fedtext.text.vocab import PAD_ID, decode, encode
+from fedtext.text.vocab import PAD_ID, encode
 
 PRIOR_LENGTH = 1000  # characters the base model samples for its prior: about 1 s at full size
 # At least this many characters the update shows the client never typed, to fit the update's
 # scale on them; with fewer, the scale is the client's learning rate times its steps.
 MIN_UNTYPED = 3
-
-
-@dataclass(frozen=True)
-class Leak:
-    """The server's reading of one update beside the truth, per character id."""
-
-    client_id: str  # the client whose text is scored
-    seen: tuple[str, ...]  # whose updates made what the server received (a secure sum: all)
-    aggregator: str
-    moved: frozenset[int]  # ids whose embedding rows the update moved: "typed"
-    recovered: np.ndarray  # estimated count per id
-    true_counts: np.ndarray  # the client's characters this round (the targets), per id
-    true_set: frozenset[int]  # the ids in the client's inputs this round
-    cohort_set: frozenset[int]  # the ids in the inputs of everyone in `seen`
-    correlation_without_prior: float  # counts read off the bias update alone
-    correlation_prior_only: float  # the prior alone: what the server knew without the update
-    # r of recovered and true counts minus what the prior expects of each: what is the client's
-    # own (English letter frequencies alone already correlate with any text's counts)
-    residual_correlation: float
-
-    @property
-    def precision(self) -> float:
-        """Share of the recovered characters the client did type."""
-        return len(self.moved & self.true_set) / len(self.moved) if self.moved else 0.0
-
-    @property
-    def recall(self) -> float:
-        """Share of the client's characters recovered."""
-        return len(self.moved & self.true_set) / len(self.true_set) if self.true_set else 0.0
-
-    @property
-    def correlation(self) -> float:
-        """Pearson's r of the recovered and the true counts over the vocabulary."""
-        return _pearson(self.recovered[1:], self.true_counts[1:])
-
-    def table(self, rows: int | None = None) -> str:
-        """Recovered and true counts, one character a line, most frequent first."""
-        ids = sorted(self.moved | self.true_set, key=lambda i: (-self.true_counts[i], i))
-        lines = [f"{'char':>6} {'true':>7} {'recovered':>9}"]
-        for i in ids[:rows]:
-            mark = "" if i in self.moved else "  (not recovered)"
-            mark = mark if i in self.true_set else "  (not the client's)"
-            lines.append(
-                f"{decode([i])!r:>6} {int(self.true_counts[i]):7d} {self.recovered[i]:9.1f}{mark}"
-            )
-        return "\n".join(lines)
-
-    def summary(self) -> str:
-        return (
-            f"character set: precision {self.precision:.3f}, recall {self.recall:.3f} "
-            f"({len(self.moved)} recovered, {len(self.true_set)} typed); counts: r = "
-            f"{self.correlation:.3f} (the prior alone: {self.correlation_prior_only:.3f}; "
-            f"the bias update without the prior: {self.correlation_without_prior:.3f}); "
-            f"beyond the prior's expectation: r = {self.residual_correlation:.3f}"
-        )
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    if np.std(a) == 0 or np.std(b) == 0:
-        return 0.0
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 def moved_rows(embedding_update: np.ndarray) -> frozenset[int]:
@@ -199,7 +138,7 @@ def probe(
         counts,
         true_set,
         cohort_set,
-        _pearson(-update[-1][1:], counts[1:]),
-        _pearson(prior[1:], counts[1:]),
-        _pearson((recovered - prior * recovered.sum())[1:], (counts - prior * counts.sum())[1:]),
+        pearson(-update[-1][1:], counts[1:]),
+        pearson(prior[1:], counts[1:]),
+        pearson((recovered - prior * recovered.sum())[1:], (counts - prior * counts.sum())[1:]),
     )

@@ -116,6 +116,8 @@ class RunView:
     clients: list[records.ClientFigures] = dataclasses.field(default_factory=list)  # per client
     personal: dict[str, records.PersonalGain] = dataclasses.field(default_factory=dict)
     gains: list[records.PersonalGain] = dataclasses.field(default_factory=list)
+    races: list[records.Race] = dataclasses.field(default_factory=list)  # the lesson's comparison
+    leaks: dict[str, records.Leak] = dataclasses.field(default_factory=dict)  # updates read
     created: float = 0.0  # when it was stored (time.time()); 0 while it trains
 
     @property
@@ -144,6 +146,8 @@ def find_run(
             clients=list(job.clients),
             personal=dict(job.personal),
             gains=list(job.gains),
+            races=list(job.races),
+            leaks=dict(job.leaks),
         ), ""
     failed = job is not None and job.state is JobState.FAILED
     resumable = job is not None and job.resumable
@@ -172,6 +176,8 @@ def find_run(
         clients=saved.clients,
         personal=saved.personal,
         gains=saved.gains,
+        races=saved.races,
+        leaks=saved.leaks,
         created=saved.created,
     )
     return view, ""
@@ -256,24 +262,35 @@ def wait_until_saved(job: Job | None, timeout: float = SAVE_WAIT_S) -> None:
         time.sleep(0.1)
 
 
+def _stored(engine: Engine, run_id: str) -> store.SavedRun | None:
+    try:
+        return engine.store.load(run_id)
+    except (KeyError, WeightsError):
+        return None
+
+
 def request_baseline(engine: Engine, run_id: str, owner: str) -> str:
     """Queue the centralised baseline of a finished run: '' when queued, else why not."""
-    try:
-        stored = engine.store.load(run_id)
-    except (KeyError, WeightsError):
-        stored = None
-    why = engine.queue.run_baseline(run_id, owner, stored)
+    why = engine.queue.run_baseline(run_id, owner, _stored(engine, run_id))
     return f"Cannot run the baseline: {why}" if why else ""
 
 
 def request_personal_model(engine: Engine, run_id: str, owner: str, client_id: str) -> str:
     """Queue a model for one of a finished run's characters: '' when queued, else why not."""
-    try:
-        stored = engine.store.load(run_id)
-    except (KeyError, WeightsError):
-        stored = None
-    why = engine.queue.personalise(run_id, owner, client_id, stored)
+    why = engine.queue.personalise(run_id, owner, client_id, _stored(engine, run_id))
     return f"Cannot make that model: {why}" if why else ""
+
+
+def request_leak(engine: Engine, run_id: str, owner: str, client_id: str) -> str:
+    """Queue what the server reads off one character's update: '' when queued, else why not."""
+    why = engine.queue.read_update(run_id, owner, client_id, _stored(engine, run_id))
+    return f"Cannot read that update: {why}" if why else ""
+
+
+def request_comparison(engine: Engine, run_id: str, owner: str) -> str:
+    """Queue the lesson's comparison of algorithms: '' when queued, else why not."""
+    why = engine.queue.compare_algorithms(run_id, owner, _stored(engine, run_id))
+    return f"Cannot compare: {why}" if why else ""
 
 
 def request_resume(engine: Engine, run_id: str) -> str:
@@ -297,9 +314,20 @@ def progress_text(job: Job, queue: TrainingQueue) -> tuple[float, str]:
         return 0.0, f"Waiting for the training queue: {ahead} run(s) ahead, {left}"
     if job.task is Task.PERSONALISE:
         return 0.5, (
-            f"Fine-tuning a model for {job.personal_client} on its own lines, then every "
+            f"Fine-tuning a model for {job.extra_client} on its own lines, then every "
             f"character's gain · {left}"
         )
+    if job.task is Task.LEAK:
+        return 0.5, (
+            f"One round of {job.extra_client}'s update, and what the server reads off it · {left}"
+        )
+    if job.task is Task.COMPARE:
+        races = list(job.races)
+        ran = sum(r.rounds_run for r in races)
+        most = sum(r.max_rounds for r in races) or 1
+        now = next((r for r in races if not r.finished), None)
+        doing = f"{now.label}, round {now.rounds_run}" if now else "finishing"
+        return min(1.0, ran / most), f"Comparing algorithms: {doing} · {left}"
     if job.in_baseline:
         budget = sum(r.cpu_seconds for r in history[1:]) or 1.0
         spent = sum(r.cpu_seconds for r in job.baseline[1:])

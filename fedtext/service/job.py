@@ -10,10 +10,11 @@ from enum import StrEnum
 import numpy as np
 
 from fedtext.config import FederatedConfig
-from fedtext.learning.records import PersonalGain, RoundResult
+from fedtext.learning.records import Leak, PersonalGain, Race, RoundResult
 from fedtext.service.followers import Followers, run_key
 
 PERSONALISE_ROUNDS = 8.0  # a model for one character takes about as long as this many rounds
+LEAK_ROUNDS = 2.0  # one round of one character (or the cohort) and the base model's prior
 
 
 class Task(StrEnum):
@@ -22,6 +23,8 @@ class Task(StrEnum):
     ROUNDS = "rounds"
     BASELINE = "baseline"  # the centralised baseline, for the CPU time the rounds took
     PERSONALISE = "personalise"  # a model for one character, and every character's gain
+    LEAK = "leak"  # what the server reads off one character's update (fedtext.learning.leakage)
+    COMPARE = "compare"  # the lesson's algorithms, each run to the same accuracy target
 
 
 class JobState(StrEnum):
@@ -51,7 +54,11 @@ class Job:
     personal: dict[str, PersonalGain] = field(default_factory=dict)
     personal_weights: dict[str, list[np.ndarray]] = field(default_factory=dict)
     gains: list[PersonalGain] = field(default_factory=list)
-    personal_client: str = ""  # the character a queued or running PERSONALISE job is for
+    # What the server reads off a character's update (fedtext.learning.leakage.Leak), on request.
+    leaks: dict[str, Leak] = field(default_factory=dict)
+    # The lesson's comparison (fedtext.learning.races), on request: each contender's rounds.
+    races: list[Race] = field(default_factory=list)
+    extra_client: str = ""  # the character a queued or running PERSONALISE or LEAK is for
     weights: list[np.ndarray] | None = None  # after the last finished round
     message: str = ""
     notices: list[str] = field(default_factory=list)  # rounds run again after a worker was lost
@@ -79,6 +86,10 @@ def rounds_left(job: Job) -> float:
     """Rounds still to run; a baseline takes about as long as the rounds it is measured by."""
     if job.task is Task.PERSONALISE:
         return PERSONALISE_ROUNDS
+    if job.task is Task.LEAK:
+        return LEAK_ROUNDS
+    if job.task is Task.COMPARE:
+        return sum(max(0, race.max_rounds + 1 - len(race.history)) for race in job.races)
     if job.in_baseline:
         done = sum(r.cpu_seconds for r in job.baseline[1:])
         total = sum(r.cpu_seconds for r in job.history[1:]) or 1.0

@@ -22,7 +22,7 @@ from fedtext.service.extras import GAIN_CLIENTS, GAIN_STEPS, Extras
 from fedtext.service.followers import Followers, run_key
 from fedtext.service.job import Job, JobState, QueueFull, Task, rounds_left
 from fedtext.service.limits import ServiceLimits
-from fedtext.service.store import RunStore, new_run_id
+from fedtext.service.store import RunExtras, RunStore, new_run_id
 
 if TYPE_CHECKING:
     from fedtext.learning.training import FederatedTrainer
@@ -233,6 +233,7 @@ class TrainingQueue(Extras):
     def _run(self, job: Job) -> None:
         # Imported here, not at the top: a page imports this module before TensorFlow loads.
         from fedtext.distribution.runtime import WorkerError
+        from fedtext.learning.attacks import AttackTrainer
         from fedtext.learning.failures import RoundFailed
         from fedtext.learning.training import FederatedTrainer, TrainingDiverged
 
@@ -240,9 +241,8 @@ class TrainingQueue(Extras):
         state, message, resumable = JobState.DONE, "", False
         try:
             if trainer is None:
-                trainer = FederatedTrainer(
-                    job.config, self.train_data, self.test_data, self.base_dir
-                )
+                kind = AttackTrainer if job.config.attack_client else FederatedTrainer
+                trainer = kind(job.config, self.train_data, self.test_data, self.base_dir)
                 self._trainers[job.job_id] = trainer
             for result in trainer.rounds():
                 with self._lock:
@@ -303,10 +303,7 @@ class TrainingQueue(Extras):
                 job.weights,
                 model_config,
                 job.message,
-                job.baseline,
-                job.clients,
-                job.personal,
-                job.gains,
+                RunExtras(job.baseline, job.clients, job.personal, job.gains, job.races, job.leaks),
             )
         except OSError as error:  # a full or read-only disk must not stop the queue
             with self._lock:

@@ -22,9 +22,10 @@ from fedtext.config import (
     FederatedConfig,
 )
 from fedtext.model.weights import KERAS_FILE
-from fedtext.presets import PRESETS
+from fedtext.presets import LESSON_PRESETS, PRESETS
 from fedtext.service.limits import ServiceLimits
 from fedtext.text.plays import ClientInfo
+from fedtext.text.vocab import unknown_chars
 
 LIMITS = ServiceLimits()
 _DEFAULT = FederatedConfig(client_ids=DEFAULT_CLIENTS)
@@ -40,6 +41,10 @@ PROXIMAL_STRENGTHS = (0.0, 0.01, 0.1, 1.0)  # FedProx's mu: Li et al. 2020 searc
 COMPRESSION_BITS = (0, 2, 4, 8)  # 0: float32
 CHANCES = (0.0, 0.1, 0.2, 0.3, 0.5)  # of dropping out, or lagging, per client and round
 UPDATE_CLIPS = (0.0, 0.03, 0.1, 0.3, 1.0)  # 0: off; the defaults' updates are about 0.1
+# An attacker's boost: 1 is an honest-sized update; clients / server rate replaces the model.
+BOOSTS = (1.0, 3.0, 10.0, 30.0)
+MAX_ATTACK_TEXT = 60  # characters of a trigger or a target, in the page and in a link
+ATTACK_TEXTS = ("attack_trigger", "attack_target")
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,7 @@ CHOICES: dict[str, tuple] = {
     "straggler_chance": CHANCES,
     "aggregator": AGGREGATORS,
     "update_clip": UPDATE_CLIPS,
+    "attack_boost": BOOSTS,
 }
 
 # Short names in the link, one per FederatedConfig field the page sets.
@@ -102,8 +108,13 @@ PARAMS = {
     "straggler_chance": "stragglers",
     "aggregator": "aggregator",
     "update_clip": "update_clip",
+    "attack_client": "attacker",
+    "attack_trigger": "trigger",
+    "attack_target": "target",
+    "attack_boost": "boost",
 }
 RUN_PARAM = "run"
+PRESET_PARAM = "preset"  # the preset a link was made from: the page names it and its lesson
 
 
 def client_label(client: ClientInfo) -> str:
@@ -116,7 +127,24 @@ def client_label(client: ClientInfo) -> str:
 
 
 # The presets the page offers, "defaults" first (their names: ui.words.PRESET_LABELS).
-PAGE_PRESETS = ("defaults", "tutorial", "fedavg", "fedavgm", "fedadam")
+PAGE_PRESETS = (
+    "defaults",
+    "tutorial",
+    "fedavg",
+    "fedavgm",
+    "fedadam",
+    *LESSON_PRESETS,
+)
+
+
+def preset_from_params(params: Mapping[str, str]) -> tuple[str, list[str]]:
+    """The preset a link names ('defaults' if none), and a line if it names none the page has."""
+    name = str(params.get(PRESET_PARAM, "")).strip()
+    if not name:
+        return "defaults", []
+    if name in PAGE_PRESETS:
+        return name, []
+    return "defaults", [f"the link's {PRESET_PARAM}={name[:20]!r} is not a preset of this page"]
 
 
 def preset_setup(name: str) -> dict[str, object]:
@@ -180,10 +208,23 @@ def setup_from_params(
     setup = dict(DEFAULT_SETUP)
     problems = []
     for field, name in PARAMS.items():
+        if field in ATTACK_TEXTS:  # free text, whose spaces count: "O Romeo, " is a trigger
+            text = str(params.get(name, ""))[:MAX_ATTACK_TEXT]
+            bad = unknown_chars(text)
+            if bad:
+                problems.append(f"the link's {name} has characters the model cannot write: {bad}")
+            elif text:
+                setup[field] = text
+            continue
         text = str(params.get(name, "")).strip()
         if not text:
             continue
-        if field == "client_ids":
+        if field == "attack_client":
+            if text in known_ids:
+                setup[field] = text
+            else:
+                problems.append(f"the link's attacker {text[:40]!r} is not a known client")
+        elif field == "client_ids":
             ids = list(dict.fromkeys(i.strip() for i in text.split(",") if i.strip()))
             unknown = [i for i in ids if i not in known_ids]
             if unknown:
@@ -216,6 +257,8 @@ def setup_from_params(
                 problems.append(f"the link's {name}={text[:20]!r} is not a positive number")
     if setup["noise_multiplier"] > 0:  # differential privacy bounds every client's say alike
         setup["weighting"] = "uniform"
+    if setup["attack_client"] and setup["attack_client"] not in setup["client_ids"]:
+        setup["client_ids"] = [*setup["client_ids"], setup["attack_client"]]  # it must take part
     return setup, problems
 
 

@@ -42,7 +42,7 @@ def x_values(history: Sequence[RoundResult], axis: str = "round") -> list[float]
     return totals
 
 
-def _layout(fig: go.Figure, title: str, height: int = HEIGHT) -> go.Figure:
+def layout(fig: go.Figure, title: str, height: int = HEIGHT) -> go.Figure:
     fig.update_layout(
         title={"text": title, "font": {"size": 14}, "x": 0, "xanchor": "left"},
         height=height,
@@ -148,7 +148,7 @@ def figure(
             font={"color": _GREY},
         )
     title = "Accuracy" if percent else "Loss (lower is better)"
-    return _layout(fig, title)
+    return layout(fig, title)
 
 
 def _values(history, earlier, field: str) -> list[float]:
@@ -241,7 +241,7 @@ def data_figure(
     fig.update_xaxes(row=1, col=1, tickformat="~s", nticks=3)
     fig.update_xaxes(row=1, col=2, tickfont={"size": 9}, dtick=1, side="bottom")
     fig.update_annotations(font={"size": 11})
-    fig = _layout(fig, "", height=data_figure_height(len(shown)))
+    fig = layout(fig, "", height=data_figure_height(len(shown)))
     fig.update_layout(margin={"l": 10, "r": 10, "t": 30, "b": 10}, hovermode="closest")
     return fig
 
@@ -292,7 +292,7 @@ def baseline_figure(history: Sequence[RoundResult], baseline: Sequence[RoundResu
         )
     fig.update_xaxes(title_text="CPU seconds (training and evaluation)")
     fig.update_yaxes(title_text=_LABELS["accuracy"], tickformat=".1%")
-    return _layout(fig, "Federated versus centralised, at equal compute")
+    return layout(fig, "Federated versus centralised, at equal compute")
 
 
 # Per-client figures a class can read off a heatmap: (title, colour scale, its middle).
@@ -336,7 +336,7 @@ def clients_figure(
     fig.update_yaxes(autorange="reversed")
     fig.update_layout(hovermode="closest")
     height = clients_figure_height(len(client_ids))
-    return _layout(fig, f"Who moved the model: {title}", height).update_layout(hovermode="closest")
+    return layout(fig, f"Who moved the model: {title}", height).update_layout(hovermode="closest")
 
 
 def clients_figure_height(n_clients: int) -> int:
@@ -362,7 +362,7 @@ def gains_figure(
     steps = max((g.steps for g in gains), default=0)
     fig.update_xaxes(title_text=f"held-out accuracy gained after {steps} local steps (points)")
     height = gains_figure_height(len(ordered))
-    return _layout(fig, "A model per character: each one's gain over the global model", height)
+    return layout(fig, "A model per character: each one's gain over the global model", height)
 
 
 def gains_figure_height(n_clients: int) -> int:

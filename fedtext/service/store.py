@@ -13,14 +13,15 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 
 from fedtext.config import FederatedConfig, ModelConfig
 from fedtext.learning.records import (
     ClientFigures,
+    Leak,
     PersonalGain,
+    Race,
     RoundResult,
     clients_csv,
     history_csv,
@@ -39,6 +40,25 @@ _RUN_ID = re.compile(r"[A-Za-z0-9_-]{20,40}")
 MAX_AGE_DAYS = 7.0  # a classroom's runs outlive the lesson, not the term
 MAX_TOTAL_MB = 500.0  # about 60 runs of the 8 MB full-size model
 PERSONAL_DIR = "personal"  # a run's models per character, one directory each
+
+
+def _plain(value):
+    """JSON for what json cannot write itself: a Leak's sets and arrays."""
+    if isinstance(value, frozenset | set):
+        return sorted(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot store a {type(value).__name__}")
+
+
+def _round(record: dict) -> RoundResult:
+    return RoundResult(**record)  # its tuples come back as lists; RoundResult makes them tuples
+
+
+def _leak(record: dict) -> Leak:
+    sets = {name: frozenset(record[name]) for name in ("moved", "true_set", "cohort_set")}
+    arrays = {name: np.array(record[name]) for name in ("recovered", "true_counts")}
+    return Leak(**{**record, **sets, **arrays, "seen": tuple(record["seen"])})
 
 
 def data_dir() -> Path:
@@ -67,6 +87,20 @@ class SavedRun:
     clients: list[ClientFigures] = field(default_factory=list)  # per client, where measured
     personal: dict[str, PersonalGain] = field(default_factory=dict)  # models per character
     gains: list[PersonalGain] = field(default_factory=list)  # every character's, by TFF
+    races: list[Race] = field(default_factory=list)  # the lesson's comparison, if it was run
+    leaks: dict[str, Leak] = field(default_factory=dict)  # updates the server read, by client
+
+
+@dataclass(frozen=True)
+class RunExtras:
+    """What visitors asked for after a run's rounds (fedtext.service.extras), stored with it."""
+
+    baseline: Sequence[RoundResult] = ()
+    clients: Sequence[ClientFigures] = ()
+    personal: Mapping[str, PersonalGain] = field(default_factory=dict)
+    gains: Sequence[PersonalGain] = ()
+    races: Sequence[Race] = ()
+    leaks: Mapping[str, Leak] = field(default_factory=dict)
 
 
 class RunStore:
@@ -91,29 +125,29 @@ class RunStore:
         weights: list[np.ndarray],
         model_config: ModelConfig,
         message: str = "",
-        baseline: Sequence[RoundResult] = (),
-        clients: Sequence[ClientFigures] = (),
-        personal: Mapping[str, PersonalGain] = MappingProxyType({}),
-        gains: Sequence[PersonalGain] = (),
+        extras: RunExtras | None = None,
     ) -> Path:
+        extras = extras or RunExtras()
         final = self.path(run_id)
         tmp = self.root / f".{run_id}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         save_arrays(weights, model_config, tmp)
         (tmp / "metrics.csv").write_text(history_csv(history))
-        if clients:
-            (tmp / "clients.csv").write_text(clients_csv(clients))
+        if extras.clients:
+            (tmp / "clients.csv").write_text(clients_csv(extras.clients))
         record = {
             "config": asdict(config),
             "history": [asdict(r) for r in history],
             "created": time.time(),
             "message": message,
-            "baseline": [asdict(r) for r in baseline],
-            "clients": [asdict(f) for f in clients],
-            "personal": [asdict(p) for p in personal.values()],
-            "gains": [asdict(g) for g in gains],
+            "baseline": [asdict(r) for r in extras.baseline],
+            "clients": [asdict(f) for f in extras.clients],
+            "personal": [asdict(p) for p in extras.personal.values()],
+            "gains": [asdict(g) for g in extras.gains],
+            "races": [asdict(r) for r in extras.races],
+            "leaks": [asdict(leak) for leak in extras.leaks.values()],
         }
-        (tmp / "run.json").write_text(json.dumps(record))
+        (tmp / "run.json").write_text(json.dumps(record, default=_plain))
         if (final / PERSONAL_DIR).exists():  # the characters' models, saved as they were made
             (final / PERSONAL_DIR).rename(tmp / PERSONAL_DIR)
         if (final / KERAS_FILE).exists():  # written by the queue after the run (TensorFlow)
@@ -134,9 +168,14 @@ class RunStore:
                 **{**record["config"], "client_ids": tuple(record["config"]["client_ids"])}
             )
             history, baseline = (
-                [RoundResult(**{**r, "client_ids": tuple(r["client_ids"])}) for r in points]
+                [_round(r) for r in points]
                 for points in (record["history"], record.get("baseline", []))
             )
+            races = [
+                Race(**{**r, "history": [_round(p) for p in r["history"]]})
+                for r in record.get("races", [])
+            ]
+            leaks = {leak["client_id"]: _leak(leak) for leak in record.get("leaks", [])}
             clients = [ClientFigures(**f) for f in record.get("clients", [])]
             personal = {p["client_id"]: PersonalGain(**p) for p in record.get("personal", [])}
             gains = [PersonalGain(**g) for g in record.get("gains", [])]
@@ -154,6 +193,8 @@ class RunStore:
             clients,
             personal,
             gains,
+            races,
+            leaks,
         )
 
     def find(self, config: FederatedConfig) -> tuple[str, float] | None:
