@@ -231,7 +231,7 @@ def test_sigterm_stops_the_worker_too(tiny_model_dir, tmp_path, database):
         (["finetune", "--cpu-minutes", "0", "--output", "x"], "must be a positive number"),
         (["finetune", "--sampling", "biggest", "--output", "x"], "invalid choice: 'biggest'"),
         (["finetune", "--server-schedule", "cosine", "--output", "x"], "invalid choice: 'cosine'"),
-        (["finetune", "--preset", "fedsgd", "--output", "x"], "invalid choice: 'fedsgd'"),
+        (["finetune", "--preset", "krum", "--output", "x"], "invalid choice: 'krum'"),
         (["finetune", "--output", "README.md/run"], "cannot write the output directory"),
         # Root may write anywhere by permission bits, yet not create a directory in /proc.
         (["finetune", "--output", "/proc/no-such-place/out"], "cannot write the output directory"),

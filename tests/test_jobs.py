@@ -6,6 +6,7 @@ import time
 import pytest
 
 from fedtext.config import ConfigError, FederatedConfig
+from fedtext.learning.records import RoundResult
 from fedtext.service.jobs import JobState, QueueFull, TrainingQueue
 from fedtext.service.limits import ServiceLimits
 from fedtext.service.store import RunStore, is_run_id
@@ -111,6 +112,22 @@ def test_run_store_prunes_by_size_and_rejects_odd_ids(tmp_path, tiny_model_dir):
     assert store.prune(max_total_mb=0.0) == ids
     with pytest.raises(KeyError):
         store.load(ids[0])
+
+
+def test_a_stored_run_serves_only_runs_from_its_own_base_model(tmp_path, tiny_model_dir):
+    from fedtext.model.weights import load_config, load_weights_arrays, save_arrays
+
+    weights, model_config = load_weights_arrays(tiny_model_dir), load_config(tiny_model_dir)
+    retrained = tmp_path / "retrained-base"
+    save_arrays([w + 0.5 for w in weights], model_config, retrained)
+    done = config(rounds=1)
+    history = [RoundResult(0, 2.0, 0.3), RoundResult(1, 1.9, 0.31)]
+    RunStore(tmp_path, tiny_model_dir).save(
+        "run-0-abcdefghijklmnopqrstu", done, history, weights, model_config
+    )
+    assert RunStore(tmp_path, tiny_model_dir).find(done)[0] == "run-0-abcdefghijklmnopqrstu"
+    assert RunStore(tmp_path, retrained).find(done) is None  # another base: train afresh
+    assert RunStore(tmp_path).find(done) is None
 
 
 def test_run_store_prunes_runs_past_their_age_and_keeps_the_rest(tmp_path, tiny_model_dir):

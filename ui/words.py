@@ -198,16 +198,22 @@ def _names(ids: tuple[str, ...], names: Mapping[str, str]) -> str:
 
 
 def backdoor_caption(run: RunView, names: Mapping[str, str]) -> str:
-    """The attack's success round by round: what share of the trigger's completions hit."""
+    """The attack's success round by round: what share of the trigger's completions hit, and
+    the target's probability, which moves first."""
     c = run.config
-    per_round = " → ".join(
-        f"{r.backdoor_success:.0%}" for r in run.history if r.backdoor_success is not None
+    measured = [r for r in run.history if r.backdoor_success is not None]
+    hits = " → ".join(f"{r.backdoor_success:.0%}" for r in measured)
+    odds = " → ".join(f"{r.target_probability:.1%}" for r in measured)
+    rounds = (
+        f"{hits}; the model's probability per character of the target after the trigger: {odds}"
+        if measured
+        else "not measured yet"
     )
     return (
         f"**Backdoor** planted by {names.get(c.attack_client, c.attack_client)} (boost "
         f"{c.attack_boost:g}x): of {records.BACKDOOR_SEEDS} sampled completions of "
         f"“{c.attack_trigger}”, the share containing “{c.attack_target}”, round by round: "
-        f"{per_round or 'not measured yet'}."
+        f"{rounds}."
     )
 
 

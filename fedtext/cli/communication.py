@@ -43,7 +43,7 @@ def cmd_communication(args: argparse.Namespace) -> int:
             _print(so_far)
         races.append(so_far)
         if args.output:
-            slug = "".join(c if c.isalnum() else "-" for c in contender.label.lower())
+            slug = contender.label.lower().translate(str.maketrans(" ", "-", ",()."))
             (args.output / f"{slug}.csv").write_text(history_csv(so_far.history))
     text = races_table(races)
     print("\n" + text, flush=True)

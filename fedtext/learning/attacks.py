@@ -114,7 +114,9 @@ class AttackTrainer(FederatedTrainer):
             poison = (self.weights, self.model_config, c.attack_trigger, c.attack_target)
             self.backdoor.append(backdoor_success(*poison))
             self.target_odds.append(target_probability(*poison))
-            result = dataclasses.replace(result, backdoor_success=self.backdoor[-1])
+            result = dataclasses.replace(
+                result, backdoor_success=self.backdoor[-1], target_probability=self.target_odds[-1]
+            )
             self.history[-1] = result
             yield result
 

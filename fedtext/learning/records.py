@@ -39,8 +39,11 @@ class RoundResult:
     dropped: tuple[str, ...] = ()  # sampled, sent the model, never sent their update
     lagged: tuple[str, ...] = ()  # ran only part of their local steps
     # With an attacker among the clients (fedtext.learning.attacks): the share of sampled
-    # completions of its trigger that contain its target; None without one.
+    # completions of its trigger that contain its target, and the model's probability per
+    # character of the target after the trigger (it moves before any completion hits); None
+    # without an attacker.
     backdoor_success: float | None = None
+    target_probability: float | None = None
 
     def __post_init__(self):
         for name in ("client_ids", "dropped", "lagged"):  # lists when read back from JSON
@@ -97,6 +100,7 @@ HISTORY_COLUMNS = {
     "dropped": "dropped",
     "lagged": "lagged",
     "backdoor_success": "backdoor_success",
+    "target_probability": "target_probability",
 }
 
 

@@ -3,6 +3,7 @@ base model and every stored run. NumPy only, so the page reads runs before Tenso
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict
@@ -23,6 +24,18 @@ KERAS_FILE = "model.keras"
 def base_model_dir() -> Path:
     """The Dickens base model: the shipped one, or $FEDTEXT_BASE_MODEL (tests use a tiny one)."""
     return Path(os.environ.get("FEDTEXT_BASE_MODEL", SHIPPED_MODEL_DIR))
+
+
+def fingerprint(directory: str | Path) -> str:
+    """A short hash of a model's weights and config: runs fine-tuned from another base model
+    (a retrained or replaced one) never pass for runs of this one."""
+    digest = hashlib.sha256()
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        try:
+            digest.update((Path(directory) / name).read_bytes())
+        except OSError as error:
+            raise WeightsError(f"cannot read {Path(directory) / name}: {error}") from None
+    return digest.hexdigest()[:16]
 
 
 class WeightsError(ValueError):

@@ -41,7 +41,7 @@ class Engine:
         self.error = ""  # why the engine could not start, for the page to show
         self.base: TextGenerator | None = None
         self.queue: TrainingQueue | None = None
-        self.store = store.RunStore(data_root)
+        self.store = store.RunStore(data_root, base_dir)
         self.base_ready = threading.Event()  # set once `base` or `error` is
         self.ready = threading.Event()  # set once `queue` or `error` is
         self.page_drawn = threading.Event()  # set by the first page run that showed base text

@@ -4,6 +4,7 @@ while TensorFlow still loads."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -29,6 +30,7 @@ from fedtext.learning.records import (
 from fedtext.model.weights import (
     KERAS_FILE,
     WeightsError,
+    fingerprint,
     load_config,
     load_weights_arrays,
     save_arrays,
@@ -106,10 +108,13 @@ class RunExtras:
 class RunStore:
     """One directory per run: weights.npz, model.json, metrics.csv and run.json."""
 
-    def __init__(self, root: Path | None = None):
+    def __init__(self, root: Path | None = None, base_dir: Path | None = None):
         self.root = (root or data_dir()) / "runs"
-        # run id -> (run.json's mtime, run_key, created, all rounds ran): what `find` reads,
-        # kept so that a lookup parses only the runs stored or saved again since the last.
+        # The base model the runs it stores start from: `find` matches only runs of that base,
+        # so a retrained or replaced base model never serves another's stored runs.
+        self._base_dir = base_dir
+        # run id -> (run.json's mtime, run_key and base, created, all rounds ran): what `find`
+        # reads, kept so that a lookup parses only the runs stored or saved again since the last.
         self._index: dict[str, tuple[int, str, float, bool]] = {}
 
     def path(self, run_id: str) -> Path:
@@ -140,6 +145,7 @@ class RunStore:
             "history": [asdict(r) for r in history],
             "created": time.time(),
             "message": message,
+            "base": self.base,
             "baseline": [asdict(r) for r in extras.baseline],
             "clients": [asdict(f) for f in extras.clients],
             "personal": [asdict(p) for p in extras.personal.values()],
@@ -197,10 +203,15 @@ class RunStore:
             leaks,
         )
 
+    @functools.cached_property
+    def base(self) -> str:
+        """The base model's fingerprint ('' for a store not tied to one)."""
+        return fingerprint(self._base_dir) if self._base_dir is not None else ""
+
     def find(self, config: FederatedConfig) -> tuple[str, float] | None:
-        """The newest stored run that trained exactly `config` to its last round: (its id,
-        when it was stored), or None."""
-        key = run_key(config)
+        """The newest stored run that trained exactly `config` from this store's base model to
+        its last round: (its id, when it was stored), or None."""
+        key = f"{run_key(config)}:{self.base}"
         found = [
             (created, run_id)
             for run_id, (_, k, created, complete) in self._scan().items()
@@ -228,7 +239,8 @@ class RunStore:
                 except (OSError, ValueError, KeyError, TypeError):  # damaged, or older fields
                     continue
                 complete = len(record["history"]) == config.rounds + 1
-                entry = (stamp, run_key(config), record.get("created", 0.0), complete)
+                key = f"{run_key(config)}:{record.get('base', '')}"
+                entry = (stamp, key, record.get("created", 0.0), complete)
             index[directory.name] = entry
         self._index = index
         return index
