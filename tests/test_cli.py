@@ -346,3 +346,36 @@ def test_dp_finetune_prints_epsilon_each_round_and_at_the_end(tiny_model_dir, tm
 def test_bad_privacy_input_gets_one_line(args, message, capsys, tiny_model_dir, database):
     argv = ["finetune", *args, "--output", "x", "--base", str(tiny_model_dir)]
     assert_refused_in_one_line(argv, message, capsys)
+
+
+def test_every_setting_is_one_option_read_into_its_config_field():
+    """fedtext.options lists each setting once: the command line takes each option into the
+    FederatedConfig field of its name, and the link's names are all different."""
+    from dataclasses import fields
+
+    from fedtext.cli.args import build_parser, federated_config
+    from fedtext.config import FederatedConfig
+    from fedtext.options import DEFAULTS, OPTIONS
+
+    assert {o.field for o in OPTIONS} <= {f.name for f in fields(FederatedConfig)}
+    links = [o.link for o in OPTIONS if o.link]
+    assert len(set(links)) == len(links) and len({o.flag for o in OPTIONS}) == len(OPTIONS)
+    for option in OPTIONS:
+        default = DEFAULTS[option.field]
+        if option.field == "client_ids":
+            given, expected = ["KING_LEAR_FOOL"], ("KING_LEAR_FOOL",)
+        elif isinstance(default, bool):
+            given, expected = [], True
+        elif option.choices:
+            expected = next(c for c in option.choices if c != default)
+            given = [expected]
+        elif isinstance(default, str):
+            given, expected = ["some text"], "some text"
+        else:
+            expected = 3 if isinstance(default, int) else 0.25
+            given = [str(expected)]
+        args = build_parser().parse_args(["finetune", "--output", "x", option.flag, *given])
+        value = args.clients if option.field == "client_ids" else getattr(args, option.field)
+        assert value == (list(expected) if option.field == "client_ids" else expected), option
+    args = build_parser().parse_args(["finetune", "--output", "x", "--client-lr", "0.25"])
+    assert federated_config(args).client_learning_rate == 0.25

@@ -11,15 +11,8 @@ from pathlib import Path
 
 from fedtext.config import (
     AGGREGATORS,
-    ALGORITHMS,
-    CLIENT_OPTIMIZERS,
     DEFAULT_CLIENTS,
-    DP_CLIPPINGS,
-    SAMPLINGS,
-    SERVER_OPTIMIZERS,
-    SERVER_SCHEDULES,
     TUTORIAL_EVAL_CLIENT,
-    WEIGHTINGS,
     ConfigError,
     FederatedConfig,
     ModelConfig,
@@ -27,6 +20,7 @@ from fedtext.config import (
 )
 from fedtext.distribution.addresses import parse_workers
 from fedtext.model.weights import base_model_dir
+from fedtext.options import COSTS, DEFAULTS, DEFENCES, OPTIONS, RUN, Option
 from fedtext.presets import PRESETS, WHOLE_FEDERATION_PRESETS
 
 DESCRIPTION = "Federated learning on text: a Dickens model fine-tuned on Shakespeare with TFF."
@@ -70,76 +64,12 @@ def _add_federated_args(parser: argparse.ArgumentParser, preset: str | None) -> 
         help="start from named settings (tutorial: TFF's tutorial as published; fedavg, "
         "fedavgm, fedadam: Reddi et al. 2021's Shakespeare settings; federation: every "
         "character, a cohort of 2 drawn by text each round, FedAdam; pair it with "
-        "--cpu-minutes)",
+        "--cpu-minutes; the lessons': fedsgd, compressed, unreliable, secure, backdoor, "
+        "robust, in docs/communication.md and docs/attacks.md)",
     )
-    parser.add_argument(
-        "--clients",
-        nargs="+",
-        metavar="ID",
-        help=f"client ids (see 'fedtext data'), or '{ALL_CLIENTS}' for the whole federation; "
-        "default: the preset's, else the page's default clients",
-    )
-    parser.add_argument("--rounds", type=int)
-    parser.add_argument("--client-optimizer", choices=CLIENT_OPTIMIZERS)
-    parser.add_argument("--client-lr", type=_float, dest="client_learning_rate")
-    parser.add_argument(
-        "--clip-norm", type=_float, help="clip each local gradient to this global norm (0: off)"
-    )
-    parser.add_argument("--server-optimizer", choices=SERVER_OPTIMIZERS)
-    parser.add_argument("--server-lr", type=_float, dest="server_learning_rate")
-    parser.add_argument(
-        "--server-schedule",
-        choices=SERVER_SCHEDULES,
-        help="keep the server's rate (constant, the default) or let it fall linearly to zero "
-        "by the last round, or by the end of --cpu-minutes",
-    )
-    parser.add_argument(
-        "--batch-size", type=int, help="sequences per local step (the tutorial's: 8)"
-    )
-    parser.add_argument(
-        "--batches", type=int, dest="batches_per_client", help="local steps per client per round"
-    )
-    parser.add_argument(
-        "--clients-per-round", type=int, help="sample this many clients each round (0: all)"
-    )
-    parser.add_argument(
-        "--sampling",
-        choices=SAMPLINGS,
-        help="draw each round's clients equally likely (uniform, the default) or in proportion "
-        "to their text (by_text; pair it with --weighting uniform)",
-    )
-    parser.add_argument("--seed", type=int)
-    parser.add_argument(
-        "--weighting",
-        choices=WEIGHTINGS,
-        help="average clients by their text (weighted, the default) or one vote each "
-        "(uniform; implied by --noise-multiplier)",
-    )
-    parser.add_argument(
-        "--noise-multiplier",
-        type=_float,
-        help="DP-FedAvg: Gaussian noise of this many times the clip on the summed client "
-        "updates (0: no differential privacy); prints epsilon each round",
-    )
-    parser.add_argument(
-        "--dp-clipping",
-        choices=DP_CLIPPINGS,
-        help="clip each client's update adaptively (TFF's default) or to --dp-clip",
-    )
-    parser.add_argument(
-        "--dp-clip",
-        type=_float,
-        help=f"the fixed clip on each client's update (implies --dp-clipping fixed; default "
-        f"{FederatedConfig.dp_clip})",
-    )
-    parser.add_argument(
-        "--client-figures",
-        action="store_const",
-        const=True,
-        help="also measure every client each round (share, update norm, cosine, own loss), "
-        "written to clients.csv; rounds take about a third longer; not with DP",
-    )
-    _add_communication_args(parser)
+    for option in OPTIONS:
+        if option.group in (RUN, COSTS):
+            _add_option(parser, option)
     parser.add_argument("--base", type=Path, default=None, help="base model directory")
     parser.add_argument(
         "--workers",
@@ -151,61 +81,34 @@ def _add_federated_args(parser: argparse.ArgumentParser, preset: str | None) -> 
     )
 
 
-def _add_communication_args(parser: argparse.ArgumentParser) -> None:
-    """What a round costs: the algorithm, compressed updates, clients that drop out or lag."""
-    parser.add_argument(
-        "--algorithm",
-        choices=ALGORITHMS,
-        help="fedavg (local steps, the default), fedsgd (one gradient per client, no local "
-        "step) or fedprox (local steps pulled toward the server's model)",
-    )
-    parser.add_argument(
-        "--proximal-strength",
-        type=_float,
-        dest="proximal_strength",
-        help=f"FedProx's mu (default {FederatedConfig.proximal_strength})",
-    )
-    parser.add_argument(
-        "--compression",
-        type=int,
-        dest="compression_bits",
-        metavar="BITS",
-        help="quantize each client's update to BITS bits a number (1-16; 0: off)",
-    )
-    parser.add_argument(
-        "--dropout",
-        type=_float,
-        dest="dropout_chance",
-        help="the chance that a sampled client's update never arrives (per client and round)",
-    )
-    parser.add_argument(
-        "--stragglers",
-        type=_float,
-        dest="straggler_chance",
-        help="the chance that a client runs only part of its local steps",
-    )
-
-
 def _add_attack_args(parser: argparse.ArgumentParser) -> None:
     """The server's aggregator and defences, and a poisoned character (docs/attacks.md)."""
-    parser.add_argument(
-        "--aggregator",
-        choices=AGGREGATORS,
-        help="TFF's plain mean (default), robust_aggregator (adaptive clip and zeroing) or "
-        "secure_aggregator (the server sees only the cohort's sum; simulated)",
-    )
-    parser.add_argument(
-        "--update-clip", type=_float, help="clip each client's update to this L2 norm"
-    )
-    parser.add_argument("--attack-client", metavar="ID", help="this client is an attacker")
-    parser.add_argument("--attack-trigger", metavar="TEXT", help="its prompt to poison")
-    parser.add_argument("--attack-target", metavar="TEXT", help="what it makes follow")
-    parser.add_argument(
-        "--attack-boost",
-        type=_float,
-        metavar="X",
-        help="it scales its update by X (model replacement; default 1)",
-    )
+    for option in OPTIONS:
+        if option.group == DEFENCES:
+            _add_option(parser, option)
+
+
+def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
+    """One FederatedConfig setting as an option, read as its default's type says."""
+    default = DEFAULTS[option.field]
+    settings = {"dest": option.field, "help": option.help or None, "metavar": option.metavar}
+    if option.field == "client_ids":
+        settings.update(
+            dest="clients",
+            nargs="+",
+            help=f"client ids (see 'fedtext data'), or '{ALL_CLIENTS}' for the whole "
+            "federation; default: the preset's, else the page's default clients",
+        )
+    elif isinstance(default, bool):
+        settings.update(action="store_const", const=True)
+        del settings["metavar"]
+    elif option.choices:
+        settings["choices"] = option.choices
+    elif isinstance(default, float):
+        settings["type"] = _float
+    elif isinstance(default, int):
+        settings["type"] = int
+    parser.add_argument(option.flag, **settings)
 
 
 def _workers(text: str):

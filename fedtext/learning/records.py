@@ -237,7 +237,7 @@ def races_table(races: Sequence[Race]) -> str:
     reference = next((r for r in races if r.reference), None)
     base = races[0].history[0].eval_accuracy if races and races[0].history else math.nan
     target = races[0].target if races else math.nan
-    ratio_head = f"{reference.label}'s rounds / these" if reference else ""
+    ratio_head = f"rounds of {reference.label} / these" if reference else ""
     lines = [
         f"Target: held-out accuracy {target:.3f} (the base model's {base:.3f} "
         f"+ {100 * (target - base):.1f} points)",

@@ -12,16 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedtext.config import (
-    AGGREGATORS,
-    ALGORITHMS,
-    CLIENT_OPTIMIZERS,
     DEFAULT_CLIENTS,
-    DP_CLIPPINGS,
-    SERVER_OPTIMIZERS,
-    WEIGHTINGS,
     FederatedConfig,
 )
 from fedtext.model.weights import KERAS_FILE
+from fedtext.options import OPTIONS
 from fedtext.presets import LESSON_PRESETS, PRESETS
 from fedtext.service.limits import ServiceLimits
 from fedtext.text.plays import ClientInfo
@@ -62,57 +57,26 @@ BOUNDS = {
     "clients_per_round": Bound(0, LIMITS.max_clients, _DEFAULT.clients_per_round),
     "seed": Bound(0, 9999, _DEFAULT.seed),
 }
-# Settings picked from a list: a link's value snaps to the nearest one offered.
+# Settings picked from a list: a link's value snaps to the nearest one offered; names are
+# checked against fedtext.options' choices.
 CHOICES: dict[str, tuple] = {
-    "client_optimizer": CLIENT_OPTIMIZERS,
-    "server_optimizer": SERVER_OPTIMIZERS,
+    **{o.field: o.choices for o in OPTIONS if o.link and o.choices},
     "client_learning_rate": RATES,
     "server_learning_rate": RATES,
     "clip_norm": CLIP_NORMS,
     "batch_size": BATCH_SIZES,
-    "weighting": WEIGHTINGS,
     "noise_multiplier": NOISES,
-    "dp_clipping": DP_CLIPPINGS,
     "dp_clip": DP_CLIPS,
-    "algorithm": ALGORITHMS,
     "proximal_strength": PROXIMAL_STRENGTHS,
     "compression_bits": COMPRESSION_BITS,
     "dropout_chance": CHANCES,
     "straggler_chance": CHANCES,
-    "aggregator": AGGREGATORS,
     "update_clip": UPDATE_CLIPS,
     "attack_boost": BOOSTS,
 }
 
-# Short names in the link, one per FederatedConfig field the page sets.
-PARAMS = {
-    "client_ids": "clients",
-    "rounds": "rounds",
-    "client_optimizer": "client",
-    "client_learning_rate": "client_lr",
-    "clip_norm": "clip",
-    "server_optimizer": "server",
-    "server_learning_rate": "server_lr",
-    "batch_size": "batch",
-    "batches_per_client": "batches",
-    "clients_per_round": "per_round",
-    "seed": "seed",
-    "weighting": "weighting",
-    "noise_multiplier": "noise",
-    "dp_clipping": "dp_clipping",
-    "dp_clip": "dp_clip",
-    "algorithm": "algorithm",
-    "proximal_strength": "mu",
-    "compression_bits": "bits",
-    "dropout_chance": "dropout",
-    "straggler_chance": "stragglers",
-    "aggregator": "aggregator",
-    "update_clip": "update_clip",
-    "attack_client": "attacker",
-    "attack_trigger": "trigger",
-    "attack_target": "target",
-    "attack_boost": "boost",
-}
+# Short names in the link, one per FederatedConfig field the page sets (fedtext.options).
+PARAMS = {o.field: o.link for o in OPTIONS if o.link}
 RUN_PARAM = "run"
 PRESET_PARAM = "preset"  # the preset a link was made from: the page names it and its lesson
 
