@@ -160,3 +160,21 @@ def test_one_click_races_the_algorithms_on_the_page(page_env):
         assert f"| {label} |" in table
     titles = [json.loads(e.proto.spec)["layout"]["title"]["text"] for e in at.get("plotly_chart")]
     assert "The same target: what each algorithm spent to get there" in titles
+
+
+def test_each_lesson_races_what_it_teaches():
+    from fedtext.learning.rounds_to_target import lesson_contenders
+
+    unreliable = FederatedConfig(**links.preset_setup("unreliable"))
+    races = lesson_contenders(unreliable)
+    assert [r.config.algorithm for r in races] == ["fedavg", "fedprox", "fedprox", "fedavg"]
+    assert races[0].reference and races[0].config.straggler_chance == 0.5
+    assert [r.config.proximal_strength for r in races[1:3]] == [0.1, 1.0]
+    assert races[3].config.dropout_chance == races[3].config.straggler_chance == 0.0
+    paper = lesson_contenders(FederatedConfig(**links.preset_setup("fedsgd")))
+    assert [(r.config.algorithm, r.config.batches_per_client) for r in paper] == [
+        ("fedsgd", 5),
+        ("fedavg", 1),
+        ("fedavg", 5),
+        ("fedavg", 20),
+    ]
