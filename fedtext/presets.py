@@ -72,8 +72,9 @@ PRESETS: dict[str, dict[str, object]] = {
     "fedsgd": dict(algorithm="fedsgd"),
     # 8-bit updates: 3.5x fewer bytes up (TF-MOT packs 28 bits an int32 word), the same accuracy.
     "compressed": dict(compression_bits=8),
-    # Phones that drop out or lag, and FedProx's pull toward the server's model as the remedy:
-    # four characters, three a round, so a round rarely loses everyone.
+    # Phones that drop out or lag, and FedProx's pull toward the server's model, the remedy the
+    # literature offers (here it won no round back: docs/communication.md): four characters,
+    # three a round, so a round rarely loses everyone.
     "unreliable": dict(
         client_ids=(*DEFAULT_CLIENTS, ROMEO_AND_JULIET_NURSE, ROMEO_AND_JULIET_MERCUTIO),
         clients_per_round=3,

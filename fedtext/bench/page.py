@@ -228,7 +228,8 @@ class PageTiming:
 
 
 def _start_server(app: Path) -> tuple[subprocess.Popen, int]:
-    """`streamlit run app` on a free port, in a process group of its own."""
+    """`streamlit run app` on a free port, in a process group of its own, with a store of runs
+    of its own: a run stored by an earlier benchmark would come back at once, not train."""
     import portpicker
 
     port = portpicker.pick_unused_port()
@@ -242,9 +243,17 @@ def _start_server(app: Path) -> tuple[subprocess.Popen, int]:
         f"--server.port={port}",
         "--browser.gatherUsageStats=false",
     ]
+    runs = tempfile.mkdtemp(prefix="fedtext-bench-runs-")  # removed by stop_process_group
+    env = {**os.environ, "FEDTEXT_DATA": runs}
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
+    proc.scratch = runs
     return proc, port
 
 
@@ -376,7 +385,8 @@ def _settled_rss(pid: int, timeout: float = 90.0) -> int:
 
 
 def stop_process_group(proc: subprocess.Popen) -> None:
-    """Stop a process started with start_new_session=True and everything it started."""
+    """Stop a process started with start_new_session=True and everything it started, and
+    remove its scratch directory, if it has one."""
     if proc.poll() is None:
         os.killpg(proc.pid, 15)
         try:
@@ -384,3 +394,5 @@ def stop_process_group(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
             proc.wait()
+    if getattr(proc, "scratch", None):
+        shutil.rmtree(proc.scratch, ignore_errors=True)
