@@ -27,7 +27,7 @@ from ui.clients import chosen_ui, clients_ui
 from ui.compare import compare_panel
 from ui.lessons import lesson_buttons_ui, races_ui, server_view_ui, trigger_ui
 from ui.resources import load_clients, load_saved, start_engine
-from ui.settings import explain_ui, held_setup, privacy_ui, settings_ui
+from ui.settings import explain_ui, privacy_ui, settings_ui
 from ui.train import (
     FOLLOW_EVERY_S,
     baseline_button_ui,
@@ -175,16 +175,13 @@ live = run is not None and run.live
 
 explain_box = st.container()
 clients_col, settings_col, results_col = st.columns([1.15, 0.8, 1.35], gap="medium")
-# Filled right after Train, before the other widgets, the clients' table and the charts (which
-# come in a visitor's second run: ui/first_paint.py): the base model's text is part of a usable
-# page.
+# Filled before the clients' table and the charts (which come in a visitor's second run:
+# ui/first_paint.py): the base model's text is part of a usable page.
 compare_box = st.container()
 
 with settings_col:
     st.markdown("**2 · Settings**")
-    # Filled after Train and the base model's text, which make the page usable: a visitor's
-    # browser draws the run's elements in the order the script sends them.
-    settings_box = st.container()
+    settings = settings_ui(names)
     privacy_box = st.container()  # the run's privacy cost, once the clients are known
     train_col, stop_col = st.columns(2)
     train_col.button(
@@ -214,12 +211,22 @@ with settings_col:
     if run is not None and run.resumable:
         resume_button_ui(engine, run.run_id)
 
-chosen_setup = held_setup()  # the widgets' values as this run found them: Train acts on these
+with clients_col:
+    st.markdown("**1 · Clients**: Shakespeare's characters, each with its own lines")
+    client_ids = clients_ui(clients)
+    chosen = [clients[cid] for cid in client_ids]
+    setup = {"client_ids": client_ids, **settings}
+    shares = links.averaging_shares(
+        chosen,
+        settings["batches_per_client"],
+        settings["batch_size"],
+        settings["weighting"],
+        settings["noise_multiplier"],
+    )
+
 if st.session_state.pressed == "train":
     try:
-        config = FederatedConfig(
-            **{**chosen_setup, "client_ids": tuple(chosen_setup["client_ids"])}
-        )
+        config = FederatedConfig(**{**setup, "client_ids": tuple(client_ids)})
         links.LIMITS.check(config)
     except ConfigError as error:
         progress.error(f"Cannot start training: {error}")
@@ -244,23 +251,7 @@ if st.session_state.notice:
 
 with compare_box:
     st.markdown("**4 · Compare**: the same prompt and seed through both models")
-    chosen_ids = tuple(chosen_setup["client_ids"])
-    st.fragment(compare_panel)(run, base_dir, engine, chosen_ids, data_root, names)
-
-with settings_box:
-    settings = settings_ui(names)
-with clients_col:
-    st.markdown("**1 · Clients**: Shakespeare's characters, each with its own lines")
-    client_ids = clients_ui(clients)
-    chosen = [clients[cid] for cid in client_ids]
-    setup = {"client_ids": client_ids, **settings}
-    shares = links.averaging_shares(
-        chosen,
-        settings["batches_per_client"],
-        settings["batch_size"],
-        settings["weighting"],
-        settings["noise_multiplier"],
-    )
+    st.fragment(compare_panel)(run, base_dir, engine, tuple(client_ids), data_root, names)
 
 with clients_col:
     chosen_ui(chosen, shares)

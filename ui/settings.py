@@ -30,19 +30,6 @@ COSTS = ("compression_bits", "dropout_chance", "straggler_chance")  # what a rou
 NOBODY = ""  # the attacker's choice when no character cheats
 
 
-def held_setup() -> dict:
-    """The setup the widgets hold as this run starts, before it draws them: what `settings_ui`
-    and the clients' list will return, so Train can act first."""
-    state = st.session_state
-    setup = {field: state.get(kept(field), links.DEFAULT_SETUP[field]) for field in links.PARAMS}
-    setup["client_figures"] = state.get(kept("client_figures"), False)  # not kept in links
-    if setup["attack_client"] not in setup["client_ids"]:  # as attack_ui will find it
-        setup["attack_client"] = NOBODY
-    if setup["attack_client"] == NOBODY:
-        setup.update(attack_trigger="", attack_target="", attack_boost=1.0)
-    return setup
-
-
 def apply_preset() -> None:
     """Set the widgets to the chosen preset; one that names its clients brings them too."""
     name = st.session_state.preset

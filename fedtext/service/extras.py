@@ -40,30 +40,28 @@ class Extras:
     def personalise(self, job_id: str, owner: str, client_id: str, stored=None) -> str:
         """Queue a model for one of a finished run's characters, and every character's gain;
         '' when queued, else why not."""
-        with self._lock:
-            job, why = self._finished_run(job_id, owner, stored)
-            if job is not None and client_id not in job.config.client_ids:
-                why = f"{client_id} did not train this model"
-            elif job is not None and client_id in job.personal:
-                why = f"this run has a model for {client_id} already"
-            if why:
-                return why
-            job.extra_client = client_id
-            return self._queue_extra(job, owner, Task.PERSONALISE)
+        return self._queue_for_client(job_id, owner, client_id, stored, Task.PERSONALISE)
 
     def read_update(self, job_id: str, owner: str, client_id: str, stored=None) -> str:
         """Queue what the server reads off one of a finished run's characters' updates; ''
         when queued, else why not."""
+        return self._queue_for_client(job_id, owner, client_id, stored, Task.LEAK)
+
+    def _queue_for_client(self, job_id: str, owner: str, client_id: str, stored, task) -> str:
+        """Queue an extra for one of a finished run's characters, unless the run has it."""
         with self._lock:
             job, why = self._finished_run(job_id, owner, stored)
+            done = {Task.PERSONALISE: "a model for {}", Task.LEAK: "{}'s update read"}[task]
             if job is not None and client_id not in job.config.client_ids:
                 why = f"{client_id} did not train this model"
-            elif job is not None and client_id in job.leaks:
-                why = f"this run has {client_id}'s update read already"
+            elif job is not None and client_id in (
+                job.personal if task is Task.PERSONALISE else job.leaks
+            ):
+                why = f"this run has {done.format(client_id)} already"
             if why:
                 return why
             job.extra_client = client_id
-            return self._queue_extra(job, owner, Task.LEAK)
+            return self._queue_extra(job, owner, task)
 
     def compare_algorithms(self, job_id: str, owner: str, stored=None) -> str:
         """Queue the lesson's comparison of algorithms for a finished run; '' when queued,
