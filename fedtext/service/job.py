@@ -56,7 +56,7 @@ class Job:
     gains: list[PersonalGain] = field(default_factory=list)
     # What the server reads off a character's update (fedtext.learning.leakage.Leak), on request.
     leaks: dict[str, Leak] = field(default_factory=dict)
-    # The lesson's comparison (fedtext.learning.races), on request: each contender's rounds.
+    # The lesson's comparison (fedtext.learning.rounds_to_target), on request.
     races: list[Race] = field(default_factory=list)
     extra_client: str = ""  # the character a queued or running PERSONALISE or LEAK is for
     weights: list[np.ndarray] | None = None  # after the last finished round
