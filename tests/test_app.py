@@ -86,6 +86,28 @@ def test_a_visitors_first_run_leaves_the_charts_and_tables_for_the_next(page_env
     assert at.radio(key="weighting").value == "weighted"
 
 
+def test_folded_settings_wait_for_the_next_run_and_keep_the_links_values(page_env):
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.query_params.update(weighting="uniform")
+    at.run()
+    assert not at.exception, at.exception
+    drawn = {widget.key for widget in at.radio} | {widget.key for widget in at.select_slider}
+    assert drawn.isdisjoint({"weighting", "aggregator", "algorithm"})  # both expanders folded
+    # Their values set the run all the same: the link, and step 4's sentence, follow them.
+    assert at.query_params["weighting"] == ["uniform"]
+    assert any("one vote each" in block.value for block in at.markdown)
+    at.run()
+    assert at.radio(key="weighting").value == "uniform"
+    at.radio(key="weighting").set_value("weighted").run()
+    assert "weighting" not in at.query_params  # the default, which a link leaves out
+
+    opened = AppTest.from_file(str(APP), default_timeout=120)
+    opened.query_params.update(noise="0.3", dropout="0.2")  # both expanders open: drawn at once
+    opened.run()
+    assert opened.select_slider(key="noise_multiplier").value == 0.3
+    assert opened.select_slider(key="dropout_chance").value == 0.2
+
+
 def test_a_one_round_training_shows_metrics_both_generations_and_keeps_the_run(page_env):
     at = open_page()
     assert any("Not trained yet" in i.value for i in at.info)

@@ -8,10 +8,12 @@ Plotly charts alone took it seconds, during which Train and the base model's tex
 there to use. The second run is an ordinary rerun of the page: a widget touched before it comes
 does the same.
 
-Every widget is drawn in the first run all the same. A widget first drawn in a later run took
-its value from the browser, and a rerun racing a visitor's click (under load the browser's
-request for the second run can land in the middle of the run a click started) once sent an
-empty prompt: values that set a run or a text stay with Streamlit's ordinary widget state.
+Every widget in sight is drawn in the first run all the same. A widget first drawn in a later
+run took its value from the browser, and a rerun racing a visitor's click (under load the
+browser's request for the second run can land in the middle of the run a click started) once
+sent an empty prompt: values that set a run or a text stay with Streamlit's ordinary widget
+state. Only the widgets of folded expanders wait (`folded`): each keeps its value under `kept`,
+and they were a third of the first run's widgets.
 """
 
 from __future__ import annotations
@@ -31,6 +33,12 @@ PAINTED = "first_paint_done"  # session key: this visitor's page has had its lig
 def deferred() -> bool:
     """Whether this run is a visitor's first, which leaves the heavy elements for the next."""
     return not st.session_state.get(PAINTED, False)
+
+
+def folded(expanded: bool) -> bool:
+    """Whether a folded expander's widgets wait for the next run: nobody sees them before they
+    open it, and the values they set stay in the session meanwhile (ui/kept.py)."""
+    return deferred() and not expanded
 
 
 def placeholder(height: int, name: str) -> None:

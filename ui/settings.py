@@ -12,7 +12,7 @@ from fedtext.config import ConfigError, FederatedConfig
 from fedtext.learning import privacy
 from fedtext.presets import PRESETS
 from fedtext.service import links
-from ui import words
+from ui import first_paint, words
 from ui.kept import kept
 
 # Settings laid out in two columns, then full width: the rates read better on a long slider.
@@ -27,7 +27,12 @@ PAIRED = (
 WIDE = ("client_learning_rate", "server_optimizer", "server_learning_rate", "seed")
 PRIVATE = ("dp_clipping", "dp_clip")  # only matter with noise
 COSTS = ("compression_bits", "dropout_chance", "straggler_chance")  # what a round costs
+# The folded "Averaging, privacy, what the server sees" settings.
+MORE = ("weighting", "noise_multiplier", *PRIVATE, "aggregator", "update_clip", "client_figures")
+ALGORITHM = ("algorithm", "proximal_strength")
 NOBODY = ""  # the attacker's choice when no character cheats
+# The attack's values when nobody cheats: a trigger typed before is left out.
+NO_ATTACK = dict(attack_client=NOBODY, attack_trigger="", attack_target="", attack_boost=1.0)
 
 
 def apply_preset() -> None:
@@ -59,7 +64,7 @@ def settings_ui(names: Mapping[str, str]) -> dict:
     values.update({field: setting_ui(st, field) for field in WIDE})
     expanded = st.session_state.noise_multiplier > 0 or st.session_state.client_figures
     with st.expander("Averaging, privacy, what the server sees", expanded=expanded):
-        values.update(more_settings_ui())
+        values.update(held(MORE) if first_paint.folded(expanded) else more_settings_ui())
     values.update(costs_ui())
     values.update(attack_ui(names))
     return values
@@ -95,6 +100,8 @@ def costs_ui() -> dict:
     state = st.session_state
     expanded = state.algorithm != "fedavg" or any(state[field] for field in COSTS)
     with st.expander("Algorithm, compression, drop-outs", expanded=expanded):
+        if first_paint.folded(expanded):
+            return held((*ALGORITHM, *COSTS))
         values = {"algorithm": setting_ui(st, "algorithm")}
         values["proximal_strength"] = setting_ui(
             st, "proximal_strength", disabled=values["algorithm"] != "fedprox"
@@ -111,6 +118,8 @@ def attack_ui(names: Mapping[str, str]) -> dict:
     if state.get("attack_client", NOBODY) not in chosen:
         state.attack_client = NOBODY  # the attacker was taken off the clients
     with st.expander("An attacker among the clients", expanded=bool(state.attack_client)):
+        if first_paint.folded(bool(state.attack_client)):
+            return dict(NO_ATTACK)
         label, why = words.SETTING_TEXT["attack_client"]
         attacker = st.selectbox(
             label,
@@ -132,8 +141,13 @@ def attack_ui(names: Mapping[str, str]) -> dict:
             )
         boost = setting_ui(st, "attack_boost", disabled=attacker == NOBODY)
     if attacker == NOBODY:
-        return dict(attack_client=NOBODY, attack_trigger="", attack_target="", attack_boost=1.0)
+        return dict(NO_ATTACK)
     return {"attack_client": attacker, **texts, "attack_boost": boost}
+
+
+def held(fields: tuple[str, ...]) -> dict:
+    """The values of settings whose widgets are not drawn in this run, as the session holds them."""
+    return {field: st.session_state[field] for field in fields}
 
 
 def setting_ui(box, field: str, **options):
