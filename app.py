@@ -301,9 +301,7 @@ st.markdown("**5 · Keep**: results and the setup")
 keep_ui(run, data_root)
 open_class_ui(engine, setup, base_dir, data_root)
 
-params = links.setup_to_params(setup)
-if st.session_state.get("preset", "defaults") != "defaults":
-    params[links.PRESET_PARAM] = st.session_state.preset
+params = links.setup_to_params(setup, st.session_state.get("preset", "defaults"))
 if st.session_state.run_id:
     params[links.RUN_PARAM] = st.session_state.run_id
 if params != st.query_params.to_dict():

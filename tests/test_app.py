@@ -175,7 +175,11 @@ def test_the_tutorial_preset_sets_its_clients_and_settings_in_one_click(page_env
     assert at.select_slider(key="batch_size").value == 8
     assert at.select_slider(key="clip_norm").value == 0.0
     assert at.radio(key="server_optimizer").value == "sgd"
-    assert at.query_params["client_lr"] == ["0.5"]
+    # The link names the preset, not its settings; opened, it is the same page.
+    assert at.query_params["preset"] == ["tutorial"] and "client_lr" not in at.query_params
+    reopened = open_page({"preset": "tutorial"})
+    assert reopened.select_slider(key="client_learning_rate").value == 0.5
+    assert reopened.multiselect(key="client_ids").value == at.multiselect(key="client_ids").value
 
 
 def test_the_privacy_dial_prices_the_run_and_a_private_run_says_what_it_spent(page_env):

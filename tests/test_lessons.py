@@ -24,10 +24,20 @@ SMALL = "CORIOLANUS_A_PATRICIAN"  # whose whole text fits in one round's batches
 def test_each_lesson_preset_is_a_valid_run_and_travels_in_a_link(name):
     setup = links.preset_setup(name)
     FederatedConfig(**setup)  # raises if the preset is not a valid run
-    params = {**links.setup_to_params(setup), links.PRESET_PARAM: name}
+    params = links.setup_to_params(setup, name)
+    assert params == {links.PRESET_PARAM: name}  # the preset's name is the whole lesson
     assert links.setup_from_params(params, set(setup["client_ids"])) == (setup, [])
     assert links.preset_from_params(params) == (name, [])
     assert name in words.PRESET_LABELS and name in words.PRESET_LESSONS
+
+
+def test_a_link_holds_what_differs_from_its_preset_a_default_put_back_too():
+    setup = links.preset_setup("backdoor")
+    changed = {**setup, "attack_boost": 1.0, "attack_trigger": "", "rounds": 3}
+    params = links.setup_to_params(changed, "backdoor")
+    assert params == {"preset": "backdoor", "boost": "1", "trigger": "", "rounds": "3"}
+    assert links.setup_from_params(params, set(setup["client_ids"])) == (changed, [])
+    assert links.setup_to_params(changed) != params  # against the defaults, not the preset
 
 
 def test_an_attack_in_a_link_keeps_its_spaces_and_odd_values_get_a_line_each():
@@ -124,8 +134,7 @@ def test_the_comparison_races_fedsgd_and_fedavg_and_reuses_the_runs_own_rounds(e
 
 
 def test_a_backdoor_link_shows_the_attacker_trains_it_and_reads_an_update(page_env):
-    setup = {**links.preset_setup("backdoor"), "rounds": 1, "batches_per_client": 1}
-    at = open_page({**links.setup_to_params(setup), links.PRESET_PARAM: "backdoor"})
+    at = open_page({"preset": "backdoor", "rounds": "1", "batches": "1"})  # typed by hand
     assert at.selectbox(key="preset").value == "backdoor"
     assert any(words.PRESET_LESSONS["backdoor"] in c.value for c in at.caption)
     assert at.selectbox(key="attack_client").value == "ROMEO_AND_JULIET_NURSE"

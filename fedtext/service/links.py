@@ -148,12 +148,14 @@ PREBUILT_PROCESSES = tuple(
 )
 
 
-def setup_to_params(setup: Mapping[str, object]) -> dict[str, str]:
-    """Query parameters for a setup; defaults are left out to keep links short."""
-    params = {}
+def setup_to_params(setup: Mapping[str, object], preset: str = "defaults") -> dict[str, str]:
+    """Query parameters for a setup started from a preset: the preset's name and what differs
+    from it, so that `?preset=backdoor` typed by hand is the whole lesson."""
+    base = preset_setup(preset)
+    params = {} if preset == "defaults" else {PRESET_PARAM: preset}
     for field, name in PARAMS.items():
         value = setup[field]
-        if value == DEFAULT_SETUP[field]:
+        if value == base[field]:
             continue
         params[name] = (
             ",".join(value)
@@ -168,17 +170,20 @@ def setup_to_params(setup: Mapping[str, object]) -> dict[str, str]:
 def setup_from_params(
     params: Mapping[str, str], known_ids: Collection[str]
 ) -> tuple[dict[str, object], list[str]]:
-    """The setup a link describes, on top of the defaults, and a line for each value ignored."""
-    setup = dict(DEFAULT_SETUP)
+    """The setup a link describes, on top of its preset's (or the defaults), and a line for each
+    value ignored."""
+    setup = preset_setup(preset_from_params(params)[0])
     problems = []
     for field, name in PARAMS.items():
         if field in ATTACK_TEXTS:  # free text, whose spaces count: "O Romeo, " is a trigger
-            text = str(params.get(name, ""))[:MAX_ATTACK_TEXT]
+            if name not in params:
+                continue
+            text = str(params[name])[:MAX_ATTACK_TEXT]
             bad = unknown_chars(text)
             if bad:
                 problems.append(f"the link's {name} has characters the model cannot write: {bad}")
-            elif text:
-                setup[field] = text
+            else:
+                setup[field] = text  # "" too: a preset's trigger taken out
             continue
         text = str(params.get(name, "")).strip()
         if not text:
