@@ -23,6 +23,9 @@ os.environ.setdefault("FEDTEXT_CACHE", str(ROOT / ".cache" / "test-data"))
 TINY = {"embedding_dim": 8, "rnn_units": 32}  # small enough for a TFF round in seconds
 
 
+EXIT_STATUS = pytest.StashKey[int]()  # pytest's status, kept for the exit below
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     session.config.stash[EXIT_STATUS] = int(exitstatus)
 
@@ -36,9 +39,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(config.stash[EXIT_STATUS])
-
-
-EXIT_STATUS = pytest.StashKey[int]()
 
 
 def worker_pids() -> list[int]:

@@ -147,7 +147,7 @@ def attack_ui(names: Mapping[str, str]) -> dict:
 
 def held(fields: tuple[str, ...]) -> dict:
     """The values of settings whose widgets are not drawn in this run, as the session holds them."""
-    return {field: st.session_state[field] for field in fields}
+    return {field: st.session_state[kept(field)] for field in fields}
 
 
 def setting_ui(box, field: str, **options):
