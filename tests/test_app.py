@@ -78,8 +78,11 @@ def test_a_visitors_first_run_leaves_the_charts_and_tables_for_the_next(page_env
     assert not at.exception, at.exception
     assert not at.button(key="train").disabled and len(at.code) == 1  # usable: Train, base text
     assert not at.get("plotly_chart") and not at.dataframe
+    again = lambda: next(b for b in at.button if b.label == "Again")  # noqa: E731
+    assert again().disabled  # a click would race the next run, which undid its new seed
     at.run()  # what the browser asks for once it has drawn the first run
     assert not at.exception, at.exception
+    assert not again().disabled
     assert set(chart_traces(at)) >= {"Loss (lower is better)", "Accuracy", ""}
     assert len(at.dataframe) == 1  # the clients' table
     assert at.text_input(key="prompt").value == TUTORIAL_PROMPT

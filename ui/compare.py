@@ -43,10 +43,13 @@ def compare_ui() -> tuple[str, int, float, int]:
     seed = seed_col.number_input(
         "Seed", 0, 9999, key=kept("gen_seed"), help="Same seed, same random draws for both models"
     )
+    # Not in a visitor's first run: a click there raced the run the browser asks for next,
+    # whose widget values (the old seed) undid the click's new seed, and no new text came.
     again_col.button(
         "Again",
         icon=":material/casino:",
         on_click=_next_seed,
+        disabled=first_paint.deferred(),
         width="stretch",
         help="Another sample: the next seed",
     )
