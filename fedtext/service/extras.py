@@ -24,6 +24,13 @@ GAIN_STEPS = 20
 MAX_RACE_ROUNDS = 20
 
 
+# The extras made for one character: the Job field that holds them, and how a repeat is refused.
+FOR_ONE_CLIENT = {
+    Task.PERSONALISE: ("personal", "a model for {}"),
+    Task.LEAK: ("leaks", "{}'s update read"),
+}
+
+
 class Extras:
     """The training queue's runners of extras (a mixin of `TrainingQueue`, whose lock, data,
     store and `_store`/`_abandoned` they use)."""
@@ -51,12 +58,10 @@ class Extras:
         """Queue an extra for one of a finished run's characters, unless the run has it."""
         with self._lock:
             job, why = self._finished_run(job_id, owner, stored)
-            done = {Task.PERSONALISE: "a model for {}", Task.LEAK: "{}'s update read"}[task]
+            field, done = FOR_ONE_CLIENT[task]
             if job is not None and client_id not in job.config.client_ids:
                 why = f"{client_id} did not train this model"
-            elif job is not None and client_id in (
-                job.personal if task is Task.PERSONALISE else job.leaks
-            ):
+            elif job is not None and client_id in getattr(job, field):
                 why = f"this run has {done.format(client_id)} already"
             if why:
                 return why

@@ -105,6 +105,12 @@ class RunExtras:
     leaks: Mapping[str, Leak] = field(default_factory=dict)
 
 
+def stored_key(config: FederatedConfig, base: str) -> str:
+    """What makes two stored runs the same: their settings, clients and seed, and their base
+    model's fingerprint."""
+    return f"{run_key(config)}:{base}"
+
+
 class RunStore:
     """One directory per run: weights.npz, model.json, metrics.csv and run.json."""
 
@@ -211,7 +217,7 @@ class RunStore:
     def find(self, config: FederatedConfig) -> tuple[str, float] | None:
         """The newest stored run that trained exactly `config` from this store's base model to
         its last round: (its id, when it was stored), or None."""
-        key = f"{run_key(config)}:{self.base}"
+        key = stored_key(config, self.base)
         found = [
             (created, run_id)
             for run_id, (_, k, created, complete) in self._scan().items()
@@ -239,7 +245,7 @@ class RunStore:
                 except (OSError, ValueError, KeyError, TypeError):  # damaged, or older fields
                     continue
                 complete = len(record["history"]) == config.rounds + 1
-                key = f"{run_key(config)}:{record.get('base', '')}"
+                key = stored_key(config, record.get("base", ""))
                 entry = (stamp, key, record.get("created", 0.0), complete)
             index[directory.name] = entry
         self._index = index
