@@ -122,6 +122,23 @@ def test_followers_take_no_queue_slot_and_a_stopped_run_is_not_joined(queue):
         wait_for(job)
 
 
+def test_a_train_pressed_as_the_rounds_end_joins_the_trained_run_and_afresh_trains_again(
+    client_data, tiny_model_dir
+):
+    # No store: as in the moment between a run's last round and its being stored, when a page
+    # finds no stored run with its settings, and once trained the same settings again.
+    train, test = client_data
+    queue = TrainingQueue(train, test, tiny_model_dir, store=None)
+    job = queue.submit(config(rounds=1, seed=5), "mo", open_page)
+    wait_for(job)
+    assert job.state is JobState.DONE
+    assert queue.submit(config(rounds=1, seed=5), "ned", open_page) is job
+    assert job.followers.owners == ("mo", "ned")
+    again = queue.submit(config(rounds=1, seed=5), "oz", open_page, fresh=True)
+    assert again is not job and again.state in (JobState.QUEUED, JobState.RUNNING)
+    wait_for(again)
+
+
 def test_an_extra_one_follower_asks_for_is_there_for_everyone_on_the_run(queue):
     job = queue.submit(config(rounds=1, seed=4), "kim", open_page)
     assert queue.submit(config(rounds=1, seed=4), "lou", open_page) is job

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -87,6 +88,23 @@ async def classroom(url: str) -> dict:
     )
 
 
+def differences(data_root: str, runs: set[str]) -> str:
+    """The runs and the settings in which the stored ones differ, if any."""
+    from fedtext.service.store import RunStore
+
+    store = RunStore(Path(data_root))
+    configs = {}
+    for run in runs:
+        try:
+            configs[run] = asdict(store.load(run).config)
+        except (KeyError, OSError, ValueError) as error:
+            configs[run] = {"not stored": repr(error)}
+    fields = sorted({f for c in configs.values() for f in c})
+    values = {f: [c.get(f) for c in configs.values()] for f in fields}
+    differing = {f: v for f, v in values.items() if len({repr(x) for x in v}) > 1}
+    return f"{sorted(runs)}; their settings differ in {differing}"
+
+
 @pytest.mark.classroom
 @pytest.mark.timeout(900)
 def test_six_pages_on_one_link_train_once_and_a_late_one_gets_the_stored_run(server, capsys):
@@ -95,7 +113,9 @@ def test_six_pages_on_one_link_train_once_and_a_late_one_gets_the_stored_run(ser
     url, _, data_root = server
     seen = asyncio.run(classroom(url))
     times = seen["times"]
-    assert len(seen["runs"]) == 1, f"the same settings trained more than once: {seen['runs']}"
+    assert len(seen["runs"]) == 1, (
+        f"the same settings trained more than once: {differences(data_root, seen['runs'])}"
+    )
     (shared,) = seen["runs"]
     assert seen["late_run"] == shared and seen["stored_label"] > 0
     if not os.environ.get("FEDTEXT_BROWSER_URL"):  # our own server: its store is ours to read

@@ -216,14 +216,15 @@ def submit(
     fresh: bool = False,
 ) -> Submission:
     """A visitor's Train: the stored run with the same settings (unless `fresh`), else the
-    queued or running job with them, joined, else a new job once the engine is ready."""
+    job with them that is queued, running or just trained, joined, else a new job once the
+    engine is ready."""
     stored = None if fresh else stored_run(engine, config)
     if stored is not None:
         return stored
     if engine.error:
         return Submission("", engine.error)
     try:
-        job = engine.queue.submit(config, owner, page_open)
+        job = engine.queue.submit(config, owner, page_open, fresh)
     except (ConfigError, QueueFull) as error:
         return Submission("", f"Cannot start training: {error}")
     return Submission(job.job_id, how="new" if job.owner == owner else "joined")

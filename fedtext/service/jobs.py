@@ -73,14 +73,18 @@ class TrainingQueue(Extras):
             thread.start()
 
     def submit(
-        self, config: FederatedConfig, owner: str, page_open: Callable[[], bool] | None = None
+        self,
+        config: FederatedConfig,
+        owner: str,
+        page_open: Callable[[], bool] | None = None,
+        fresh: bool = False,
     ) -> Job:
-        """Queue a run, or join the queued or running job with the same settings (which takes
-        no queue slot); ConfigError past the server's limits, QueueFull if the visitor has one
-        or the queue is full."""
+        """Queue a run, or join the job with the same settings that is queued, running or
+        (unless `fresh`) trained and still in memory, which takes no queue slot; ConfigError
+        past the server's limits, QueueFull if the visitor has one or the queue is full."""
         self.limits.check(config)
         with self._lock:
-            shared = self._same_run(config)
+            shared = self._same_run(config, fresh)
             mine = [
                 j
                 for j in self._jobs.values()
@@ -100,12 +104,16 @@ class TrainingQueue(Extras):
             self._lock.notify_all()
             return job
 
-    def _same_run(self, config: FederatedConfig) -> Job | None:
-        """The queued or running job that trains exactly `config`, if any. Under the lock."""
+    def _same_run(self, config: FederatedConfig, fresh: bool = False) -> Job | None:
+        """The job that trains exactly `config`: queued or running, or (unless `fresh`) with
+        all its rounds run. A Train pressed as the rounds end, before the run is stored, finds
+        no stored run: it joins the trained job rather than train the same rounds again.
+        Under the lock."""
         key = run_key(config)
         for job in self._jobs.values():
             live = not job.finished and job.task is Task.ROUNDS and not job.stop_requested
-            if live and job.key == key:
+            trained = not fresh and len(job.history) == job.config.rounds + 1
+            if (live or trained) and job.key == key:
                 return job
         return None
 
