@@ -21,7 +21,7 @@ from fedtext.service import backend, links, store
 # the first page draws.
 from fedtext.text import memorisation, plays
 from fedtext.text.prompt import TUTORIAL_PROMPT
-from ui import first_paint, words
+from ui import first_paint, poll, words
 from ui.classroom import class_page, open_class_ui
 from ui.clients import chosen_ui, clients_ui
 from ui.compare import compare_panel
@@ -29,7 +29,6 @@ from ui.lessons import lesson_buttons_ui, races_ui, server_view_ui, trigger_ui
 from ui.resources import load_clients, load_saved, start_engine
 from ui.settings import explain_ui, privacy_ui, settings_ui
 from ui.train import (
-    FOLLOW_EVERY_S,
     baseline_button_ui,
     baseline_ui,
     clients_panel_ui,
@@ -309,7 +308,7 @@ if params != st.query_params.to_dict():
 
 if live or st.session_state.pending is not None:
     with follow_box:
-        st.fragment(follow_run, run_every=FOLLOW_EVERY_S)(base_dir, data_root, len(history))
+        poll.follow(follow_run, base_dir, data_root, len(history))
 
 first_paint.draw_rest_later()  # a visitor's first run left the charts and tables for the next
 

@@ -1,5 +1,6 @@
 """One real browser over `streamlit run app.py`: a one-round training, its charts, both
-generations, a reload that keeps the run, and a screenshot of it."""
+generations, a reload that keeps the run, a screenshot of it, Stop, and a run followed to its
+end after the page's poll stopped."""
 
 from __future__ import annotations
 
@@ -7,6 +8,18 @@ import re
 import time
 
 from tests.conftest import CHROMIUM, CHROMIUM_ARGS, USABLE_JS, my_workers
+
+# Every timer of the page's JavaScript but the watchdog's, Streamlit's poll among them; whether
+# the page still showed its run as running then (else its end would prove nothing).
+STOP_EVERY_TIMER_BUT_THE_WATCHDOGS = """() => {
+    const boxes = [...document.querySelectorAll('.st-key-poll_watchdog *')];
+    const watchdog = boxes.map(box => box.shadowRoot?.fedtextTimer).find(Boolean);
+    const last = setTimeout(() => {}, 0);
+    for (let id = 1; id <= last; id++) {
+        if (id !== watchdog) clearInterval(id);
+    }
+    return {watchdog: !!watchdog, running: /of 30 running/.test(document.body.innerText)};
+}"""
 
 
 def test_a_visitor_trains_one_round_and_compares_the_models(server, tmp_path):
@@ -89,5 +102,15 @@ def test_a_visitor_trains_one_round_and_compares_the_models(server, tmp_path):
             earlier = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
                 .map(p => (p.data || []).map(t => t.name)).flat()""")
             assert "run 1 (held-out)" in earlier  # the one-round run, for comparison
+
+            # A page whose poll stops for good (seen once with Streamlit's own timer, see
+            # ui/poll.py) still follows its run to the end: the watchdog reruns the page.
+            page.locator(".st-key-train").get_by_role("button", name="Train").click()
+            expect(page.get_by_text(re.compile(r"Round \d+ of 30 running"))).to_be_visible(
+                timeout=120_000
+            )
+            stopped = page.evaluate(STOP_EVERY_TIMER_BUT_THE_WATCHDOGS)
+            assert stopped["watchdog"] and stopped["running"], stopped
+            expect(page.get_by_text("Trained 30 rounds in")).to_be_visible(timeout=180_000)
         finally:
             browser.close()

@@ -16,10 +16,10 @@ from fedtext.service.class_run import ClassError, ClassRun, ClassState, Student
 from fedtext.service.classroom import Classroom
 from fedtext.text import plays
 from fedtext.text.prompt import TUTORIAL_PROMPT
+from ui import poll
 from ui.resources import start_engine
 from ui.train import page_open
 
-FOLLOW_EVERY_S = 1.0  # a class page's poll: the student's heartbeat, and the live figures
 ENGINE_WAIT_S = 120.0  # the most "Open a class run" waits for TensorFlow to load (seconds)
 OWN_LINES, CHARACTER = "Lines of my own", "A Shakespeare character"
 
@@ -61,7 +61,7 @@ def class_page(engine: Engine, clients: dict[str, plays.ClientInfo], base_dir: s
     """The teacher's or a student's page of the class run in the link."""
     if not engine.ready.is_set():
         st.info(f"Preparing the server (first start only): {engine.step}…")
-        st.fragment(_wait_for_engine, run_every=FOLLOW_EVERY_S)(engine)
+        poll.follow(_wait_for_engine, engine)
         return
     if engine.error:
         st.error(engine.error)
@@ -93,6 +93,7 @@ def _wait_for_engine(engine: Engine) -> None:
 
 
 def teacher_ui(classroom: Classroom, run: ClassRun, names: dict[str, str]) -> None:
+    shown = _signature(classroom, run)  # before drawing: a change meanwhile redraws the page
     st.markdown(f"**Your class run** · {len(classroom.present(run))} students present")
     here = (st.context.url or "").split("?")[0]  # None under AppTest: the link alone
     link = f"{here}?{service.CLASS_PARAM}={run.class_id}"
@@ -121,7 +122,7 @@ def teacher_ui(classroom: Classroom, run: ClassRun, names: dict[str, str]) -> No
                 key="class-clients-chart",
                 config={"displayModeBar": False},
             )
-    follow(classroom, run, None)
+    follow(classroom, run, None, shown)
 
 
 def controls_ui(classroom: Classroom, run: ClassRun) -> None:
@@ -224,6 +225,7 @@ def student_ui(classroom: Classroom, run: ClassRun, names: dict[str, str]) -> No
         join_ui(classroom, run, names)
         return
     classroom.touch(run.class_id, student.student_id, page_open())
+    shown = _signature(classroom, run)  # before drawing: a change meanwhile redraws the page
     top = st.columns([3, 1], vertical_alignment="center")
     top[0].markdown(
         f"**{student.name}**, you are one client of this class's federation, training on "
@@ -243,7 +245,7 @@ def student_ui(classroom: Classroom, run: ClassRun, names: dict[str, str]) -> No
         my_figures_ui(run, student)
     with global_col:
         global_model_ui(classroom, run)
-    follow(classroom, run, student)
+    follow(classroom, run, student, shown)
 
 
 def join_ui(classroom: Classroom, run: ClassRun, names: dict[str, str]) -> None:
@@ -368,11 +370,14 @@ def global_model_ui(classroom: Classroom, run: ClassRun) -> None:
     )
 
 
-def follow(classroom: Classroom, run: ClassRun, student: Student | None) -> None:
-    """Poll while the class run may change; redraw the page when it has."""
-    shown = _signature(classroom, run)
-    fragment = st.fragment(_poll, run_every=None if run.state.over else FOLLOW_EVERY_S)
-    fragment(classroom, run.class_id, student.student_id if student else "", shown)
+def follow(classroom: Classroom, run: ClassRun, student: Student | None, shown: tuple) -> None:
+    """Poll while the class run may change; redraw the page when it has changed from `shown`,
+    what it was when this run began to draw it."""
+    args = (classroom, run.class_id, student.student_id if student else "", shown)
+    if run.state.over:
+        _poll(*args)
+    else:
+        poll.follow(_poll, *args)
 
 
 def _poll(classroom: Classroom, class_id: str, student_id: str, shown: tuple) -> None:

@@ -15,8 +15,6 @@ from ui import first_paint, words
 from ui.kept import kept
 from ui.resources import load_preview, start_engine
 
-FOLLOW_EVERY_S = 1.0  # how often a page polls its live run (also the run's heartbeat)
-
 
 def draw_charts(history: list[RoundResult], rounds: int, earlier: list) -> None:
     """The loss and accuracy charts, this run's rounds over earlier runs'."""
@@ -49,9 +47,9 @@ def events_ui(run: backend.RunView, names: dict[str, str]) -> None:
 
 
 def follow_run(base_dir: str, data_root: str, rounds_shown: int) -> None:
-    """The progress line of this visitor's pending or live run. A fragment that Streamlit reruns
-    every FOLLOW_EVERY_S (each poll is the run's heartbeat), so it is kept cheap; when a round
-    lands or the run ends it reruns the page, which redraws the charts and the texts."""
+    """The progress line of this visitor's pending or live run: a poll (ui/poll.py), each one
+    the run's heartbeat, so it is kept cheap; when a round lands or the run ends it reruns the
+    page, which redraws the charts and the texts."""
     status = st.empty()
     engine = start_engine(base_dir, data_root)
     if st.session_state.pending is not None:
