@@ -6,6 +6,7 @@ is there for all."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 
 import numpy as np
@@ -122,21 +123,27 @@ def test_followers_take_no_queue_slot_and_a_stopped_run_is_not_joined(queue):
         wait_for(job)
 
 
-def test_a_train_pressed_as_the_rounds_end_joins_the_trained_run_and_afresh_trains_again(
-    client_data, tiny_model_dir
-):
-    # No store: as in the moment between a run's last round and its being stored, when a page
-    # finds no stored run with its settings, and once trained the same settings again.
-    train, test = client_data
-    queue = TrainingQueue(train, test, tiny_model_dir, store=None)
+def test_a_train_pressed_while_a_run_is_stored_joins_it_and_afresh_trains_again(queue, monkeypatch):
+    # Between a run's last round and its being on disk, a page finds no stored run with its
+    # settings; the queue once trained them again then.
+    stored, save = threading.Event(), queue.store.save
+
+    def slow_save(*args, **kwargs):
+        assert stored.wait(60), "the test never let the run be stored"
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(queue.store, "save", slow_save)
     job = queue.submit(config(rounds=1, seed=5), "mo", open_page)
-    wait_for(job)
-    assert job.state is JobState.DONE
+    until(lambda: job.state is JobState.DONE)  # all rounds run, the run being stored
+    assert queue.store.find(job.config) is None
     assert queue.submit(config(rounds=1, seed=5), "ned", open_page) is job
     assert job.followers.owners == ("mo", "ned")
     again = queue.submit(config(rounds=1, seed=5), "oz", open_page, fresh=True)
-    assert again is not job and again.state in (JobState.QUEUED, JobState.RUNNING)
-    wait_for(again)
+    assert again is not job
+    stored.set()
+    for each in (job, again):
+        wait_for(each)
+    assert queue.store.find(job.config) is not None
 
 
 def test_an_extra_one_follower_asks_for_is_there_for_everyone_on_the_run(queue):

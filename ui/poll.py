@@ -19,7 +19,7 @@ import streamlit as st
 from streamlit.runtime import Runtime
 
 EVERY_S = 1.0  # how often a page polls: the live figures, and the heartbeat of its follower
-STALE_S = 8.0  # no poll for this long, and no run in progress: the poll has stopped
+STALE_S = 15.0  # no poll for this long, and no run in progress: the poll has stopped
 
 
 def follow(poll: Callable[..., None], *args) -> None:

@@ -106,13 +106,13 @@ class TrainingQueue(Extras):
 
     def _same_run(self, config: FederatedConfig, fresh: bool = False) -> Job | None:
         """The job that trains exactly `config`: queued or running, or (unless `fresh`) with
-        all its rounds run. A Train pressed as the rounds end, before the run is stored, finds
-        no stored run: it joins the trained job rather than train the same rounds again.
-        Under the lock."""
+        all its rounds run and being stored. A Train pressed then finds no stored run yet: it
+        joins the trained job rather than train the same rounds again. Under the lock."""
         key = run_key(config)
         for job in self._jobs.values():
             live = not job.finished and job.task is Task.ROUNDS and not job.stop_requested
-            trained = not fresh and len(job.history) == job.config.rounds + 1
+            complete = len(job.history) == job.config.rounds + 1
+            trained = not fresh and complete and job.ended is None
             if (live or trained) and job.key == key:
                 return job
         return None
