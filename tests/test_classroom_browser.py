@@ -126,9 +126,13 @@ def test_a_class_run_in_real_browsers(server, capsys, tmp_path):
             teacher.bring_to_front()  # a background tab's polling is slowed
             expect(teacher.get_by_text(round_4)).to_be_visible(timeout=WAIT)
             students.pop(LEAVER).context.close()
-            expect(teacher.get_by_text("Trained 5 rounds with the class")).to_be_visible(
-                timeout=WAIT * 2
-            )
+            try:
+                expect(teacher.get_by_text("Trained 5 rounds with the class")).to_be_visible(
+                    timeout=WAIT * 2
+                )
+            except AssertionError:  # what the page was, for whoever reads the failure
+                teacher.screenshot(path=str(tmp_path / "teacher.png"), full_page=True)
+                raise
 
             # The last poll's redraw may still be landing: read the roster once it has.
             expect(teacher.locator(".st-key-class_roster tbody tr")).to_have_count(6)
