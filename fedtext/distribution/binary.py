@@ -8,6 +8,7 @@ and it is ended with SIGTERM, then SIGKILL if it does not go."""
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib.util
 import os
 import signal
@@ -24,8 +25,11 @@ class WorkerError(RuntimeError):
     """A TFF worker could not be started, or died; one-line reason."""
 
 
+@functools.cache
 def binary_path() -> Path:
-    """TFF's worker binary inside the installed package."""
+    """TFF's worker binary inside the installed package; looked up once per process, as
+    `fedtext.text.plays.plays_dir` is (a sys.path search can miss while another thread edits
+    sys.path)."""
     spec = importlib.util.find_spec("tensorflow_federated")
     if spec is None or not spec.submodule_search_locations:
         raise WorkerError("TensorFlow Federated is not installed; run scripts/setup.sh")

