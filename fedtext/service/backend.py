@@ -216,8 +216,8 @@ def submit(
     fresh: bool = False,
 ) -> Submission:
     """A visitor's Train: the stored run with the same settings (unless `fresh`), else the
-    job with them that is queued, running or just trained, joined, else a new job once the
-    engine is ready."""
+    job with them that is queued, running or trained and being stored, joined, else a new job
+    once the engine is ready."""
     stored = None if fresh else stored_run(engine, config)
     if stored is not None:
         return stored

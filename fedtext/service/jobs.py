@@ -80,8 +80,8 @@ class TrainingQueue(Extras):
         fresh: bool = False,
     ) -> Job:
         """Queue a run, or join the job with the same settings that is queued, running or
-        (unless `fresh`) trained and still in memory, which takes no queue slot; ConfigError
-        past the server's limits, QueueFull if the visitor has one or the queue is full."""
+        (unless `fresh`) trained and being stored, which takes no queue slot; ConfigError past
+        the server's limits, QueueFull if the visitor has one or the queue is full."""
         self.limits.check(config)
         with self._lock:
             shared = self._same_run(config, fresh)
