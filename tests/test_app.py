@@ -101,6 +101,13 @@ def test_folded_settings_wait_for_the_next_run_and_keep_the_links_values(page_en
     assert any("one vote each" in block.value for block in at.markdown)
     at.run()
     assert at.radio(key="weighting").value == "uniform"
+    # Drawn first in this run, each sends the browser its value: without, the browser showed a
+    # slider's first choice (dp_clip 0.01 for 0.1) and sent that back with the next click.
+    for key in ("dp_clip", "proximal_strength", "weighting", "update_clip"):
+        widget = at.select_slider(key=key) if key != "weighting" else at.radio(key=key)
+        assert widget.proto.set_value, key
+    dp_clip = at.select_slider(key="dp_clip")
+    assert list(dp_clip.proto.value) == [links.DP_CLIPS.index(0.1)], dp_clip.proto.value
     at.radio(key="weighting").set_value("weighted").run()
     assert "weighting" not in at.query_params  # the default, which a link leaves out
 

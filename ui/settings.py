@@ -13,7 +13,7 @@ from fedtext.learning import privacy
 from fedtext.presets import PRESETS
 from fedtext.service import links
 from ui import first_paint, words
-from ui.kept import kept
+from ui.kept import kept, restore
 
 # Settings laid out in two columns, then full width: the rates read better on a long slider.
 PAIRED = (
@@ -147,7 +147,9 @@ def attack_ui(names: Mapping[str, str]) -> dict:
 
 def held(fields: tuple[str, ...]) -> dict:
     """The values of settings whose widgets are not drawn in this run, as the session holds them."""
-    return {field: st.session_state[kept(field)] for field in fields}
+    for field in fields:
+        restore(field)
+    return {field: st.session_state[field] for field in fields}
 
 
 def setting_ui(box, field: str, **options):
