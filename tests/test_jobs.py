@@ -13,6 +13,7 @@ from fedtext.service.store import RunStore, is_run_id
 from tests.conftest import wait_for
 
 HEARTBEAT_S = 3.0  # a closed page is noticed this long after its last poll
+ROUNDS_PAST_HEARTBEAT = 1000
 
 
 def config(**overrides) -> FederatedConfig:
@@ -79,10 +80,17 @@ def test_a_page_that_stops_polling_stops_its_job_after_a_round(
     """The heartbeat: while the page polls, the run trains; once it stops polling (the page
     closed), the run stops at the end of a round after the timeout, keeping what it trained."""
     train, test = client_data
+    # Rounds enough to outlast the heartbeat: a tiny round takes about 70 ms here, so 50
+    # rounds (the page's limit) ended 0.35 s after it, and once, on a faster run, before it.
     queue = TrainingQueue(
-        train, test, tiny_model_dir, store=RunStore(tmp_path), heartbeat_timeout=HEARTBEAT_S
+        train,
+        test,
+        tiny_model_dir,
+        store=RunStore(tmp_path),
+        heartbeat_timeout=HEARTBEAT_S,
+        limits=ServiceLimits(max_rounds=ROUNDS_PAST_HEARTBEAT),
     )
-    job = queue.submit(config(rounds=50), owner="dave")
+    job = queue.submit(config(rounds=ROUNDS_PAST_HEARTBEAT), owner="dave")
     deadline = time.monotonic() + 300
     while len(job.history) < 3 and time.monotonic() < deadline:  # the page polls: two rounds
         closed = time.monotonic()  # the last poll: none after the loop
@@ -91,7 +99,7 @@ def test_a_page_that_stops_polling_stops_its_job_after_a_round(
     assert job.state is JobState.RUNNING and len(job.history) >= 3
     wait_for(job, timeout=300)
     assert job.state is JobState.STOPPED and job.message.startswith("stopped after round")
-    assert 3 <= len(job.history) < 51
+    assert 3 <= len(job.history) < ROUNDS_PAST_HEARTBEAT + 1
     assert job.ended - closed >= HEARTBEAT_S  # not before the heartbeat ran out
     assert queue.store.load(job.job_id).history == job.history  # what it trained is kept
 
