@@ -93,10 +93,10 @@ def current_run(engine: backend.Engine, data_root: str) -> backend.RunView | Non
     run_id = st.session_state.run_id
     if not run_id:
         return None
+    job = engine.job(run_id)
+    backend.wait_until_saved(job)  # the stamp below is the stored copy's
     stamp = backend.saved_stamp(engine.store, run_id)
-    run, why = backend.find_run(
-        run_id, engine.job(run_id), lambda rid: load_saved(data_root, rid, stamp)
-    )
+    run, why = backend.find_run(run_id, job, lambda rid: load_saved(data_root, rid, stamp))
     if run is None:
         st.warning(why)
         st.session_state.run_id = ""

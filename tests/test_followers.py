@@ -14,6 +14,7 @@ import pytest
 
 from fedtext.config import FederatedConfig
 from fedtext.learning.training import FederatedTrainer
+from fedtext.service import backend
 from fedtext.service.followers import run_key
 from fedtext.service.jobs import JobState, TrainingQueue
 from fedtext.service.limits import ServiceLimits
@@ -144,6 +145,30 @@ def test_a_train_pressed_while_a_run_is_stored_joins_it_and_afresh_trains_again(
     for each in (job, again):
         wait_for(each)
     assert queue.store.find(job.config) is not None
+
+
+def test_an_extra_asked_for_while_a_run_is_stored_is_stored_before_the_page_reads_it(
+    queue, monkeypatch
+):
+    # The run's end once marked the job as stored after the extra was queued on it, so the
+    # page that followed the extra read the store before the extra was in it.
+    gates, save = [threading.Event(), threading.Event()], queue.store.save
+
+    def slow_save(*args, **kwargs):
+        assert gates[len(saved)].wait(60), "the test never let the run be stored"
+        saved.append(save(*args, **kwargs))
+
+    saved = []
+    monkeypatch.setattr(queue.store, "save", slow_save)
+    job = queue.submit(config(rounds=1, seed=6), "pia", open_page)
+    until(lambda: job.state is JobState.DONE)  # its rounds run, the run being stored
+    assert queue.run_baseline(job.job_id, "pia") == ""
+    gates[0].set()
+    until(lambda: job.state is JobState.DONE and len(job.baseline) > 1)  # being stored again
+    assert len(saved) == 1 and job.ended is None
+    gates[1].set()
+    backend.wait_until_saved(job)
+    assert queue.store.load(job.job_id).baseline == job.baseline
 
 
 def test_an_extra_one_follower_asks_for_is_there_for_everyone_on_the_run(queue):

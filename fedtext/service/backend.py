@@ -257,9 +257,11 @@ def follow(
 
 
 def wait_until_saved(job: Job | None, timeout: float = SAVE_WAIT_S) -> None:
-    """The queue stores a run right after it finishes, then sets `ended`."""
+    """Returns once a finished job's run is stored: the queue stores a run right after it
+    finishes, then sets `ended`. A page that read the store before would show the stored copy
+    as it was before (without the extra just made, or no run at all)."""
     deadline = time.monotonic() + timeout
-    while job is not None and job.ended is None and time.monotonic() < deadline:
+    while job is not None and job.finished and job.ended is None and time.monotonic() < deadline:
         time.sleep(0.1)
 
 

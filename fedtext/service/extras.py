@@ -131,8 +131,7 @@ class Extras:
             job.state, job.task, job.extra_client = JobState.DONE, Task.ROUNDS, ""
             job.message = message or job.message
         self._store(job, load_config(self.base_dir or base_model_dir()))
-        with self._lock:
-            job.ended = time.monotonic()
+        self._mark_ended(job)
 
     def _run_baseline(self, job: Job) -> str:
         """The centralised baseline for the CPU time the rounds took; '' or what went wrong."""

@@ -280,8 +280,7 @@ class TrainingQueue(Extras):
                 self._trainers.pop(job.job_id, None)
         if trainer is not None:
             self._store(job, trainer.model_config)
-        with self._lock:
-            job.ended = time.monotonic()
+        self._mark_ended(job)
         if trainer is not None:  # aside, so the next run need not wait for it (BUILD_LOCK)
             threading.Thread(
                 target=self._write_keras, args=(job, trainer.model_config), daemon=True
@@ -316,6 +315,13 @@ class TrainingQueue(Extras):
         except OSError as error:  # a full or read-only disk must not stop the queue
             with self._lock:
                 job.message = f"{job.message}; not kept on disk: {error}".lstrip("; ")
+
+    def _mark_ended(self, job: Job) -> None:
+        """The queue is done with the job, its run stored: unless a visitor queued an extra on
+        it while it was being stored, which marks the job when the extra is stored."""
+        with self._lock:
+            if job.finished:
+                job.ended = time.monotonic()
 
     def _forget_old_jobs(self) -> None:
         """Drop finished jobs (and their weights) from memory once their page has had them."""
