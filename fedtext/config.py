@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from fedtext.text.vocab import VOCAB_SIZE, unknown_chars
 
@@ -305,6 +305,18 @@ class FederatedConfig:
             float(self.dp_clip) if self.dp_clipping == "fixed" else 0.0,
             client_figures=False,
         )
+
+    def as_run(self) -> FederatedConfig:
+        """The same run with the settings it does not use at their defaults (the DP clip
+        without noise, FedProx's strength for another algorithm): what identifies the run."""
+        unused = {}
+        if not self.private:
+            unused.update(dp_clipping=FederatedConfig.dp_clipping, dp_clip=FederatedConfig.dp_clip)
+        elif self.dp_clipping != "fixed":
+            unused.update(dp_clip=FederatedConfig.dp_clip)
+        if self.algorithm != "fedprox":
+            unused.update(proximal_strength=FederatedConfig.proximal_strength)
+        return replace(self, **unused)
 
     def server_rate(self, progress: float) -> float:
         """The server's learning rate once `progress` (0 to 1) of the run is done."""

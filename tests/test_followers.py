@@ -53,6 +53,16 @@ def test_a_run_is_its_settings_clients_and_seed():
     assert run_key(config(client_ids=CLIENTS[::-1])) != run_key(config())  # order of clients
     for change in (dict(seed=1), dict(rounds=4), dict(client_learning_rate=0.1)):
         assert run_key(config(**change)) != run_key(config())
+    # A setting the run does not use is not part of it: pages whose folded settings differed
+    # there once trained the same rounds twice.
+    assert run_key(config(dp_clip=0.01, dp_clipping="fixed")) == run_key(config())
+    assert run_key(config(proximal_strength=0.0)) == run_key(config())
+    private = dict(noise_multiplier=1.0, weighting="uniform")
+    assert run_key(config(**private, dp_clip=0.01)) == run_key(config(**private))  # adaptive
+    fixed = dict(private, dp_clipping="fixed")
+    assert run_key(config(**fixed, dp_clip=0.01)) != run_key(config(**fixed))
+    fedprox = dict(algorithm="fedprox")
+    assert run_key(config(**fedprox, proximal_strength=0.0)) != run_key(config(**fedprox))
 
 
 def test_a_visitor_who_joins_mid_run_shares_rounds_and_weights_equal_to_training_alone(

@@ -14,11 +14,11 @@ from fedtext.config import FederatedConfig
 
 
 def run_key(config: FederatedConfig) -> str:
-    """A run's identity: every field of its config (settings, clients, seed), hashed. Two
-    requests with the same key train the same rounds to the same weights, so one run serves
-    both. Computed, never stored: a field added later makes older runs differ, never match
-    wrongly."""
-    text = json.dumps(asdict(config), sort_keys=True, separators=(",", ":"))
+    """A run's identity: every field of its config that it uses (settings, clients, seed),
+    hashed. Two requests with the same key train the same rounds to the same weights, so one
+    run serves both. Computed, never stored: a field added later makes older runs differ, never
+    match wrongly."""
+    text = json.dumps(asdict(config.as_run()), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
