@@ -21,7 +21,7 @@ from fedtext.service import backend, links, store
 # the first page draws.
 from fedtext.text import memorisation, plays
 from fedtext.text.prompt import TUTORIAL_PROMPT
-from ui import first_paint, poll, words
+from ui import first_paint, kept, poll, words
 from ui.classroom import class_page, open_class_ui
 from ui.clients import chosen_ui, clients_ui
 from ui.compare import compare_panel
@@ -311,6 +311,7 @@ if live or st.session_state.pending is not None:
         poll.follow(follow_run, base_dir, data_root, len(history))
 
 first_paint.draw_rest_later()  # a visitor's first run left the charts and tables for the next
+kept.settle()
 
 if engine.base is not None:
     engine.page_drawn.set()

@@ -108,6 +108,9 @@ def test_folded_settings_wait_for_the_next_run_and_keep_the_links_values(page_en
         assert widget.proto.set_value, key
     dp_clip = at.select_slider(key="dp_clip")
     assert list(dp_clip.proto.value) == [links.DP_CLIPS.index(0.1)], dp_clip.proto.value
+    at.run()  # once the browser has them, no more: a value sent every run undoes typing
+    assert not at.select_slider(key="dp_clip").proto.set_value
+    assert not at.text_input(key="prompt").proto.set_value
     at.radio(key="weighting").set_value("weighted").run()
     assert "weighting" not in at.query_params  # the default, which a link leaves out
 

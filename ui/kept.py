@@ -10,8 +10,11 @@ Streamlit sends a widget its value only when the key was set in the same run (`r
 `is_new_state_value`). A widget drawn first in a later run than its value was set (a folded
 expander's, set from the link in the visitor's first run) showed its first choice instead, and
 the browser sent that back with the next click: a page pressing Train after its settings were
-drawn trained another run than one pressing before. So `kept` sets the value again the first
-time it draws a widget.
+drawn trained another run than one pressing before. So `kept` sets the value again in each run
+that draws a widget until a run that drew it has ended (`settle`, the page's last line): a run cut
+short by a rerun may not have sent its elements, as Streamlit drops what is still queued for the
+browser when the next run starts. Only until then: a value set again in every run would undo text
+a visitor is typing whenever the page reruns.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from __future__ import annotations
 import streamlit as st
 
 SHADOW = "kept_"  # session keys of the values kept, one per widget key
-DRAWN = "kept_drawn"  # session key: the widget keys drawn at least once on this page
+DRAWN = "kept_drawn"  # session key: the widget keys drawn by a run of this page that ended
+DRAWING = "kept_drawing"  # session key: the widget keys drawn by this run so far
 
 
 def restore(key: str) -> None:
@@ -32,11 +36,15 @@ def restore(key: str) -> None:
 
 
 def kept(key: str) -> str:
-    """The key of a widget about to be drawn, its value restored, and set again in the run that
-    first draws it, so the browser shows that value."""
+    """The key of a widget about to be drawn, its value restored, and set again until a run that
+    drew it has ended, so the browser shows that value."""
     restore(key)
-    drawn = st.session_state.setdefault(DRAWN, set())
-    if key not in drawn and key in st.session_state:
+    if key not in st.session_state.get(DRAWN, ()) and key in st.session_state:
         st.session_state[key] = st.session_state[key]
-    drawn.add(key)
+    st.session_state.setdefault(DRAWING, set()).add(key)
     return key
+
+
+def settle() -> None:
+    """At the end of a page's run: the widgets it drew have their values in the browser."""
+    st.session_state.setdefault(DRAWN, set()).update(st.session_state.pop(DRAWING, ()))
