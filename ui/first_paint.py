@@ -13,7 +13,8 @@ run took its value from the browser, and a rerun racing a visitor's click (under
 browser's request for the second run can land in the middle of the run a click started) once
 sent an empty prompt: values that set a run or a text stay with Streamlit's ordinary widget
 state. Only the widgets of folded expanders wait (`folded`): each keeps its value under `kept`,
-and they were a third of the first run's widgets.
+which also sends the browser that value when they are drawn, and they were a third of the first
+run's widgets.
 """
 
 from __future__ import annotations
