@@ -80,8 +80,8 @@ def test_a_page_that_stops_polling_stops_its_job_after_a_round(
     """The heartbeat: while the page polls, the run trains; once it stops polling (the page
     closed), the run stops at the end of a round after the timeout, keeping what it trained."""
     train, test = client_data
-    # Rounds enough to outlast the heartbeat: a tiny round takes about 70 ms here, so 50
-    # rounds (the page's limit) ended 0.35 s after it, and once, on a faster run, before it.
+    # Rounds enough to outlast the heartbeat: a tiny round takes about 70 ms here, so 50 rounds
+    # (the page's limit) would have ended about 0.3 s after it ran out, and once ended before.
     queue = TrainingQueue(
         train,
         test,
