@@ -269,6 +269,11 @@ with results_col:
     follow_box = st.container()  # filled last: following may rerun the page, after every widget
     pending = st.session_state.pending
     history = run.history if run else []
+    if run is not None and not live:  # before the charts, which take the run longest to send
+        kind, text = words.describe(run)
+        getattr(progress, kind)(text)
+        with stored_box:
+            stored_run_ui(run)
     draw_charts(
         history,
         run.config.rounds if run else pending.rounds if pending else settings["rounds"],
@@ -278,11 +283,6 @@ with results_col:
         events_ui(run, names)
     if run is not None and run.trained and run.config.attack_client:
         trigger_ui(run)
-    if run is not None and not live:
-        kind, text = words.describe(run)
-        getattr(progress, kind)(text)
-        with stored_box:
-            stored_run_ui(run)
     if run is not None and run.trained and not run.baseline:
         baseline_button_ui(engine, run.run_id)
     if run is not None and len(run.baseline) > 1:
