@@ -312,16 +312,13 @@ class TrainingQueue(Extras):
                 job.message,
                 RunExtras(job.baseline, job.clients, job.personal, job.gains, job.races, job.leaks),
             )
-        except OSError as error:  # a full or read-only disk must not stop the queue
+        except Exception as error:  # neither a full disk nor a defect may end the queue's thread
+            said = str(error)
+            if not isinstance(error, OSError):  # a defect: its traceback is wanted
+                log.exception("run %s not stored", job.job_id)
+                said = f"{type(error).__name__}: {error} (traceback in the server log)"
             with self._lock:
-                job.message = f"{job.message}; not kept on disk: {error}".lstrip("; ")
-        except Exception as error:  # nor a defect in storing it, which would end its thread
-            log.exception("run %s not stored", job.job_id)
-            said = (
-                f"not kept on disk: {type(error).__name__}: {error} (traceback in the server log)"
-            )
-            with self._lock:
-                job.message = f"{job.message}; {said}".lstrip("; ")
+                job.message = f"{job.message}; not kept on disk: {said}".lstrip("; ")
 
     def _mark_ended(self, job: Job) -> None:
         """The queue is done with the job, its run stored: unless a visitor queued an extra on
