@@ -105,10 +105,16 @@ def teacher_ui(classroom: Classroom, run: ClassRun, names: dict[str, str]) -> No
         controls_ui(classroom, run)
         if st.session_state.get("class_notice"):
             st.error(st.session_state.pop("class_notice"))
-        status_ui(classroom, run)
-        global_model_ui(classroom, run)
+        status_box = st.container()
     with roster_col:
         roster_ui(classroom, run, names)
+    # The status line is sent after the roster it speaks of: a browser that shows "round N done"
+    # already shows round N's roster, and the slow parts (the text, the chart) come after both.
+    with status_box:
+        status_ui(classroom, run)
+    with train_col:
+        global_model_ui(classroom, run)
+    with roster_col:
         if run.clients:
             metric = st.selectbox(
                 "Per student, per round",
@@ -239,10 +245,12 @@ def student_ui(classroom: Classroom, run: ClassRun, names: dict[str, str]) -> No
         on_click=_leave,
         args=(classroom, run.class_id, student.student_id),
     )
-    status_ui(classroom, run, student)
+    status_box = st.container()
     mine_col, global_col = st.columns([1, 1.2], gap="medium")
     with mine_col:
         my_figures_ui(run, student)
+    with status_box:  # after the figures it speaks of, as on the teacher's page
+        status_ui(classroom, run, student)
     with global_col:
         global_model_ui(classroom, run)
     follow(classroom, run, student, shown)
