@@ -16,7 +16,7 @@ from fedtext.service.class_run import ClassError, ClassRun, ClassState, Student
 from fedtext.service.classroom import Classroom
 from fedtext.text import plays
 from fedtext.text.prompt import TUTORIAL_PROMPT
-from ui import poll
+from ui import poll, words
 from ui.resources import start_engine
 from ui.train import page_open
 
@@ -193,7 +193,7 @@ def roster_ui(classroom: Classroom, run: ClassRun, names: dict[str, str]) -> Non
             "Student": s.name,
             "Trains on": _source(s, names),
             "From round": s.first_round,
-            "Rounds": _spans(s.rounds),
+            "Rounds": words.round_spans(s.rounds),
             "Status": "left" if s.left else "here" if s.student_id in present else "away",
         }
         for s in run.students.values()
@@ -203,17 +203,6 @@ def roster_ui(classroom: Classroom, run: ClassRun, names: dict[str, str]) -> Non
             st.table(pd.DataFrame(rows).set_index("Student"))
     else:
         st.info("Nobody has joined yet: hand out the link above.", icon=":material/group_add:")
-
-
-def _spans(rounds: list[int]) -> str:
-    """[1, 2, 3, 5] -> '1-3, 5'."""
-    spans: list[list[int]] = []
-    for r in rounds:
-        if spans and r == spans[-1][1] + 1:
-            spans[-1][1] = r
-        else:
-            spans.append([r, r])
-    return ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in spans) or "none yet"
 
 
 def _source(student: Student, names: dict[str, str]) -> str:

@@ -381,3 +381,14 @@ def _averaging_step(setup: Mapping, k: int, top: float) -> tuple[str, str]:
         ":material/balance: 4. The server averages them, weighted by data",
         f"More text, more say (up to {top:.0%} here); {applies}",
     )
+
+
+def round_spans(rounds: list[int]) -> str:
+    """[1, 2, 3, 5] -> '1-3, 5'."""
+    spans: list[list[int]] = []
+    for r in rounds:
+        if spans and r == spans[-1][1] + 1:
+            spans[-1][1] = r
+        else:
+            spans.append([r, r])
+    return ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in spans) or "none yet"
