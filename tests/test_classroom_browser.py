@@ -25,6 +25,7 @@ LINES = {
     for name in ("Dee", "Eve", "Fay")
 }
 LEAVER, LATE = "Eve", "Fay"
+CRASHED: list[str] = []  # students whose page's renderer crashed
 WAIT = 240_000  # ms: 8 pages, the server and the TFF worker share 2 cores
 
 
@@ -37,6 +38,8 @@ def table(page, key: str) -> list[list[str]]:
 def open_student(browser, link: str, name: str):
     context = browser.new_context(viewport={"width": 1280, "height": 1400})
     page = context.new_page()
+    # Once, under a heavy load, a student's page was blank at the end: say so if it crashed.
+    page.on("crash", lambda crashed: CRASHED.append(name))
     page.set_default_timeout(WAIT)
     page.goto(link, timeout=WAIT)
     page.get_by_label("Your name (or a nickname)").fill(name)
@@ -156,8 +159,10 @@ def test_a_class_run_in_real_browsers(server, capsys, tmp_path):
                     page.get_by_text("Trained 5 rounds with the class").wait_for(timeout=WAIT)
                 except PlaywrightTimeout:
                     page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
+                    crashed = " (its renderer crashed)" * (name in CRASHED)
+                    body = page.locator("body").inner_text()
                     raise AssertionError(
-                        f"{name}'s page: {page.locator('body').inner_text()}"
+                        f"{name}'s page{crashed} at {page.url}: {body!r}"
                     ) from None
                 rounds = [int(row[0]) for row in table(page, "class_mine")]
                 assert rounds == list(range(5, (first if name == LATE else 1) - 1, -1)), (
