@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import ui.classroom
+
 APP = Path(__file__).resolve().parent.parent / "app.py"
 EVALUATE_ON = ["KING_LEAR_FOOL"]
 OWN_LINES = (
@@ -49,7 +51,7 @@ def texts(at: AppTest) -> str:
     return "\n".join(map(str, parts))
 
 
-def test_teacher_opens_a_class_run_students_join_and_follow_it(page_env):
+def test_teacher_opens_a_class_run_students_join_and_follow_it(page_env, monkeypatch):
     teacher = page()
     teacher.multiselect(key="client_ids").set_value(EVALUATE_ON)
     teacher.number_input(key="rounds").set_value(2)
@@ -116,3 +118,25 @@ def test_teacher_opens_a_class_run_students_join_and_follow_it(page_env):
     assert "Beneath the orchard wall" not in texts(ada)
     shares = [float(s.metric[0].value.rstrip("%")) for s in (ada, ben)]
     assert sum(shares) == pytest.approx(100, abs=1.5)  # rounded to whole percents
+
+    # Streamlit sends a run's elements in the order it draws them: each page draws its status
+    # line after the roster (teacher) or the figures (student) it speaks of, so a browser that
+    # shows "round N done" shows round N's; the slow text comes last.
+    drawn = []
+    for name in ("status_ui", "roster_ui", "my_figures_ui", "global_model_ui"):
+        monkeypatch.setattr(ui.classroom, name, recorded(getattr(ui.classroom, name), drawn))
+    teacher.run()
+    assert drawn == ["roster_ui", "status_ui", "global_model_ui"]
+    drawn.clear()
+    ada.run()
+    assert drawn == ["my_figures_ui", "status_ui", "global_model_ui"]
+
+
+def recorded(draw, drawn: list[str]):
+    """`draw`, noting its name in `drawn` each time it is called."""
+
+    def drawing(*args, **kwargs):
+        drawn.append(draw.__name__)
+        return draw(*args, **kwargs)
+
+    return drawing
