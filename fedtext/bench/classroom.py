@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fedtext.bench.page import PAGE_TIMEOUT_S, stop_process_group
+from fedtext.bench.page import PAGE_DRAWN_JS, PAGE_TIMEOUT_S, stop_process_group
 from fedtext.bench.results import ROOT, Results, Row, Settings
 
 BROWSERS = 6
@@ -34,9 +34,6 @@ new PerformanceObserver((list) => {
   }
 }).observe({ type: "longtask", buffered: true });
 """
-# Drawn through: the deferred charts are on the page and no script runs.
-DRAWN_JS = """() => !!document.querySelector('.js-plotly-plot') &&
-    !document.querySelector('[data-testid="stStatusWidget"] [aria-label="Running..."]')"""
 LAST_OVER_FIRST_MAX = 1.2  # issue 24: the last of 6 browsers within 1.2x the first
 STORED_RUN_MAX_S = 2.0  # issue 24: a stored run's settings back within 2 s of the click
 # Seven browsers, the page's server and its TFF worker share the machine: a page may take long
@@ -173,7 +170,7 @@ async def _classroom(scratch: Path, rounds: int) -> dict:
             tasks = await late.evaluate("window.fedtextLongTasks")
             waited = [length for start, length in tasks if usable_ms <= start < answered_ms]
             settled_page = await _open(browser, link)
-            await settled_page.wait_for_function(DRAWN_JS, polling=100)
+            await settled_page.wait_for_function(PAGE_DRAWN_JS, polling=100)
             await asyncio.sleep(1.0)
             settled = await _until_trained(settled_page, await _press_train(settled_page), rounds)
             again = await browser.new_page()

@@ -16,27 +16,25 @@ from pathlib import Path
 from fedtext.bench.machine import ForeignLoad, PeakRss, tree_rss
 from fedtext.bench.results import ROOT, Results, Row, Settings, median
 
+# Streamlit has finished its run and the browser has drawn it: no running indicator, no spinner,
+# no box left for a deferred element, a widget to use.
+PAGE_DRAWN_JS = """() => {
+    const q = (s) => document.querySelector(s);
+    // Streamlit 1.52 marks a running script with an icon labelled "Running...".
+    const running = q('[data-testid="stStatusWidget"] [aria-label="Running..."]');
+    if (running) return false;
+    if (q('[data-testid="stSpinner"]') || q('[data-testid="stSkeleton"]')) return false;
+    // A visitor's first run leaves boxes for the charts and tables (ui/first_paint.py).
+    if (q('[class*="st-key-later_"]')) return false;
+    const widgets = document.querySelectorAll(
+      '[data-testid="stMain"] button:not([disabled]), [data-testid="stMain"] input,'
+      + ' [data-testid="stMain"] textarea');
+    return widgets.length > 0;
+}"""
+
 
 def _page_drawn(page) -> bool:
-    """Streamlit has finished its first run and the browser has drawn it: no running indicator,
-    no spinner, a widget to use."""
-    return bool(
-        page.evaluate(
-            """() => {
-            const q = (s) => document.querySelector(s);
-            // Streamlit 1.52 marks a running script with an icon labelled "Running...".
-            const running = q('[data-testid="stStatusWidget"] [aria-label="Running..."]');
-            if (running) return false;
-            if (q('[data-testid="stSpinner"]') || q('[data-testid="stSkeleton"]')) return false;
-            // A visitor's first run leaves boxes for the charts and tables (ui/first_paint.py).
-            if (q('[class*="st-key-later_"]')) return false;
-            const widgets = document.querySelectorAll(
-              '[data-testid="stMain"] button:not([disabled]), [data-testid="stMain"] input,'
-              + ' [data-testid="stMain"] textarea');
-            return widgets.length > 0;
-        }"""
-        )
-    )
+    return bool(page.evaluate(PAGE_DRAWN_JS))
 
 
 PAGE_TIMEOUT_S = 120.0  # a page not usable by then counts as failed
